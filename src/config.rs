@@ -1,0 +1,267 @@
+//! The TOML configuration file: what it may contain, its defaults, and how it is read.
+//!
+//! Relative paths in the file are resolved against the file's own directory. Reading the file
+//! only parses it; [`crate::snapshot::Snapshot::build`] loads and validates what it points to.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::tls::verify::{DEFAULT_MAX_CHAIN_DEPTH, Mode};
+
+/// A problem with the configuration file itself.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}. Fix: check the path given to --config")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config file {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address of the TLS listener. Default `127.0.0.1:8443`.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Address of the Prometheus `/metrics` listener (plain HTTP; keep it on loopback).
+    /// Default `127.0.0.1:9464`.
+    #[serde(default = "default_metrics_listen")]
+    pub metrics_listen: SocketAddr,
+    /// Domain used for clients that send no SNI (or an unknown one). Default: the first domain.
+    #[serde(default)]
+    pub default_domain: Option<String>,
+    /// Write one JSON access-log line per request. Default `true`.
+    #[serde(default = "yes")]
+    pub access_log: bool,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    #[serde(default, rename = "domains")]
+    pub domains: Vec<DomainConfig>,
+    #[serde(default, rename = "routes")]
+    pub routes: Vec<RouteConfig>,
+}
+
+/// Timeouts, written as `"500ms"`, `"10s"` or `"2m"`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    /// TLS handshake, from accept to the end of the handshake. Default `10s`.
+    #[serde(default = "d10s", with = "duration")]
+    pub handshake: Duration,
+    /// Connecting to an upstream (502 when exceeded). Default `5s`.
+    #[serde(default = "d5s", with = "duration")]
+    pub upstream_connect: Duration,
+    /// Waiting for an upstream's response headers (504 when exceeded). Default `60s`.
+    #[serde(default = "d60s", with = "duration")]
+    pub upstream_response: Duration,
+    /// Idle keep-alive connections to upstreams are closed after this. Default `90s`.
+    #[serde(default = "d90s", with = "duration")]
+    pub upstream_idle: Duration,
+    /// Time given to open connections on SIGTERM before they are closed. Default `30s`.
+    #[serde(default = "d30s", with = "duration")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            handshake: d10s(),
+            upstream_connect: d5s(),
+            upstream_response: d60s(),
+            upstream_idle: d90s(),
+            shutdown_grace: d30s(),
+        }
+    }
+}
+
+/// One TLS domain: the names it answers to, its server certificate and its client trust.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DomainConfig {
+    /// Host names (SNI and Host) this domain answers to; the first is its name in logs.
+    pub names: Vec<String>,
+    /// PEM file with the server certificate followed by its intermediates.
+    pub cert: PathBuf,
+    /// PEM file with the server certificate's private key.
+    pub key: PathBuf,
+    /// PEM file of the CA certificates that client certificates must chain to.
+    #[serde(default)]
+    pub trust_bundle: Option<PathBuf>,
+    /// `require`, `optional` or `off`. Default `require`.
+    #[serde(default = "default_mode")]
+    pub mtls: Mode,
+    /// CA certificates allowed above the client certificate, the trust anchor included. Default 3.
+    #[serde(default = "default_depth")]
+    pub max_chain_depth: usize,
+}
+
+/// One route: requests for `host` whose path starts with `path_prefix` go to `upstream`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Name used in logs and metrics. Default: `host + path_prefix`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Host this route serves; absent or `*` means every host.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Path prefix, matched on whole segments (`/api` matches `/api` and `/api/x`, not `/apix`).
+    #[serde(default = "default_prefix")]
+    pub path_prefix: String,
+    /// `http://host:port[/base]` or `builtin:echo`.
+    pub upstream: String,
+    /// Remove `path_prefix` from the path before forwarding. Default `false`.
+    #[serde(default)]
+    pub strip_prefix: bool,
+}
+
+impl Config {
+    /// Reads and parses a config file, resolving relative paths against its directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve_paths(base);
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        for d in &mut self.domains {
+            fix(&mut d.cert);
+            fix(&mut d.key);
+            if let Some(b) = &mut d.trust_bundle {
+                fix(b);
+            }
+        }
+    }
+
+    /// Every file the configuration points to (watched for changes).
+    pub fn referenced_files(&self) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        for d in &self.domains {
+            files.push(d.cert.clone());
+            files.push(d.key.clone());
+            files.extend(d.trust_bundle.clone());
+        }
+        files
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8443))
+}
+fn default_metrics_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9464))
+}
+fn yes() -> bool {
+    true
+}
+fn default_mode() -> Mode {
+    Mode::Require
+}
+fn default_depth() -> usize {
+    DEFAULT_MAX_CHAIN_DEPTH
+}
+fn default_prefix() -> String {
+    "/".into()
+}
+fn d5s() -> Duration {
+    Duration::from_secs(5)
+}
+fn d10s() -> Duration {
+    Duration::from_secs(10)
+}
+fn d30s() -> Duration {
+    Duration::from_secs(30)
+}
+fn d60s() -> Duration {
+    Duration::from_secs(60)
+}
+fn d90s() -> Duration {
+    Duration::from_secs(90)
+}
+
+/// Parses `"250ms"`, `"10s"`, `"5m"`, `"1h"`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration; write it as 250ms, 10s, 5m or 1h"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!(
+            "'{s}' has an unknown unit; write it as 250ms, 10s, 5m or 1h"
+        )),
+    }
+}
+
+/// Formats a duration the way [`parse_duration`] reads it.
+pub fn format_duration(d: &Duration) -> String {
+    if d.subsec_millis() != 0 || d.as_secs() == 0 {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{}s", d.as_secs())
+    }
+}
+
+mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::format_duration(d))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        super::parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_round_trip() {
+        for s in ["250ms", "10s", "0ms"] {
+            assert_eq!(format_duration(&parse_duration(s).unwrap()), s);
+        }
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("10d").is_err());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = toml::from_str::<Config>("listn = '127.0.0.1:1'").unwrap_err();
+        assert!(err.to_string().contains("listn"), "{err}");
+    }
+}

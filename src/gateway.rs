@@ -1,0 +1,329 @@
+//! A running gateway: its listeners, the current snapshot, and the control loop that swaps it.
+//!
+//! `Gateway::start` binds every listener before it returns (so callers and tests know the ports
+//! and never need to wait), then runs the accept loop, the metrics listener and the file watcher
+//! as tasks. `reload` builds a new snapshot from the config file and swaps it in, or changes
+//! nothing and says why.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use notify::{RecursiveMode, Watcher as _};
+use rustls::server::ProducesTickets;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
+
+use crate::config::{Config, ConfigError};
+use crate::proxy;
+use crate::snapshot::{Snapshot, SnapshotError};
+
+/// Why the gateway could not start or a reload was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error(
+        "cannot listen on {addr}: {source}. Fix: free the port or set `{setting}` to another address"
+    )]
+    Bind {
+        addr: SocketAddr,
+        setting: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot create the TLS session-ticket key: {0}")]
+    Ticketer(rustls::Error),
+}
+
+/// State shared by the data plane's tasks.
+pub struct State {
+    pub snapshot: ArcSwap<Snapshot>,
+    pub upstream: Client<HttpConnector, Incoming>,
+    pub http: auto::Builder<TokioExecutor>,
+    config_path: PathBuf,
+    ticketer: Arc<dyn ProducesTickets>,
+    /// Serialises reloads so two triggers never interleave.
+    reload_lock: Mutex<()>,
+}
+
+impl State {
+    /// Re-reads the config file and every file it names; swaps in the new snapshot if all is
+    /// valid. On error the running configuration is kept and the error is returned.
+    pub fn reload(&self) -> Result<Arc<Config>, GatewayError> {
+        let _guard = match self.reload_lock.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let result = Config::load(&self.config_path)
+            .map_err(GatewayError::from)
+            .and_then(|config| {
+                let snapshot = Snapshot::build(&config, self.ticketer.clone())?;
+                Ok((config, snapshot))
+            });
+        match result {
+            Ok((config, snapshot)) => {
+                self.snapshot.store(Arc::new(snapshot));
+                metrics::counter!("symbolon_reloads_total", "result" => "applied").increment(1);
+                info!(config = %self.config_path.display(), "configuration reloaded");
+                Ok(Arc::new(config))
+            }
+            Err(e) => {
+                metrics::counter!("symbolon_reloads_total", "result" => "refused").increment(1);
+                error!(config = %self.config_path.display(), error = %e, "reload refused; the running configuration is unchanged");
+                Err(e)
+            }
+        }
+    }
+}
+
+/// A started gateway.
+pub struct Gateway {
+    state: Arc<State>,
+    tls_addr: SocketAddr,
+    metrics_addr: SocketAddr,
+    shutdown_tx: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    accept: JoinHandle<GracefulShutdown>,
+    grace: Duration,
+}
+
+impl Gateway {
+    /// Loads the config, validates it, binds the listeners and starts serving.
+    pub async fn start(config_path: &Path) -> Result<Self, GatewayError> {
+        let config = Config::load(config_path)?;
+        let ticketer = crate::tls::server::ticketer().map_err(GatewayError::Ticketer)?;
+        let snapshot = Snapshot::build(&config, ticketer.clone())?;
+
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| GatewayError::Bind {
+                    addr: config.listen,
+                    setting: "listen",
+                    source,
+                })?;
+        let metrics_listener =
+            TcpListener::bind(config.metrics_listen)
+                .await
+                .map_err(|source| GatewayError::Bind {
+                    addr: config.metrics_listen,
+                    setting: "metrics_listen",
+                    source,
+                })?;
+        let tls_addr = listener.local_addr().map_err(|source| GatewayError::Bind {
+            addr: config.listen,
+            setting: "listen",
+            source,
+        })?;
+        let metrics_addr = metrics_listener
+            .local_addr()
+            .map_err(|source| GatewayError::Bind {
+                addr: config.metrics_listen,
+                setting: "metrics_listen",
+                source,
+            })?;
+
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(config.timeouts.upstream_connect));
+        connector.set_nodelay(true);
+        let upstream = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(config.timeouts.upstream_idle)
+            .pool_timer(TokioTimer::new())
+            .build(connector);
+        let mut http = auto::Builder::new(TokioExecutor::new());
+        http.http1().timer(TokioTimer::new());
+        http.http2().timer(TokioTimer::new());
+
+        let state = Arc::new(State {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            upstream,
+            http,
+            config_path: config_path.to_owned(),
+            ticketer,
+            reload_lock: Mutex::new(()),
+        });
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let accept = tokio::spawn(proxy::accept_loop(
+            state.clone(),
+            listener,
+            GracefulShutdown::new(),
+            shutdown_rx.clone(),
+        ));
+
+        let mut tasks = vec![tokio::spawn(serve_metrics(
+            metrics_listener,
+            shutdown_rx.clone(),
+        ))];
+        tasks.push(tokio::spawn(watch_files(
+            state.clone(),
+            config,
+            shutdown_rx.clone(),
+        )));
+        let grace = state.snapshot.load().timeouts.shutdown_grace;
+        info!(%tls_addr, %metrics_addr, "symbolon is listening");
+        Ok(Self {
+            state,
+            tls_addr,
+            metrics_addr,
+            shutdown_tx,
+            tasks,
+            accept,
+            grace,
+        })
+    }
+
+    pub fn tls_addr(&self) -> SocketAddr {
+        self.tls_addr
+    }
+
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr
+    }
+
+    /// Reloads the configuration (as SIGHUP does).
+    pub fn reload(&self) -> Result<(), GatewayError> {
+        self.state.reload().map(|_| ())
+    }
+
+    /// Stops accepting, lets open connections finish (up to the shutdown grace), then returns.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown_tx.send(true);
+        let graceful = self.accept.await.unwrap_or_default();
+        if tokio::time::timeout(self.grace, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            warn!(grace = ?self.grace, "connections still open after the shutdown grace period; closing them");
+        }
+        for t in self.tasks {
+            t.abort();
+        }
+        info!("symbolon stopped");
+    }
+}
+
+async fn serve_metrics(listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+    let handle = crate::telemetry::metrics_handle();
+    loop {
+        let (tcp, _) = tokio::select! {
+            res = listener.accept() => match res {
+                Ok(x) => x,
+                Err(_) => { tokio::time::sleep(Duration::from_millis(100)).await; continue; }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
+                let handle = handle.clone();
+                async move {
+                    let (status, body) = match (req.uri().path(), &handle) {
+                        ("/metrics", Some(h)) => (StatusCode::OK, h.render()),
+                        ("/metrics", None) => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "another metrics recorder is installed in this process\n".into(),
+                        ),
+                        ("/healthz", _) => (StatusCode::OK, "ok\n".into()),
+                        _ => (StatusCode::NOT_FOUND, "try /metrics\n".into()),
+                    };
+                    let mut resp = Response::new(Full::new(Bytes::from(body)));
+                    *resp.status_mut() = status;
+                    Ok::<_, std::convert::Infallible>(resp)
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), svc)
+                .await;
+        });
+    }
+}
+
+/// Watches the config file and every PEM file it names; a change triggers a reload once the
+/// writes have settled (editors write in several steps).
+async fn watch_files(state: Arc<State>, config: Config, mut shutdown: watch::Receiver<bool>) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<notify::Result<notify::Event>>();
+    let mut watcher = match notify::recommended_watcher(move |ev| {
+        let _ = tx.send(ev);
+    }) {
+        Ok(w) => w,
+        Err(e) => {
+            warn!(error = %e, "cannot watch files for changes; reload with SIGHUP instead");
+            return;
+        }
+    };
+    let mut files = watched_files(&state.config_path, &config);
+    let mut dirs = HashSet::new();
+    watch_dirs(&mut watcher, &files, &mut dirs);
+    loop {
+        let event = tokio::select! {
+            ev = rx.recv() => ev,
+            _ = shutdown.changed() => return,
+        };
+        let Some(event) = event else { return };
+        if !touches(&event, &files) {
+            continue;
+        }
+        // Debounce: wait until no relevant event arrives for 200 ms.
+        loop {
+            match tokio::time::timeout(Duration::from_millis(200), rx.recv()).await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return,
+                Err(_) => break,
+            }
+        }
+        let st = state.clone();
+        if let Ok(Ok(config)) = tokio::task::spawn_blocking(move || st.reload()).await {
+            files = watched_files(&state.config_path, &config);
+            watch_dirs(&mut watcher, &files, &mut dirs);
+        }
+    }
+}
+
+fn watched_files(config_path: &Path, config: &Config) -> HashSet<PathBuf> {
+    let mut files: HashSet<PathBuf> = config.referenced_files().into_iter().collect();
+    files.insert(config_path.to_owned());
+    files.into_iter().map(|p| absolute(&p)).collect()
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_owned())
+}
+
+fn watch_dirs(
+    watcher: &mut notify::RecommendedWatcher,
+    files: &HashSet<PathBuf>,
+    dirs: &mut HashSet<PathBuf>,
+) {
+    for f in files {
+        if let Some(dir) = f.parent()
+            && dirs.insert(dir.to_owned())
+            && let Err(e) = watcher.watch(dir, RecursiveMode::NonRecursive)
+        {
+            warn!(dir = %dir.display(), error = %e, "cannot watch directory for changes");
+        }
+    }
+}
+
+fn touches(event: &notify::Result<notify::Event>, files: &HashSet<PathBuf>) -> bool {
+    match event {
+        Ok(ev) => !ev.kind.is_access() && ev.paths.iter().any(|p| files.contains(&absolute(p))),
+        Err(_) => false,
+    }
+}

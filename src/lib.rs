@@ -1,0 +1,29 @@
+//! Symbolon: a mutual-TLS gateway and certificate authority in one binary.
+//!
+//! # Life of a connection
+//! 1. [`proxy`] accepts a TCP connection and reads the TLS ClientHello.
+//! 2. The SNI picks a [`snapshot::Domain`]: its server certificate, trust bundle and mTLS mode.
+//! 3. [`tls::verify`] checks the client chain (require: fail the handshake; optional: record why).
+//! 4. [`identity`] turns the presented chain into a verdict and identity headers, once.
+//! 5. Per request: Host must belong to the connection's domain (else 421), [`routing`] picks the
+//!    route, [`proxy::headers`] strips spoofed identity headers and sets ours, the request goes
+//!    to the upstream, and an access-log line is written.
+//!
+//! # The rule that keeps it simple
+//! The data plane reads only the current immutable [`snapshot::Snapshot`]. The control plane
+//! ([`gateway`]: SIGHUP, file changes) builds a complete new snapshot, validates it, and swaps it
+//! in atomically. A failed change changes nothing and says why.
+//!
+//! Dependencies point one way: `pki` ← `tls` ← `snapshot` ← `proxy` ← `gateway` ← `cli`.
+
+pub mod cli;
+pub mod config;
+pub mod devinit;
+pub mod gateway;
+pub mod identity;
+pub mod pki;
+pub mod proxy;
+pub mod routing;
+pub mod snapshot;
+pub mod telemetry;
+pub mod tls;

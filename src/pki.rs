@@ -1,0 +1,378 @@
+//! Pure X.509 helpers: read PEM files with errors that name the file, the problem and the fix;
+//! parse certificates into the facts the gateway needs (subject, SANs, SPIFFE ID, validity,
+//! CA flag, SHA-256 fingerprint); check that a key matches its certificate.
+//!
+//! Nothing here does I/O beyond reading the named file, and nothing here panics on input.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::sign::CertifiedKey;
+use x509_parser::extensions::GeneralName;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+/// Largest PEM file we read (trust bundles of a few hundred CAs fit easily).
+pub const MAX_PEM_BYTES: u64 = 4 * 1024 * 1024;
+
+/// A problem with a certificate or key file. Every message names the file, the problem and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error(
+        "cannot read {path}: {source}. Fix: check that the file exists and is readable by the symbolon user"
+    )]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{path} is {size} bytes, over the {MAX_PEM_BYTES}-byte limit for PEM files. Fix: point to the PEM file itself, not an archive or a binary"
+    )]
+    TooLarge { path: PathBuf, size: u64 },
+    #[error(
+        "{path} contains a private key where certificates were expected. Fix: give the certificate file here and the key in the `key` setting (never share a private key in a trust bundle)"
+    )]
+    KeyInCertFile { path: PathBuf },
+    #[error(
+        "{path} contains no PEM certificate (no '-----BEGIN CERTIFICATE-----' block). Fix: give a PEM-encoded certificate file; convert DER with `openssl x509 -inform der -in FILE -out FILE.pem`"
+    )]
+    NoCertificates { path: PathBuf },
+    #[error(
+        "{path} is not valid PEM: {detail}. Fix: check that the file is complete (not truncated) and has matching BEGIN/END lines"
+    )]
+    MalformedPem { path: PathBuf, detail: String },
+    #[error(
+        "{path}: certificate #{index} cannot be parsed as X.509: {detail}. Fix: re-export the certificate from its source"
+    )]
+    BadCertificate {
+        path: PathBuf,
+        index: usize,
+        detail: String,
+    },
+    #[error(
+        "{path} contains no private key (no '-----BEGIN PRIVATE KEY-----', 'EC PRIVATE KEY' or 'RSA PRIVATE KEY' block). Fix: give the PEM private key that belongs to the certificate"
+    )]
+    NoPrivateKey { path: PathBuf },
+    #[error(
+        "{path}: the private key cannot be used: {detail}. Fix: use an ECDSA (P-256/P-384), Ed25519 or RSA key in PKCS#8, SEC1 or PKCS#1 PEM"
+    )]
+    UnusableKey { path: PathBuf, detail: String },
+    #[error(
+        "the key in {key_path} does not match the certificate in {cert_path}. Fix: give the key that was used to create this certificate (compare `openssl x509 -noout -pubkey -in CERT` with `openssl pkey -pubout -in KEY`)"
+    )]
+    KeyMismatch {
+        cert_path: PathBuf,
+        key_path: PathBuf,
+    },
+    #[error(
+        "trust bundle {path}: certificate #{index} ({subject}) is not a CA certificate (basicConstraints CA:TRUE is missing). Fix: a trust bundle holds only the root or intermediate CA certificates that issue client certificates, never a client's own certificate"
+    )]
+    NotCa {
+        path: PathBuf,
+        index: usize,
+        subject: String,
+    },
+    #[error(
+        "trust bundle {path}: CA certificate #{index} ({subject}) expired at {not_after}. Fix: replace it with the CA's current certificate; no client certificate can chain to an expired CA"
+    )]
+    ExpiredCa {
+        path: PathBuf,
+        index: usize,
+        subject: String,
+        not_after: String,
+    },
+    #[error(
+        "trust bundle {path}: certificate #{index} ({subject}) cannot be used as a trust anchor: {detail}"
+    )]
+    BadAnchor {
+        path: PathBuf,
+        index: usize,
+        subject: String,
+        detail: String,
+    },
+}
+
+/// Facts about one certificate, parsed once.
+#[derive(Clone, Debug)]
+pub struct CertInfo {
+    pub subject: String,
+    pub issuer: String,
+    pub serial_hex: String,
+    pub not_before: i64,
+    pub not_after: i64,
+    pub is_ca: bool,
+    pub dns_sans: Vec<String>,
+    pub uri_sans: Vec<String>,
+    pub email_sans: Vec<String>,
+    pub spiffe_id: Option<String>,
+    pub fingerprint_sha256: String,
+}
+
+impl CertInfo {
+    /// Parses a DER certificate. Returns a short description of the problem on failure.
+    pub fn parse(der: &[u8]) -> Result<Self, String> {
+        let (_, cert) = X509Certificate::from_der(der).map_err(|e| e.to_string())?;
+        let mut dns_sans = Vec::new();
+        let mut uri_sans = Vec::new();
+        let mut email_sans = Vec::new();
+        if let Ok(Some(san)) = cert.subject_alternative_name() {
+            for name in &san.value.general_names {
+                match name {
+                    GeneralName::DNSName(d) => dns_sans.push((*d).to_string()),
+                    GeneralName::URI(u) => uri_sans.push((*u).to_string()),
+                    GeneralName::RFC822Name(e) => email_sans.push((*e).to_string()),
+                    _ => {}
+                }
+            }
+        }
+        let spiffe_id = uri_sans
+            .iter()
+            .find(|u| u.starts_with("spiffe://"))
+            .cloned();
+        let is_ca = cert
+            .basic_constraints()
+            .ok()
+            .flatten()
+            .is_some_and(|bc| bc.value.ca);
+        Ok(Self {
+            subject: cert.subject().to_string(),
+            issuer: cert.issuer().to_string(),
+            serial_hex: cert.raw_serial_as_string(),
+            not_before: cert.validity().not_before.timestamp(),
+            not_after: cert.validity().not_after.timestamp(),
+            is_ca,
+            dns_sans,
+            uri_sans,
+            email_sans,
+            spiffe_id,
+            fingerprint_sha256: fingerprint_sha256(der),
+        })
+    }
+}
+
+/// Lower-case hex SHA-256 of the DER bytes (what `openssl x509 -fingerprint -sha256` shows, without colons).
+pub fn fingerprint_sha256(der: &[u8]) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der);
+    hex(digest.as_ref())
+}
+
+/// Lower-case hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        // Writing to a String cannot fail.
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// Formats a unix timestamp as RFC 3339 (UTC).
+pub fn rfc3339(ts: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(ts)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| ts.to_string())
+}
+
+fn read_limited(path: &Path) -> Result<Vec<u8>, PkiError> {
+    let meta = std::fs::metadata(path).map_err(|source| PkiError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    if meta.len() > MAX_PEM_BYTES {
+        return Err(PkiError::TooLarge {
+            path: path.to_owned(),
+            size: meta.len(),
+        });
+    }
+    std::fs::read(path).map_err(|source| PkiError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Reads every certificate in a PEM file (a chain or a bundle), checking that each parses.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, PkiError> {
+    let bytes = read_limited(path)?;
+    parse_certs(&bytes, path)
+}
+
+/// Parses PEM bytes into certificates; `path` only names the source in errors.
+pub fn parse_certs(bytes: &[u8], path: &Path) -> Result<Vec<CertificateDer<'static>>, PkiError> {
+    let mut certs = Vec::new();
+    for item in CertificateDer::pem_slice_iter(bytes) {
+        let cert = item.map_err(|e| PkiError::MalformedPem {
+            path: path.to_owned(),
+            detail: e.to_string(),
+        })?;
+        if let Err(detail) = CertInfo::parse(&cert) {
+            return Err(PkiError::BadCertificate {
+                path: path.to_owned(),
+                index: certs.len() + 1,
+                detail,
+            });
+        }
+        certs.push(cert);
+    }
+    if certs.is_empty() {
+        if PrivateKeyDer::from_pem_slice(bytes).is_ok() {
+            return Err(PkiError::KeyInCertFile {
+                path: path.to_owned(),
+            });
+        }
+        return Err(PkiError::NoCertificates {
+            path: path.to_owned(),
+        });
+    }
+    if has_unterminated_block(bytes) {
+        return Err(PkiError::MalformedPem {
+            path: path.to_owned(),
+            detail: "a BEGIN line has no matching END line (the file looks truncated)".into(),
+        });
+    }
+    Ok(certs)
+}
+
+/// `pem_slice_iter` silently stops at a truncated trailing block; we refuse it instead.
+fn has_unterminated_block(bytes: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(bytes);
+    text.matches("-----BEGIN ").count() != text.matches("-----END ").count()
+}
+
+/// Reads a private key from a PEM file.
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, PkiError> {
+    let bytes = read_limited(path)?;
+    PrivateKeyDer::from_pem_slice(&bytes).map_err(|_| PkiError::NoPrivateKey {
+        path: path.to_owned(),
+    })
+}
+
+/// Loads a certificate chain and its key and checks that they match.
+pub fn load_certified_key(
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<Arc<CertifiedKey>, PkiError> {
+    let chain = load_certs(cert_path)?;
+    let key = load_key(key_path)?;
+    certified_key(chain, key, cert_path, key_path)
+}
+
+/// Builds a rustls `CertifiedKey`, refusing a key that does not match the leaf certificate.
+pub fn certified_key(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<Arc<CertifiedKey>, PkiError> {
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    let signing_key =
+        provider
+            .key_provider
+            .load_private_key(key)
+            .map_err(|e| PkiError::UnusableKey {
+                path: key_path.to_owned(),
+                detail: e.to_string(),
+            })?;
+    let ck = CertifiedKey::new(chain, signing_key);
+    match ck.keys_match() {
+        Ok(()) => Ok(Arc::new(ck)),
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => Ok(Arc::new(ck)),
+        Err(_) => Err(PkiError::KeyMismatch {
+            cert_path: cert_path.to_owned(),
+            key_path: key_path.to_owned(),
+        }),
+    }
+}
+
+/// A parsed trust bundle: CA certificates that client certificates must chain to.
+#[derive(Clone, Debug)]
+pub struct TrustBundle {
+    pub path: PathBuf,
+    pub certs: Vec<CertificateDer<'static>>,
+    pub infos: Vec<CertInfo>,
+}
+
+/// Loads a trust bundle and checks every certificate in it: each must be a CA and unexpired.
+pub fn load_trust_bundle(path: &Path, now: UnixTime) -> Result<TrustBundle, PkiError> {
+    let certs = load_certs(path)?;
+    let mut infos = Vec::with_capacity(certs.len());
+    for (i, der) in certs.iter().enumerate() {
+        let index = i + 1;
+        let info = CertInfo::parse(der).map_err(|detail| PkiError::BadCertificate {
+            path: path.to_owned(),
+            index,
+            detail,
+        })?;
+        if !info.is_ca {
+            return Err(PkiError::NotCa {
+                path: path.to_owned(),
+                index,
+                subject: info.subject,
+            });
+        }
+        if info.not_after < now.as_secs() as i64 {
+            return Err(PkiError::ExpiredCa {
+                path: path.to_owned(),
+                index,
+                subject: info.subject,
+                not_after: rfc3339(info.not_after),
+            });
+        }
+        if let Err(e) = webpki::anchor_from_trusted_cert(der) {
+            return Err(PkiError::BadAnchor {
+                path: path.to_owned(),
+                index,
+                subject: info.subject,
+                detail: format!("{e:?}"),
+            });
+        }
+        infos.push(info);
+    }
+    Ok(TrustBundle {
+        path: path.to_owned(),
+        certs,
+        infos,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_is_lower_case() {
+        assert_eq!(hex(&[0x0a, 0xff]), "0aff");
+    }
+
+    #[test]
+    fn key_where_cert_belongs_is_named() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let err = parse_certs(key.serialize_pem().as_bytes(), Path::new("x.pem")).unwrap_err();
+        assert!(matches!(err, PkiError::KeyInCertFile { .. }), "{err}");
+    }
+
+    #[test]
+    fn truncated_pem_is_refused() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["a".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let pem = cert.pem();
+        let two = format!("{pem}{}", &pem[..pem.len() / 2]);
+        let err = parse_certs(two.as_bytes(), Path::new("x.pem")).unwrap_err();
+        assert!(matches!(err, PkiError::MalformedPem { .. }), "{err}");
+    }
+
+    #[test]
+    fn garbage_has_no_certificates() {
+        let err = parse_certs(b"hello", Path::new("x.pem")).unwrap_err();
+        assert!(matches!(err, PkiError::NoCertificates { .. }), "{err}");
+    }
+}

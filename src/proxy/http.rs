@@ -1,0 +1,181 @@
+//! The request pipeline: Host ≠ SNI check → route → header rewrite → upstream → access log.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::uri::{Authority, PathAndQuery};
+use http::{HeaderValue, Request, Response, Uri, Version, header};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use super::respond::ProxyError;
+use super::{ConnContext, RespBody, echo, headers};
+use crate::gateway::State;
+use crate::routing::{Route, Upstream};
+
+/// Handles one request. Never fails: every error becomes a response.
+pub(super) async fn handle(
+    req: Request<Incoming>,
+    conn: Arc<ConnContext>,
+    state: Arc<State>,
+) -> Result<Response<RespBody>, Infallible> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let snapshot = state.snapshot.load_full();
+    let host = request_host(&req);
+    let mut route_name: Option<String> = None;
+    let result = match host {
+        None => Err(ProxyError::NoHost),
+        Some(host) => {
+            let same_domain = match snapshot.domain_for_host(&host) {
+                Some(d) => d.name == conn.domain,
+                // A host with no domain of its own (a client that connects by IP address, say)
+                // is served on the default domain, unless the client named another host in SNI.
+                None => {
+                    snapshot.default_domain().name == conn.domain
+                        && conn.sni.as_deref().is_none_or(|s| s == host)
+                }
+            };
+            if !same_domain {
+                Err(ProxyError::Misdirected {
+                    conn_domain: conn.domain.clone(),
+                    host,
+                })
+            } else if let Some(route) = snapshot.routes.find(&host, &path) {
+                route_name = Some(route.name.clone());
+                forward(req, &host, route, &conn, &state, &snapshot.timeouts).await
+            } else {
+                Err(ProxyError::NoRoute {
+                    host,
+                    path: path.clone(),
+                })
+            }
+        }
+    };
+    let (response, error_code) = match result {
+        Ok(resp) => (resp, None),
+        Err(e) => {
+            let code = e.code();
+            (e.into_response(), Some(code))
+        }
+    };
+    let route = route_name.as_deref().unwrap_or("-");
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed();
+    metrics::counter!("symbolon_requests_total", "route" => route.to_string(), "status" => status.to_string())
+        .increment(1);
+    metrics::histogram!("symbolon_request_duration_seconds", "route" => route.to_string())
+        .record(elapsed.as_secs_f64());
+    if snapshot.access_log {
+        let id = &conn.identity;
+        let leaf = id.leaf.as_ref();
+        tracing::info!(
+            target: "symbolon::access",
+            client = %conn.peer,
+            sni = conn.sni.as_deref().unwrap_or(""),
+            domain = %conn.domain,
+            method = %method,
+            path = %path,
+            route,
+            status,
+            latency_ms = elapsed.as_secs_f64() * 1000.0,
+            verify = %id.verify_text(),
+            fingerprint = leaf.map(|l| l.fingerprint_sha256.as_str()).unwrap_or(""),
+            subject = leaf.map(|l| l.subject.as_str()).unwrap_or(""),
+            spiffe_id = leaf.and_then(|l| l.spiffe_id.as_deref()).unwrap_or(""),
+            error = error_code.unwrap_or(""),
+            "request"
+        );
+    }
+    Ok(response)
+}
+
+/// The lower-case host of a request, without the port: from the URI (HTTP/2) or the Host header.
+fn request_host<B>(req: &Request<B>) -> Option<String> {
+    let raw = match req.uri().authority() {
+        Some(a) => a.host().to_string(),
+        None => {
+            let value = req.headers().get(header::HOST)?.to_str().ok()?;
+            let authority: Authority = value.parse().ok()?;
+            authority.host().to_string()
+        }
+    };
+    let host = raw.trim_start_matches('[').trim_end_matches(']');
+    Some(host.trim_end_matches('.').to_ascii_lowercase())
+}
+
+async fn forward(
+    mut req: Request<Incoming>,
+    host: &str,
+    route: &Route,
+    conn: &ConnContext,
+    state: &State,
+    timeouts: &crate::config::Timeouts,
+) -> Result<Response<RespBody>, ProxyError> {
+    // Keep the Host the client used (HTTP/2 carries it as :authority).
+    if !req.headers().contains_key(header::HOST) {
+        let authority = req.uri().authority().map(|a| a.as_str().to_string());
+        if let Some(v) = authority.and_then(|a| HeaderValue::from_str(&a).ok()) {
+            req.headers_mut().insert(header::HOST, v);
+        }
+    }
+    headers::rewrite_request(req.headers_mut(), &conn.identity, conn.peer.ip());
+    let (scheme, authority) = match &route.upstream {
+        Upstream::Echo => return Ok(echo::respond(&req, host, route)),
+        Upstream::Http {
+            scheme, authority, ..
+        } => (scheme.clone(), authority.clone()),
+    };
+    let mut path = route.upstream_path(req.uri().path());
+    if let Some(q) = req.uri().query() {
+        path.push('?');
+        path.push_str(q);
+    }
+    let path_and_query: PathAndQuery = path.parse().map_err(|_| ProxyError::BadRequest {
+        detail: "the rewritten path is not valid".into(),
+    })?;
+    let uri = Uri::builder()
+        .scheme(scheme)
+        .authority(authority.clone())
+        .path_and_query(path_and_query)
+        .build()
+        .map_err(|e| ProxyError::BadRequest {
+            detail: e.to_string(),
+        })?;
+    *req.uri_mut() = uri;
+    *req.version_mut() = Version::HTTP_11;
+    let upstream = authority.to_string();
+    let response = tokio::time::timeout(timeouts.upstream_response, state.upstream.request(req))
+        .await
+        .map_err(|_| ProxyError::UpstreamTimeout {
+            upstream: upstream.clone(),
+            secs: timeouts.upstream_response.as_secs_f64(),
+        })?
+        .map_err(|e| {
+            let detail = error_chain(&e);
+            if e.is_connect() {
+                ProxyError::UpstreamConnect { upstream, detail }
+            } else {
+                ProxyError::UpstreamFailed { upstream, detail }
+            }
+        })?;
+    let (mut parts, body) = response.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers);
+    Ok(Response::from_parts(parts, body.boxed_unsync()))
+}
+
+/// The error and its causes, joined, so a 502 names the real cause ("connection refused").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !parts.contains(&text) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    parts.join(": ")
+}

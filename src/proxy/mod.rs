@@ -1,0 +1,196 @@
+//! The data plane: accept → TLS by SNI → client verdict → HTTP/1.1 or HTTP/2 → request pipeline.
+//!
+//! Each connection reads the snapshot current at accept time for its TLS settings; each request
+//! reads the current snapshot for routing, so route changes reach live connections at once.
+
+mod echo;
+pub mod headers;
+mod http;
+pub mod respond;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use rustls::HandshakeKind;
+use rustls::server::Acceptor;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_rustls::LazyConfigAcceptor;
+use tracing::{debug, warn};
+
+use crate::gateway::State;
+use crate::identity::ClientIdentity;
+use crate::tls::{Mode, Verdict};
+
+/// The response body type of the data plane.
+pub type RespBody = UnsyncBoxBody<Bytes, hyper::Error>;
+
+/// What every request on a connection knows about it.
+#[derive(Debug)]
+pub struct ConnContext {
+    pub peer: SocketAddr,
+    pub sni: Option<String>,
+    /// Name of the domain whose trust authenticated this connection.
+    pub domain: String,
+    pub identity: ClientIdentity,
+}
+
+/// Accepts connections until `shutdown` turns true, then hands back `graceful`, which watches
+/// every connection it accepted.
+pub async fn accept_loop(
+    state: Arc<State>,
+    listener: TcpListener,
+    graceful: GracefulShutdown,
+    mut shutdown: watch::Receiver<bool>,
+) -> GracefulShutdown {
+    loop {
+        tokio::select! {
+            res = listener.accept() => match res {
+                Ok((tcp, peer)) => {
+                    let _ = tcp.set_nodelay(true);
+                    tokio::spawn(serve_connection(state.clone(), tcp, peer, graceful.watcher()));
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    warn!(error = %e, "accept failed; retrying in 100 ms");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            _ = shutdown.changed() => break,
+        }
+    }
+    graceful
+}
+
+async fn serve_connection(state: Arc<State>, tcp: TcpStream, peer: SocketAddr, watcher: Watcher) {
+    let snapshot = state.snapshot.load_full();
+    let timeout = snapshot.timeouts.handshake;
+    let start = match tokio::time::timeout(
+        timeout,
+        LazyConfigAcceptor::new(Acceptor::default(), tcp),
+    )
+    .await
+    {
+        Ok(Ok(start)) => start,
+        Ok(Err(e)) => {
+            handshake_failed("not_tls");
+            debug!(%peer, error = %e, "not a TLS ClientHello");
+            return;
+        }
+        Err(_) => {
+            handshake_failed("timeout");
+            return;
+        }
+    };
+    let sni = start
+        .client_hello()
+        .server_name()
+        .map(str::to_ascii_lowercase);
+    let domain = snapshot.domain_for_sni(sni.as_deref()).clone();
+    let accept = start.into_stream(domain.tls.clone()).into_fallible();
+    let tls = match tokio::time::timeout(timeout, accept).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err((err, tcp))) => {
+            let reason = handshake_error_reason(&err);
+            handshake_failed(reason);
+            debug!(%peer, sni = sni.as_deref().unwrap_or(""), domain = %domain.name, reason, error = %err, "handshake failed");
+            linger(tcp).await;
+            return;
+        }
+        Err(_) => {
+            handshake_failed("timeout");
+            return;
+        }
+    };
+    let (_, conn) = tls.get_ref();
+    let resumed = conn.handshake_kind() == Some(HandshakeKind::Resumed);
+    let peer_certs = conn.peer_certificates();
+    let verdict = domain.verifier.verdict(peer_certs, resumed);
+    let identity = ClientIdentity::new(verdict, peer_certs);
+    let reason = match identity.verdict {
+        Verdict::Success => "verified",
+        Verdict::None => "no_certificate",
+        Verdict::Failed(r) => r.as_str(),
+    };
+    if domain.mode == Mode::Require && identity.verdict != Verdict::Success {
+        // Only reachable for resumed sessions whose chain is no longer trusted.
+        metrics::counter!("symbolon_handshakes_total", "result" => "rejected", "reason" => reason)
+            .increment(1);
+        let mut tls = tls;
+        let _ = tls.shutdown().await;
+        return;
+    }
+    metrics::counter!("symbolon_handshakes_total", "result" => "accepted", "reason" => reason)
+        .increment(1);
+    let ctx = Arc::new(ConnContext {
+        peer,
+        sni,
+        domain: domain.name.clone(),
+        identity,
+    });
+    drop(snapshot);
+    let svc_state = state.clone();
+    let svc = service_fn(move |req| http::handle(req, ctx.clone(), svc_state.clone()));
+    let conn = state
+        .http
+        .serve_connection(TokioIo::new(tls), svc)
+        .into_owned();
+    if let Err(e) = watcher.watch(conn).await {
+        debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+fn handshake_failed(reason: &'static str) {
+    metrics::counter!("symbolon_handshakes_total", "result" => "rejected", "reason" => reason)
+        .increment(1);
+}
+
+/// A short reason code for a failed handshake.
+fn handshake_error_reason(err: &std::io::Error) -> &'static str {
+    use rustls::{CertificateError as C, Error as E};
+    let Some(tls) = err.get_ref().and_then(|e| e.downcast_ref::<E>()) else {
+        return match err.kind() {
+            std::io::ErrorKind::UnexpectedEof => "eof",
+            _ => "io_error",
+        };
+    };
+    match tls {
+        E::NoCertificatesPresented => "no_certificate",
+        E::InvalidCertificate(C::UnknownIssuer) => "unknown_ca",
+        E::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => "expired",
+        E::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. }) => "not_yet_valid",
+        E::InvalidCertificate(C::InvalidPurpose | C::InvalidPurposeContext { .. }) => "wrong_usage",
+        E::InvalidCertificate(C::BadSignature) => "bad_signature",
+        E::InvalidCertificate(C::Revoked) => "revoked",
+        E::InvalidCertificate(_) => "bad_certificate",
+        E::PeerIncompatible(_) => "incompatible",
+        E::AlertReceived(_) => "client_alert",
+        E::NoApplicationProtocol => "no_alpn",
+        _ => "tls_error",
+    }
+}
+
+/// After a failed handshake the alert has been written; clients often sent their first request
+/// already. Closing with those bytes unread makes the kernel send a reset, and the client sees
+/// "connection reset" instead of the alert. Half-close and drain for at most one second.
+async fn linger(mut tcp: TcpStream) {
+    let _ = tcp.shutdown().await;
+    let mut buf = [0u8; 4096];
+    let drain = async {
+        let mut total = 0usize;
+        while total < 256 * 1024 {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+}

@@ -1,0 +1,262 @@
+//! Host + path-prefix routing. Built once per snapshot; lookups allocate nothing.
+
+use http::Uri;
+
+use crate::config::RouteConfig;
+
+/// Where a route sends its requests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Upstream {
+    /// The built-in echo service: answers with the request line and headers it received.
+    Echo,
+    /// A plain HTTP origin: `scheme://authority` plus an optional base path.
+    Http {
+        scheme: http::uri::Scheme,
+        authority: http::uri::Authority,
+        base_path: String,
+    },
+}
+
+/// One validated route.
+#[derive(Clone, Debug)]
+pub struct Route {
+    pub name: String,
+    /// Lower-case host, or `None` for every host.
+    pub host: Option<String>,
+    /// Normalised prefix: starts with `/`, has no trailing `/` except for the root.
+    pub prefix: String,
+    pub upstream: Upstream,
+    pub strip_prefix: bool,
+}
+
+/// A problem with a route in the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error(
+        "route '{route}': upstream '{upstream}' is not a valid URL ({detail}). Fix: write it as http://HOST:PORT[/base/path] or builtin:echo"
+    )]
+    BadUrl {
+        route: String,
+        upstream: String,
+        detail: String,
+    },
+    #[error(
+        "route '{route}': upstream '{upstream}' uses https, which is not supported yet. Fix: use an http:// upstream on a trusted network (upstream TLS and mTLS come with upstream credentials)"
+    )]
+    HttpsUpstream { route: String, upstream: String },
+    #[error("route '{route}': path_prefix '{prefix}' must start with '/'")]
+    BadPrefix { route: String, prefix: String },
+    #[error(
+        "two routes have the same host and path prefix: '{first}' and '{second}'. Fix: remove one or change its path_prefix"
+    )]
+    Duplicate { first: String, second: String },
+}
+
+impl Route {
+    /// Validates one route from the config file.
+    pub fn from_config(rc: &RouteConfig) -> Result<Self, RouteError> {
+        let host = rc
+            .host
+            .as_deref()
+            .filter(|h| *h != "*" && !h.is_empty())
+            .map(str::to_ascii_lowercase);
+        let name = rc
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{}{}", host.as_deref().unwrap_or("*"), rc.path_prefix));
+        if !rc.path_prefix.starts_with('/') {
+            return Err(RouteError::BadPrefix {
+                route: name,
+                prefix: rc.path_prefix.clone(),
+            });
+        }
+        let prefix = normalise_prefix(&rc.path_prefix);
+        let upstream = parse_upstream(&name, &rc.upstream)?;
+        Ok(Self {
+            name,
+            host,
+            prefix,
+            upstream,
+            strip_prefix: rc.strip_prefix,
+        })
+    }
+
+    fn matches_path(&self, path: &str) -> bool {
+        if self.prefix == "/" {
+            return true;
+        }
+        match path.strip_prefix(self.prefix.as_str()) {
+            Some(rest) => rest.is_empty() || rest.starts_with('/'),
+            None => false,
+        }
+    }
+
+    /// The path to send upstream: prefix removed if asked, then the base path prepended.
+    pub fn upstream_path(&self, path: &str) -> String {
+        let path = if self.strip_prefix && self.prefix != "/" {
+            match path.strip_prefix(self.prefix.as_str()) {
+                Some("") | None => "/",
+                Some(rest) => rest,
+            }
+        } else {
+            path
+        };
+        match &self.upstream {
+            Upstream::Http { base_path, .. } if !base_path.is_empty() => {
+                format!("{base_path}{path}")
+            }
+            _ => path.to_string(),
+        }
+    }
+}
+
+fn normalise_prefix(p: &str) -> String {
+    let trimmed = p.trim_end_matches('/');
+    if trimmed.is_empty() {
+        "/".into()
+    } else {
+        trimmed.to_string()
+    }
+}
+
+fn parse_upstream(route: &str, s: &str) -> Result<Upstream, RouteError> {
+    if s == "builtin:echo" {
+        return Ok(Upstream::Echo);
+    }
+    let bad = |detail: &str| RouteError::BadUrl {
+        route: route.into(),
+        upstream: s.into(),
+        detail: detail.into(),
+    };
+    let uri: Uri = s
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
+    let scheme = uri.scheme().cloned().ok_or_else(|| bad("no scheme"))?;
+    if scheme == http::uri::Scheme::HTTPS {
+        return Err(RouteError::HttpsUpstream {
+            route: route.into(),
+            upstream: s.into(),
+        });
+    }
+    if scheme != http::uri::Scheme::HTTP {
+        return Err(bad("the scheme must be http"));
+    }
+    let authority = uri.authority().cloned().ok_or_else(|| bad("no host"))?;
+    if authority.host().is_empty() {
+        return Err(bad("no host"));
+    }
+    if uri.query().is_some() {
+        return Err(bad("an upstream URL cannot have a query string"));
+    }
+    let base_path = uri.path().trim_end_matches('/').to_string();
+    Ok(Upstream::Http {
+        scheme,
+        authority,
+        base_path,
+    })
+}
+
+/// All routes, ordered so that the first match is the most specific: host routes before
+/// wildcard routes, longer prefixes first.
+#[derive(Clone, Debug, Default)]
+pub struct RouteTable {
+    routes: Vec<Route>,
+}
+
+impl RouteTable {
+    pub fn new(mut routes: Vec<Route>) -> Result<Self, RouteError> {
+        routes.sort_by(|a, b| {
+            b.host
+                .is_some()
+                .cmp(&a.host.is_some())
+                .then(b.prefix.len().cmp(&a.prefix.len()))
+        });
+        for pair in routes.windows(2) {
+            if pair[0].host == pair[1].host && pair[0].prefix == pair[1].prefix {
+                return Err(RouteError::Duplicate {
+                    first: pair[0].name.clone(),
+                    second: pair[1].name.clone(),
+                });
+            }
+        }
+        Ok(Self { routes })
+    }
+
+    /// The route for a lower-case host and a path.
+    pub fn find(&self, host: &str, path: &str) -> Option<&Route> {
+        self.routes
+            .iter()
+            .find(|r| r.host.as_deref().is_none_or(|h| h == host) && r.matches_path(path))
+    }
+
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(host: Option<&str>, prefix: &str, upstream: &str, strip: bool) -> Route {
+        Route::from_config(&RouteConfig {
+            name: None,
+            host: host.map(Into::into),
+            path_prefix: prefix.into(),
+            upstream: upstream.into(),
+            strip_prefix: strip,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn most_specific_route_wins() {
+        let t = RouteTable::new(vec![
+            route(None, "/", "builtin:echo", false),
+            route(Some("a.test"), "/api", "http://127.0.0.1:1", false),
+            route(Some("a.test"), "/", "http://127.0.0.1:2", false),
+        ])
+        .unwrap();
+        assert_eq!(t.find("a.test", "/api/x").unwrap().name, "a.test/api");
+        assert_eq!(t.find("a.test", "/apix").unwrap().name, "a.test/");
+        assert_eq!(t.find("b.test", "/api").unwrap().name, "*/");
+    }
+
+    #[test]
+    fn strip_prefix_and_base_path() {
+        let r = route(None, "/api/", "http://u:1/base/", true);
+        assert_eq!(r.upstream_path("/api/users"), "/base/users");
+        assert_eq!(r.upstream_path("/api"), "/base/");
+        let r = route(None, "/api", "http://u:1", false);
+        assert_eq!(r.upstream_path("/api/users"), "/api/users");
+    }
+
+    #[test]
+    fn bad_upstreams_are_named() {
+        for bad in ["not a url", "ftp://x", "http://", "https://x"] {
+            let err = Route::from_config(&RouteConfig {
+                name: Some("r".into()),
+                host: None,
+                path_prefix: "/".into(),
+                upstream: bad.into(),
+                strip_prefix: false,
+            })
+            .unwrap_err();
+            assert!(err.to_string().contains("route 'r'"), "{err}");
+        }
+    }
+
+    #[test]
+    fn duplicates_are_refused() {
+        let err = RouteTable::new(vec![
+            route(None, "/a", "builtin:echo", false),
+            route(None, "/a/", "builtin:echo", false),
+        ])
+        .unwrap_err();
+        assert!(matches!(err, RouteError::Duplicate { .. }));
+    }
+}

@@ -1,0 +1,7 @@
+//! TLS: the per-domain rustls server configuration and client-certificate verification.
+//! All rustls configuration lives here, so a rustls upgrade touches one module.
+
+pub mod server;
+pub mod verify;
+
+pub use verify::{FailReason, Mode, Verdict};
