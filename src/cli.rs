@@ -3,6 +3,7 @@
 //! Exit codes: 0 on a clean stop, 78 (EX_CONFIG) when the configuration or a file it names is
 //! refused, 1 for anything else.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -11,7 +12,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info};
 
 use crate::devinit::{self, DataDir};
-use crate::gateway::{Gateway, GatewayError};
+use crate::gateway::{Gateway, GatewayError, Overrides};
 
 /// Symbolon: a mutual-TLS gateway and certificate authority in one binary.
 #[derive(Debug, Parser)]
@@ -32,6 +33,12 @@ pub enum Command {
         /// Data dir for the embedded default (used when --config is not given).
         #[arg(long, env = "SYMBOLON_DATA_DIR", default_value = "symbolon-data")]
         data_dir: PathBuf,
+        /// Listen address of the gateway, overriding `listen` in the config.
+        #[arg(long, env = "SYMBOLON_LISTEN")]
+        listen: Option<SocketAddr>,
+        /// Listen address of /metrics, overriding `metrics_listen` in the config.
+        #[arg(long, env = "SYMBOLON_METRICS_LISTEN")]
+        metrics_listen: Option<SocketAddr>,
     },
 }
 
@@ -52,11 +59,23 @@ pub fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Serve { config, data_dir } => runtime.block_on(serve(config, data_dir)),
+        Command::Serve {
+            config,
+            data_dir,
+            listen,
+            metrics_listen,
+        } => runtime.block_on(serve(
+            config,
+            data_dir,
+            Overrides {
+                listen,
+                metrics_listen,
+            },
+        )),
     }
 }
 
-async fn serve(config: Option<PathBuf>, data_dir: PathBuf) -> ExitCode {
+async fn serve(config: Option<PathBuf>, data_dir: PathBuf, overrides: Overrides) -> ExitCode {
     let (config_path, data) = match config {
         Some(path) => (path, None),
         None => match devinit::ensure(&data_dir) {
@@ -67,7 +86,7 @@ async fn serve(config: Option<PathBuf>, data_dir: PathBuf) -> ExitCode {
             }
         },
     };
-    let gateway = match Gateway::start(&config_path).await {
+    let gateway = match Gateway::start(&config_path, overrides).await {
         Ok(g) => g,
         Err(e) => {
             eprintln!("error: {e}");

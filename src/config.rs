@@ -43,6 +43,10 @@ pub struct Config {
     /// Write one JSON access-log line per request. Default `true`.
     #[serde(default = "yes")]
     pub access_log: bool,
+    /// Reload when the config file or a PEM file it names changes. Default `true`.
+    /// SIGHUP reloads either way.
+    #[serde(default = "yes")]
+    pub watch_files: bool,
     #[serde(default)]
     pub timeouts: Timeouts,
     #[serde(default, rename = "domains")]

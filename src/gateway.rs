@@ -61,6 +61,8 @@ pub struct State {
     ticketer: Arc<dyn ProducesTickets>,
     /// Serialises reloads so two triggers never interleave.
     reload_lock: Mutex<()>,
+    /// Counts applied reloads; subscribers learn when a new snapshot is live.
+    generation: watch::Sender<u64>,
 }
 
 impl State {
@@ -80,6 +82,7 @@ impl State {
         match result {
             Ok((config, snapshot)) => {
                 self.snapshot.store(Arc::new(snapshot));
+                self.generation.send_modify(|g| *g += 1);
                 metrics::counter!("symbolon_reloads_total", "result" => "applied").increment(1);
                 info!(config = %self.config_path.display(), "configuration reloaded");
                 Ok(Arc::new(config))
@@ -91,6 +94,13 @@ impl State {
             }
         }
     }
+}
+
+/// Settings given on the command line that override the config file.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// A started gateway.
@@ -106,8 +116,10 @@ pub struct Gateway {
 
 impl Gateway {
     /// Loads the config, validates it, binds the listeners and starts serving.
-    pub async fn start(config_path: &Path) -> Result<Self, GatewayError> {
-        let config = Config::load(config_path)?;
+    pub async fn start(config_path: &Path, overrides: Overrides) -> Result<Self, GatewayError> {
+        let mut config = Config::load(config_path)?;
+        config.listen = overrides.listen.unwrap_or(config.listen);
+        config.metrics_listen = overrides.metrics_listen.unwrap_or(config.metrics_listen);
         let ticketer = crate::tls::server::ticketer().map_err(GatewayError::Ticketer)?;
         let snapshot = Snapshot::build(&config, ticketer.clone())?;
 
@@ -158,6 +170,7 @@ impl Gateway {
             config_path: config_path.to_owned(),
             ticketer,
             reload_lock: Mutex::new(()),
+            generation: watch::channel(0).0,
         });
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let accept = tokio::spawn(proxy::accept_loop(
@@ -171,11 +184,13 @@ impl Gateway {
             metrics_listener,
             shutdown_rx.clone(),
         ))];
-        tasks.push(tokio::spawn(watch_files(
-            state.clone(),
-            config,
-            shutdown_rx.clone(),
-        )));
+        if config.watch_files {
+            tasks.push(tokio::spawn(watch_files(
+                state.clone(),
+                config,
+                shutdown_rx.clone(),
+            )));
+        }
         let grace = state.snapshot.load().timeouts.shutdown_grace;
         info!(%tls_addr, %metrics_addr, "symbolon is listening");
         Ok(Self {
@@ -195,6 +210,12 @@ impl Gateway {
 
     pub fn metrics_addr(&self) -> SocketAddr {
         self.metrics_addr
+    }
+
+    /// A receiver that changes each time a reload is applied (by SIGHUP, a file change or
+    /// [`Gateway::reload`]); its value counts the applied reloads.
+    pub fn reloads(&self) -> watch::Receiver<u64> {
+        self.state.generation.subscribe()
     }
 
     /// Reloads the configuration (as SIGHUP does).

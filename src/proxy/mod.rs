@@ -169,6 +169,10 @@ fn handshake_error_reason(err: &std::io::Error) -> &'static str {
         E::InvalidCertificate(C::InvalidPurpose | C::InvalidPurposeContext { .. }) => "wrong_usage",
         E::InvalidCertificate(C::BadSignature) => "bad_signature",
         E::InvalidCertificate(C::Revoked) => "revoked",
+        E::InvalidCertificate(C::Other(other)) => other
+            .0
+            .downcast_ref::<crate::tls::verify::Rejected>()
+            .map_or("bad_certificate", |r| r.0.as_str()),
         E::InvalidCertificate(_) => "bad_certificate",
         E::PeerIncompatible(_) => "incompatible",
         E::AlertReceived(_) => "client_alert",

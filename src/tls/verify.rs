@@ -104,7 +104,9 @@ impl FailReason {
             FailReason::WrongUsage => CertificateError::InvalidPurpose,
             FailReason::BadSignature => CertificateError::BadSignature,
             FailReason::Revoked => CertificateError::Revoked,
-            FailReason::ChainTooDeep | FailReason::BadCertificate => CertificateError::BadEncoding,
+            FailReason::ChainTooDeep | FailReason::BadCertificate => {
+                CertificateError::Other(rustls::OtherError(Arc::new(Rejected(self))))
+            }
         };
         rustls::Error::InvalidCertificate(e)
     }
@@ -115,6 +117,11 @@ impl fmt::Display for FailReason {
         f.write_str(self.as_str())
     }
 }
+
+/// Carries a [`FailReason`] through rustls for the reasons rustls has no variant of its own for.
+#[derive(Debug, thiserror::Error)]
+#[error("client certificate rejected: {0}")]
+pub struct Rejected(pub FailReason);
 
 /// The outcome of client authentication on one connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,0 +1,95 @@
+//! Live changes: a trust-bundle swap (by file change or explicit reload) reaches new handshakes
+//! while established keep-alive connections stay open; a broken file changes nothing.
+
+use std::time::Duration;
+
+use crate::support::*;
+
+struct Setup {
+    h: Harness,
+    gw: symbolon::gateway::Gateway,
+    ca_a: TestCa,
+    ca_b: TestCa,
+}
+
+async fn setup() -> Setup {
+    let h = Harness::new();
+    let ca_a = TestCa::root("Old CA");
+    let ca_b = TestCa::root("New CA");
+    h.write("bundle.pem", &ca_a.pem());
+    let body = format!("{}{}", h.domain("api.test", Some("bundle.pem"), "require"), route_all("builtin:echo"));
+    let gw = h.start(&body).await;
+    Setup { h, gw, ca_a, ca_b }
+}
+
+async fn wait_for_reload(rx: &mut tokio::sync::watch::Receiver<u64>) {
+    tokio::time::timeout(Duration::from_secs(10), rx.changed())
+        .await
+        .expect("no reload within 10 s")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn bundle_file_change_swaps_trust_and_keeps_open_connections() {
+    let s = setup().await;
+    let client_a = s.h.client().cert(&s.ca_a.leaf(LeafSpec::client("a")));
+    let client_b = s.h.client().cert(&s.ca_b.leaf(LeafSpec::client("b")));
+    for spec in [client_a.clone(), client_a.clone().h2()] {
+        let mut old = Conn::open(s.gw.tls_addr(), "api.test", &spec).await.unwrap();
+        assert_eq!(old.get("/").await.unwrap().status, 200);
+        assert!(get(s.gw.tls_addr(), "api.test", &client_b, "/").await.is_err());
+
+        let mut reloads = s.gw.reloads();
+        s.h.write("bundle.pem", &s.ca_b.pem());
+        wait_for_reload(&mut reloads).await;
+
+        assert_eq!(get(s.gw.tls_addr(), "api.test", &client_b, "/").await.unwrap().status, 200);
+        let err = get(s.gw.tls_addr(), "api.test", &client_a, "/").await.unwrap_err();
+        assert!(err.contains("UnknownCA"), "{err}");
+        // The connection established under the old trust keeps working.
+        assert_eq!(old.get("/").await.unwrap().status, 200);
+
+        let mut reloads = s.gw.reloads();
+        s.h.write("bundle.pem", &s.ca_a.pem());
+        wait_for_reload(&mut reloads).await;
+    }
+}
+
+#[tokio::test]
+async fn broken_files_are_refused_and_the_old_config_stays() {
+    let s = setup().await;
+    let client_a = s.h.client().cert(&s.ca_a.leaf(LeafSpec::client("a")));
+    let leaf = s.ca_a.leaf(LeafSpec::client("not-a-ca"));
+    let cases = [
+        ("garbage", "this is not PEM".to_string(), "no PEM certificate"),
+        ("truncated", s.ca_b.pem()[..300].to_string(), "not valid PEM"),
+        ("leaf in bundle", leaf.cert_pem.clone(), "not a CA certificate"),
+        ("private key", leaf.key_pem.clone(), "private key"),
+    ];
+    for (name, contents, want) in cases {
+        std::fs::write(s.h.path("bundle.pem"), contents).unwrap();
+        let err = s.gw.reload().expect_err(name).to_string();
+        assert!(err.contains(want), "{name}: {err}");
+        assert!(err.contains("bundle.pem"), "{name}: the error must name the file: {err}");
+        assert_eq!(get(s.gw.tls_addr(), "api.test", &client_a, "/").await.unwrap().status, 200, "{name}");
+    }
+    // A broken config file is refused too.
+    let config = std::fs::read_to_string(s.h.path("symbolon.toml")).unwrap();
+    std::fs::write(s.h.path("symbolon.toml"), format!("{config}\nbogus = 1\n")).unwrap();
+    let err = s.gw.reload().unwrap_err().to_string();
+    assert!(err.contains("bogus"), "{err}");
+    assert_eq!(get(s.gw.tls_addr(), "api.test", &client_a, "/").await.unwrap().status, 200);
+}
+
+#[tokio::test]
+async fn config_file_change_applies_routes_live() {
+    let s = setup().await;
+    let client_a = s.h.client().cert(&s.ca_a.leaf(LeafSpec::client("a")));
+    let mut conn = Conn::open(s.gw.tls_addr(), "api.test", &client_a).await.unwrap();
+    assert_eq!(conn.get("/").await.unwrap().status, 200);
+    let mut reloads = s.gw.reloads();
+    s.h.config(&s.h.domain("api.test", Some("bundle.pem"), "require"));
+    wait_for_reload(&mut reloads).await;
+    // Same connection, new routing table: no route any more.
+    assert_eq!(conn.get("/").await.unwrap().status, 404);
+}

@@ -1,0 +1,202 @@
+//! A real rustls client speaking HTTP/1.1 or HTTP/2 (by ALPN) to the gateway.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::{ClientConfig, RootCertStore};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use super::pki::{Leaf, TestCa};
+
+#[derive(Clone)]
+pub struct ClientSpec {
+    pub roots: Vec<CertificateDer<'static>>,
+    pub identity: Option<(Vec<CertificateDer<'static>>, Arc<PrivateKeyDer<'static>>)>,
+    pub h2: bool,
+    pub tls12: bool,
+}
+
+impl ClientSpec {
+    pub fn new(server_ca: &TestCa) -> Self {
+        Self {
+            roots: vec![server_ca.cert.der().clone()],
+            identity: None,
+            h2: false,
+            tls12: false,
+        }
+    }
+
+    pub fn cert(mut self, leaf: &Leaf) -> Self {
+        self.identity = Some((leaf.chain(), Arc::new(leaf.key())));
+        self
+    }
+
+    /// Presents only the leaf, without the intermediates.
+    pub fn leaf_only(mut self, leaf: &Leaf) -> Self {
+        self.identity = Some((vec![leaf.der.clone()], Arc::new(leaf.key())));
+        self
+    }
+
+    pub fn h2(mut self) -> Self {
+        self.h2 = true;
+        self
+    }
+
+    pub fn tls12(mut self) -> Self {
+        self.tls12 = true;
+        self
+    }
+
+    pub fn config(&self) -> Arc<ClientConfig> {
+        let mut roots = RootCertStore::empty();
+        for r in &self.roots {
+            roots.add(r.clone()).unwrap();
+        }
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let versions: &[&rustls::SupportedProtocolVersion] = if self.tls12 {
+            &[&rustls::version::TLS12]
+        } else {
+            &[&rustls::version::TLS13]
+        };
+        let builder = ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_root_certificates(roots);
+        let mut config = match &self.identity {
+            Some((chain, key)) => builder
+                .with_client_auth_cert(chain.clone(), key.clone_key())
+                .unwrap(),
+            None => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = if self.h2 {
+            vec![b"h2".to_vec()]
+        } else {
+            vec![b"http/1.1".to_vec()]
+        };
+        Arc::new(config)
+    }
+}
+
+enum Sender {
+    H1(http1::SendRequest<Full<Bytes>>),
+    H2(http2::SendRequest<Full<Bytes>>),
+}
+
+/// One open client connection.
+pub struct Conn {
+    sender: Sender,
+    pub sni: String,
+    pub alpn: Option<Vec<u8>>,
+}
+
+#[derive(Debug)]
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: String,
+}
+
+impl Resp {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    /// A header the upstream echoed back (the echo upstreams return the headers they received).
+    pub fn seen(&self, name: &str) -> Option<String> {
+        self.json()["headers"][name].as_str().map(str::to_string)
+    }
+}
+
+/// Errors and their causes as one string, so tests can look for an alert name.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(x) = src {
+        s.push_str(": ");
+        s.push_str(&x.to_string());
+        src = x.source();
+    }
+    s
+}
+
+impl Conn {
+    pub async fn open(addr: SocketAddr, sni: &str, spec: &ClientSpec) -> Result<Conn, String> {
+        let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let connector = TlsConnector::from(spec.config());
+        let name = ServerName::try_from(sni.to_string()).map_err(|e| e.to_string())?;
+        let tls = connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| chain(&e))?;
+        let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+        let io = TokioIo::new(tls);
+        let sender = if alpn.as_deref() == Some(b"h2") {
+            let (sender, conn) = http2::handshake(TokioExecutor::new(), io)
+                .await
+                .map_err(|e| chain(&e))?;
+            tokio::spawn(conn);
+            Sender::H2(sender)
+        } else {
+            let (sender, conn) = http1::handshake(io).await.map_err(|e| chain(&e))?;
+            tokio::spawn(conn);
+            Sender::H1(sender)
+        };
+        Ok(Conn {
+            sender,
+            sni: sni.into(),
+            alpn,
+        })
+    }
+
+    pub async fn get(&mut self, path: &str) -> Result<Resp, String> {
+        let host = self.sni.clone();
+        self.send(Request::get(path).header("host", host).body(Full::default()).unwrap())
+            .await
+    }
+
+    pub async fn send(&mut self, req: Request<Full<Bytes>>) -> Result<Resp, String> {
+        let resp = self.send_streaming(req).await?;
+        let (parts, body) = resp.into_parts();
+        let bytes = body.collect().await.map_err(|e| chain(&e))?.to_bytes();
+        Ok(Resp {
+            status: parts.status,
+            headers: parts.headers,
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+        })
+    }
+
+    /// Sends a request and returns as soon as the response headers arrive.
+    pub async fn send_streaming(
+        &mut self,
+        mut req: Request<Full<Bytes>>,
+    ) -> Result<http::Response<hyper::body::Incoming>, String> {
+        let resp = match &mut self.sender {
+            Sender::H1(s) => s.send_request(req).await.map_err(|e| chain(&e))?,
+            Sender::H2(s) => {
+                // HTTP/2 carries the host in the URI authority.
+                let host = req
+                    .headers_mut()
+                    .remove("host")
+                    .map(|h| h.to_str().unwrap().to_string())
+                    .unwrap_or_else(|| self.sni.clone());
+                let uri = format!("https://{host}{}", req.uri().path_and_query().unwrap());
+                *req.uri_mut() = uri.parse().unwrap();
+                s.send_request(req).await.map_err(|e| chain(&e))?
+            }
+        };
+        Ok(resp)
+    }
+}
+
+/// Opens a connection and sends one GET; any TLS or HTTP failure comes back as its text.
+pub async fn get(addr: SocketAddr, sni: &str, spec: &ClientSpec, path: &str) -> Result<Resp, String> {
+    let mut conn = Conn::open(addr, sni, spec).await?;
+    conn.get(path).await
+}

@@ -1,0 +1,180 @@
+//! Test PKI made with rcgen at test time: CAs, intermediates and leaf certificates with the
+//! properties each scenario needs (validity window, EKU, SPIFFE ID).
+
+use rcgen::{
+    BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use time::{Duration, OffsetDateTime};
+
+pub struct TestCa {
+    pub name: String,
+    pub cert: Certificate,
+    issuer: Issuer<'static, KeyPair>,
+    /// PEM of the CAs between this one and its root (empty for a root).
+    pub chain_pem: String,
+}
+
+#[derive(Clone)]
+pub enum Eku {
+    Client,
+    Server,
+    None,
+}
+
+#[derive(Clone)]
+pub struct LeafSpec {
+    pub cn: String,
+    pub dns: Vec<String>,
+    pub spiffe: Option<String>,
+    pub eku: Eku,
+    pub not_before: OffsetDateTime,
+    pub not_after: OffsetDateTime,
+}
+
+impl LeafSpec {
+    pub fn client(cn: &str) -> Self {
+        let now = OffsetDateTime::now_utc();
+        Self {
+            cn: cn.into(),
+            dns: vec![],
+            spiffe: None,
+            eku: Eku::Client,
+            not_before: now - Duration::hours(1),
+            not_after: now + Duration::days(1),
+        }
+    }
+
+    pub fn server(name: &str) -> Self {
+        Self {
+            dns: vec![name.into()],
+            eku: Eku::Server,
+            ..Self::client(name)
+        }
+    }
+
+    pub fn spiffe(mut self, id: &str) -> Self {
+        self.spiffe = Some(id.into());
+        self
+    }
+
+    pub fn eku(mut self, eku: Eku) -> Self {
+        self.eku = eku;
+        self
+    }
+
+    pub fn expired(mut self) -> Self {
+        let now = OffsetDateTime::now_utc();
+        self.not_before = now - Duration::days(10);
+        self.not_after = now - Duration::days(3);
+        self
+    }
+
+    pub fn not_yet_valid(mut self) -> Self {
+        let now = OffsetDateTime::now_utc();
+        self.not_before = now + Duration::days(3);
+        self.not_after = now + Duration::days(10);
+        self
+    }
+}
+
+/// A leaf certificate with its key; `chain_pem` is the leaf followed by its intermediates.
+pub struct Leaf {
+    pub der: CertificateDer<'static>,
+    pub cert_pem: String,
+    pub chain_pem: String,
+    pub key_pem: String,
+}
+
+impl Leaf {
+    pub fn chain(&self) -> Vec<CertificateDer<'static>> {
+        CertificateDer::pem_slice_iter(self.chain_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    pub fn key(&self) -> PrivateKeyDer<'static> {
+        PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes()).unwrap()
+    }
+
+    pub fn fingerprint(&self) -> String {
+        symbolon::pki::fingerprint_sha256(&self.der)
+    }
+}
+
+fn ca_params(name: &str, not_after: OffsetDateTime) -> CertificateParams {
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name.push(DnType::CommonName, name);
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    p.not_before = OffsetDateTime::now_utc() - Duration::days(1);
+    p.not_after = not_after;
+    p
+}
+
+impl TestCa {
+    pub fn root(name: &str) -> Self {
+        Self::root_until(name, OffsetDateTime::now_utc() + Duration::days(365))
+    }
+
+    pub fn root_until(name: &str, not_after: OffsetDateTime) -> Self {
+        let key = KeyPair::generate().unwrap();
+        let params = ca_params(name, not_after);
+        let cert = params.self_signed(&key).unwrap();
+        Self {
+            name: name.into(),
+            cert,
+            issuer: Issuer::new(params, key),
+            chain_pem: String::new(),
+        }
+    }
+
+    pub fn intermediate(&self, name: &str) -> Self {
+        let key = KeyPair::generate().unwrap();
+        let params = ca_params(name, OffsetDateTime::now_utc() + Duration::days(300));
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let chain_pem = format!("{}{}", cert.pem(), self.chain_pem);
+        Self {
+            name: name.into(),
+            cert,
+            issuer: Issuer::new(params, key),
+            chain_pem,
+        }
+    }
+
+    pub fn pem(&self) -> String {
+        self.cert.pem()
+    }
+
+    pub fn leaf(&self, spec: LeafSpec) -> Leaf {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(spec.dns.clone()).unwrap();
+        p.distinguished_name.push(DnType::OrganizationName, "Symbolon tests");
+        p.distinguished_name.push(DnType::CommonName, spec.cn.as_str());
+        if let Some(id) = &spec.spiffe {
+            p.subject_alt_names
+                .push(SanType::URI(id.as_str().try_into().unwrap()));
+        }
+        p.extended_key_usages = match spec.eku {
+            Eku::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
+            Eku::Server => vec![ExtendedKeyUsagePurpose::ServerAuth],
+            Eku::None => vec![],
+        };
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.not_before = spec.not_before;
+        p.not_after = spec.not_after;
+        let cert = p.signed_by(&key, &self.issuer).unwrap();
+        Leaf {
+            der: cert.der().clone(),
+            cert_pem: cert.pem(),
+            chain_pem: format!("{}{}", cert.pem(), self.chain_pem),
+            key_pem: key.serialize_pem(),
+        }
+    }
+}

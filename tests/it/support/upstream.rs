@@ -1,0 +1,97 @@
+//! A real HTTP/1.1 upstream on 127.0.0.1:0 that answers with what it received as JSON.
+//! `/hang` never answers (for timeouts); `/stream` sends one chunk, then the rest once the test
+//! calls `release()` (to prove the gateway streams instead of buffering).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, mpsc};
+
+pub struct Upstream {
+    pub addr: SocketAddr,
+    release: Arc<Notify>,
+}
+
+type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+impl Upstream {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let release = Arc::new(Notify::new());
+        let rel = release.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, peer)) = listener.accept().await else { return };
+                let rel = rel.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| handle(req, peer, rel.clone()));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .await;
+                });
+            }
+        });
+        Self { addr, release }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn release(&self) {
+        self.release.notify_one();
+    }
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    release: Arc<Notify>,
+) -> Result<Response<Body>, Infallible> {
+    let path = req.uri().path().to_string();
+    if path.ends_with("/hang") {
+        std::future::pending::<()>().await;
+    }
+    if path.ends_with("/stream") {
+        let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(2);
+        tokio::spawn(async move {
+            let _ = tx.send(Ok(Frame::data(Bytes::from_static(b"first;")))).await;
+            release.notified().await;
+            let _ = tx.send(Ok(Frame::data(Bytes::from_static(b"second")))).await;
+        });
+        let stream = tokio_stream_from(rx);
+        return Ok(Response::new(StreamBody::new(stream).boxed()));
+    }
+    let mut headers = serde_json::Map::new();
+    for (k, v) in req.headers() {
+        headers.insert(k.to_string(), v.to_str().unwrap_or("<binary>").into());
+    }
+    let method = req.method().to_string();
+    let query = req.uri().query().map(str::to_string);
+    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let json = serde_json::json!({
+        "upstream": "test",
+        "method": method,
+        "path": path,
+        "query": query,
+        "body_len": body.len(),
+        "peer": peer.to_string(),
+        "headers": headers,
+    });
+    Ok(Response::new(Full::new(Bytes::from(json.to_string())).boxed()))
+}
+
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: mpsc::Receiver<T>,
+) -> impl futures_core::Stream<Item = T> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
