@@ -5,22 +5,35 @@ use time::{Duration, OffsetDateTime};
 use crate::support::*;
 
 fn domain_with(h: &Harness, bundle: &str) -> String {
-    format!("{}{}", h.domain("api.test", Some(bundle), "require"), route_all("builtin:echo"))
+    format!(
+        "{}{}",
+        h.domain("api.test", Some(bundle), "require"),
+        route_all("builtin:echo")
+    )
 }
 
 #[tokio::test]
 async fn missing_trust_bundle() {
     let h = Harness::new();
     let err = h.start_err(&domain_with(&h, "nowhere.pem")).await;
-    assert!(err.contains("nowhere.pem") && err.contains("cannot read") && err.contains("Fix:"), "{err}");
+    assert!(
+        err.contains("nowhere.pem") && err.contains("cannot read") && err.contains("Fix:"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
 async fn malformed_pem() {
     let h = Harness::new();
-    h.write("bad.pem", "-----BEGIN CERTIFICATE-----\nnot base64 at all!\n-----END CERTIFICATE-----\n");
+    h.write(
+        "bad.pem",
+        "-----BEGIN CERTIFICATE-----\nnot base64 at all!\n-----END CERTIFICATE-----\n",
+    );
     let err = h.start_err(&domain_with(&h, "bad.pem")).await;
-    assert!(err.contains("bad.pem") && err.contains("not valid PEM"), "{err}");
+    assert!(
+        err.contains("bad.pem") && err.contains("not valid PEM"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -30,7 +43,13 @@ async fn leaf_certificate_in_trust_bundle() {
     let leaf = ca.leaf(LeafSpec::client("a-client"));
     h.write("bundle.pem", &format!("{}{}", ca.pem(), leaf.cert_pem));
     let err = h.start_err(&domain_with(&h, "bundle.pem")).await;
-    assert!(err.contains("bundle.pem") && err.contains("#2") && err.contains("CN=a-client") && err.contains("not a CA certificate"), "{err}");
+    assert!(
+        err.contains("bundle.pem")
+            && err.contains("#2")
+            && err.contains("CN=a-client")
+            && err.contains("not a CA certificate"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -39,7 +58,10 @@ async fn expired_ca_in_trust_bundle() {
     let ca = TestCa::root_until("Old CA", OffsetDateTime::now_utc() - Duration::days(2));
     h.write("bundle.pem", &ca.pem());
     let err = h.start_err(&domain_with(&h, "bundle.pem")).await;
-    assert!(err.contains("bundle.pem") && err.contains("expired") && err.contains("CN=Old CA"), "{err}");
+    assert!(
+        err.contains("bundle.pem") && err.contains("expired") && err.contains("CN=Old CA"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -52,7 +74,12 @@ async fn key_that_does_not_match_its_certificate() {
     let other = h.server_ca.leaf(LeafSpec::server("api.test"));
     h.write("api.test.key", &other.key_pem);
     let err = h.start_err(&body).await;
-    assert!(err.contains("api.test.key") && err.contains("does not match") && err.contains("api.test.crt"), "{err}");
+    assert!(
+        err.contains("api.test.key")
+            && err.contains("does not match")
+            && err.contains("api.test.crt"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -62,7 +89,10 @@ async fn private_key_where_a_certificate_belongs() {
     let leaf = ca.leaf(LeafSpec::client("x"));
     h.write("bundle.pem", &leaf.key_pem);
     let err = h.start_err(&domain_with(&h, "bundle.pem")).await;
-    assert!(err.contains("bundle.pem") && err.contains("private key"), "{err}");
+    assert!(
+        err.contains("bundle.pem") && err.contains("private key"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -73,13 +103,25 @@ async fn route_to_an_unparsable_url() {
         h.domain("api.test", None, "off")
     );
     let err = h.start_err(&body).await;
-    assert!(err.contains("route 'broken'") && err.contains("http//missing-colon") && err.contains("Fix:"), "{err}");
+    assert!(
+        err.contains("route 'broken'")
+            && err.contains("http//missing-colon")
+            && err.contains("Fix:"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
 async fn require_without_a_bundle() {
     let h = Harness::new();
-    let body = format!("{}{}", h.domain("api.test", None, "require"), route_all("builtin:echo"));
+    let body = format!(
+        "{}{}",
+        h.domain("api.test", None, "require"),
+        route_all("builtin:echo")
+    );
     let err = h.start_err(&body).await;
-    assert!(err.contains("api.test") && err.contains("trust_bundle"), "{err}");
+    assert!(
+        err.contains("api.test") && err.contains("trust_bundle"),
+        "{err}"
+    );
 }

@@ -1,1 +1,278 @@
-//! todo
+//! The `symbolon` binary as an operator runs it: the embedded default, SIGHUP, SIGTERM, the
+//! JSON access log, and the exit code of a refused configuration.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use crate::support::*;
+
+/// A running `symbolon serve` whose stdout (JSON logs) is read line by line.
+struct Process {
+    child: Option<Child>,
+    lines: mpsc::Receiver<String>,
+    stderr: mpsc::Receiver<String>,
+    pub tls_addr: std::net::SocketAddr,
+}
+
+impl Process {
+    fn spawn(args: &[&str], cwd: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_symbolon"))
+            .args(args)
+            .current_dir(cwd)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, lines) = mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let (etx, stderr) = mpsc::channel();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let _ = etx.send(line);
+            }
+        });
+        let mut p = Self {
+            child: Some(child),
+            lines,
+            stderr,
+            tls_addr: "0.0.0.0:0".parse().unwrap(),
+        };
+        let ready = p.wait_for("symbolon is listening");
+        let v: serde_json::Value = serde_json::from_str(&ready).unwrap();
+        p.tls_addr = v["tls_addr"].as_str().unwrap().parse().unwrap();
+        p
+    }
+
+    /// Waits (up to 20 s) for a log line containing `needle`; returns it.
+    fn wait_for(&mut self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => {
+                    let err: Vec<String> = self.stderr.try_iter().collect();
+                    panic!("no log line with {needle:?}; stderr: {}", err.join("\n"));
+                }
+            }
+        }
+    }
+
+    fn stderr_text(&self) -> String {
+        let mut s = String::new();
+        while let Ok(l) = self.stderr.recv_timeout(Duration::from_millis(500)) {
+            s.push_str(&l);
+            s.push('\n');
+            if l.starts_with("Config:") {
+                break;
+            }
+        }
+        s
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args(["-s", sig, &self.child.as_ref().unwrap().id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    fn wait_exit(mut self) -> std::process::ExitStatus {
+        let (tx, rx) = mpsc::channel();
+        let mut child = self.child.take().unwrap();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        rx.recv_timeout(Duration::from_secs(20))
+            .expect("symbolon did not exit")
+            .unwrap()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+const PORTS: [&str; 4] = ["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"];
+
+#[test]
+fn embedded_default_works_with_the_printed_curl_command_and_is_reused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut args = vec!["serve", "--data-dir", "data"];
+    args.extend(PORTS);
+    let mut p = Process::spawn(&args, tmp.path());
+    let banner = p.stderr_text();
+    assert!(banner.contains("created data/"), "{banner}");
+    let curl_line = banner
+        .lines()
+        .find(|l| l.trim_start().starts_with("curl --cacert") && l.contains("--cert"))
+        .unwrap_or_else(|| panic!("no curl command in:\n{banner}"))
+        .trim()
+        .to_string();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{curl_line} -sS"))
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let body: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(body["headers"]["x-client-verify"], "SUCCESS");
+    assert_eq!(
+        body["headers"]["x-client-spiffe-id"],
+        symbolon::devinit::DEMO_SPIFFE_ID
+    );
+
+    // The access log line carries the client identity.
+    let access = p.wait_for("\"target\":\"symbolon::access\"");
+    let log: serde_json::Value = serde_json::from_str(&access).unwrap();
+    assert_eq!(log["verify"], "SUCCESS");
+    assert_eq!(log["status"], 200);
+    assert_eq!(log["route"], "echo");
+    assert_eq!(log["spiffe_id"], symbolon::devinit::DEMO_SPIFFE_ID);
+    assert_eq!(log["fingerprint"].as_str().unwrap().len(), 64);
+    assert!(log["latency_ms"].as_f64().is_some());
+
+    // The PKCS#12 file opens with the printed password.
+    let p12 = std::fs::read(tmp.path().join("data/client.p12")).unwrap();
+    let ks = p12_keystore::KeyStore::from_pkcs12(
+        &p12,
+        symbolon::devinit::P12_PASSWORD,
+        p12_keystore::Pkcs12ImportPolicy::Relaxed,
+    )
+    .unwrap();
+    assert!(ks.private_key_chain().is_some());
+
+    let ca_before = std::fs::read(tmp.path().join("data/ca.pem")).unwrap();
+    p.signal("TERM");
+    assert!(p.wait_exit().success());
+    let p = Process::spawn(&args, tmp.path());
+    assert!(p.stderr_text().contains("using data/"));
+    assert_eq!(
+        std::fs::read(tmp.path().join("data/ca.pem")).unwrap(),
+        ca_before
+    );
+    p.signal("TERM");
+    assert!(p.wait_exit().success());
+}
+
+#[test]
+fn sighup_reloads_trust() {
+    let h = Harness::new();
+    let ca_a = TestCa::root("A");
+    let ca_b = TestCa::root("B");
+    h.write("bundle.pem", &ca_a.pem());
+    let config = h.config(&format!(
+        "watch_files = false\n{}{}",
+        h.domain("api.test", Some("bundle.pem"), "require"),
+        route_all("builtin:echo")
+    ));
+    let config = config.to_str().unwrap().to_string();
+    let mut p = Process::spawn(&["serve", "--config", &config], h.dir.path());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client_b = h.client().cert(&ca_b.leaf(LeafSpec::client("b")));
+    assert!(
+        rt.block_on(get(p.tls_addr, "api.test", &client_b, "/"))
+            .is_err()
+    );
+    h.write("bundle.pem", &ca_b.pem());
+    // File watching is off: nothing changes until SIGHUP.
+    assert!(
+        rt.block_on(get(p.tls_addr, "api.test", &client_b, "/"))
+            .is_err()
+    );
+    p.signal("HUP");
+    p.wait_for("configuration reloaded");
+    assert_eq!(
+        rt.block_on(get(p.tls_addr, "api.test", &client_b, "/"))
+            .unwrap()
+            .status,
+        200
+    );
+    // A broken bundle on SIGHUP is refused with a log line naming the file; trust stays.
+    h.write("bundle.pem", "garbage");
+    p.signal("HUP");
+    let refused = p.wait_for("reload refused");
+    assert!(refused.contains("bundle.pem"), "{refused}");
+    assert_eq!(
+        rt.block_on(get(p.tls_addr, "api.test", &client_b, "/"))
+            .unwrap()
+            .status,
+        200
+    );
+}
+
+#[test]
+fn sigterm_lets_in_flight_requests_finish() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let up = rt.block_on(Upstream::start());
+    let h = Harness::new();
+    let config = h.config(&format!(
+        "{}{}",
+        h.domain("api.test", None, "off"),
+        route_all(&up.url())
+    ));
+    let config = config.to_str().unwrap().to_string();
+    let mut p = Process::spawn(&["serve", "--config", &config], h.dir.path());
+    let addr = p.tls_addr;
+    let spec = h.client();
+    rt.block_on(async {
+        use http_body_util::BodyExt;
+        let mut conn = Conn::open(addr, "api.test", &spec).await.unwrap();
+        let req = http::Request::get("/stream")
+            .header("host", "api.test")
+            .body(Default::default())
+            .unwrap();
+        let resp = conn.send_streaming(req).await.unwrap();
+        let mut body = resp.into_body();
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(&first[..], b"first;");
+        p.signal("TERM");
+        p.wait_for("shutting down");
+        // No new connections once shutting down.
+        assert!(get(addr, "api.test", &spec, "/").await.is_err());
+        up.release();
+        let rest = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&rest[..], b"second");
+    });
+    assert!(p.wait_exit().success());
+}
+
+#[test]
+fn refused_configuration_exits_78_naming_the_file() {
+    let h = Harness::new();
+    h.write("bundle.pem", "-----BEGIN CERTIFICATE-----\ntruncated");
+    let config = h.config(&format!(
+        "{}{}",
+        h.domain("api.test", Some("bundle.pem"), "require"),
+        route_all("builtin:echo")
+    ));
+    let out = Command::new(env!("CARGO_BIN_EXE_symbolon"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bundle.pem") && err.contains("Fix:"), "{err}");
+}

@@ -1,6 +1,8 @@
 //! One integration test binary: every test starts the real gateway on 127.0.0.1:0 and talks to
 //! it over real sockets with real TLS clients (rustls here; curl and openssl in `interop`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod badinput;
 mod binary;
 mod interop;

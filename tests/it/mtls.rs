@@ -53,31 +53,78 @@ fn bad_cases(s: &Setup) -> Vec<(Case, Option<ClientSpec>)> {
     let c = s.h.client();
     vec![
         (
-            Case { name: "no certificate", sni: "api.test", alert: "CertificateRequired", verdict: "NONE" },
+            Case {
+                name: "no certificate",
+                sni: "api.test",
+                alert: "CertificateRequired",
+                verdict: "NONE",
+            },
             Some(c.clone()),
         ),
         (
-            Case { name: "unknown CA", sni: "api.test", alert: "UnknownCA", verdict: "FAILED:unknown_ca" },
+            Case {
+                name: "unknown CA",
+                sni: "api.test",
+                alert: "UnknownCA",
+                verdict: "FAILED:unknown_ca",
+            },
             Some(c.clone().cert(&other.leaf(LeafSpec::client("stranger")))),
         ),
         (
-            Case { name: "expired", sni: "api.test", alert: "CertificateExpired", verdict: "FAILED:expired" },
-            Some(c.clone().cert(&s.ca.leaf(LeafSpec::client("old").expired()))),
+            Case {
+                name: "expired",
+                sni: "api.test",
+                alert: "CertificateExpired",
+                verdict: "FAILED:expired",
+            },
+            Some(
+                c.clone()
+                    .cert(&s.ca.leaf(LeafSpec::client("old").expired())),
+            ),
         ),
         (
-            Case { name: "not yet valid", sni: "api.test", alert: "CertificateExpired", verdict: "FAILED:not_yet_valid" },
-            Some(c.clone().cert(&s.ca.leaf(LeafSpec::client("early").not_yet_valid()))),
+            Case {
+                name: "not yet valid",
+                sni: "api.test",
+                alert: "CertificateExpired",
+                verdict: "FAILED:not_yet_valid",
+            },
+            Some(
+                c.clone()
+                    .cert(&s.ca.leaf(LeafSpec::client("early").not_yet_valid())),
+            ),
         ),
         (
-            Case { name: "serverAuth-only EKU", sni: "api.test", alert: "UnsupportedCertificate", verdict: "FAILED:wrong_usage" },
-            Some(c.clone().cert(&s.ca.leaf(LeafSpec::client("srv").eku(Eku::Server)))),
+            Case {
+                name: "serverAuth-only EKU",
+                sni: "api.test",
+                alert: "UnsupportedCertificate",
+                verdict: "FAILED:wrong_usage",
+            },
+            Some(
+                c.clone()
+                    .cert(&s.ca.leaf(LeafSpec::client("srv").eku(Eku::Server))),
+            ),
         ),
         (
-            Case { name: "intermediate not sent", sni: "api.test", alert: "UnknownCA", verdict: "FAILED:unknown_ca" },
-            Some(c.clone().leaf_only(&s.inter.leaf(LeafSpec::client("lonely")))),
+            Case {
+                name: "intermediate not sent",
+                sni: "api.test",
+                alert: "UnknownCA",
+                verdict: "FAILED:unknown_ca",
+            },
+            Some(
+                c.clone()
+                    .leaf_only(&s.inter.leaf(LeafSpec::client("lonely"))),
+            ),
         ),
         (
-            Case { name: "chain deeper than max_chain_depth", sni: "deep.test", alert: "CertificateUnknown", verdict: "FAILED:chain_too_deep" },
+            Case {
+                name: "chain deeper than max_chain_depth",
+                sni: "deep.test",
+                alert: "CertificateUnknown",
+                verdict: "FAILED:chain_too_deep",
+            },
             Some(c.clone().cert(&s.inter.leaf(LeafSpec::client("deep")))),
         ),
     ]
@@ -86,16 +133,29 @@ fn bad_cases(s: &Setup) -> Vec<(Case, Option<ClientSpec>)> {
 #[tokio::test]
 async fn valid_certificate_reaches_upstream_with_identity_headers() {
     let s = setup("require").await;
-    let leaf = s.ca.leaf(LeafSpec::client("svc-a").spiffe("spiffe://example.org/ns/prod/sa/svc-a"));
-    for spec in [s.h.client().cert(&leaf), s.h.client().cert(&leaf).h2(), s.h.client().cert(&leaf).tls12()] {
-        let mut conn = Conn::open(s.gw.tls_addr(), "api.test", &spec).await.unwrap();
+    let leaf =
+        s.ca.leaf(LeafSpec::client("svc-a").spiffe("spiffe://example.org/ns/prod/sa/svc-a"));
+    for spec in [
+        s.h.client().cert(&leaf),
+        s.h.client().cert(&leaf).h2(),
+        s.h.client().cert(&leaf).tls12(),
+    ] {
+        let mut conn = Conn::open(s.gw.tls_addr(), "api.test", &spec)
+            .await
+            .unwrap();
         let r = conn.get("/hello?x=1").await.unwrap();
         assert_eq!(r.status, 200, "{}", r.body);
         assert_eq!(r.json()["upstream"], "test");
         assert_eq!(r.json()["query"], "x=1");
         assert_eq!(r.seen("x-client-verify").unwrap(), "SUCCESS");
-        assert_eq!(r.seen("x-client-fingerprint-sha256").unwrap(), leaf.fingerprint());
-        assert_eq!(r.seen("x-client-spiffe-id").unwrap(), "spiffe://example.org/ns/prod/sa/svc-a");
+        assert_eq!(
+            r.seen("x-client-fingerprint-sha256").unwrap(),
+            leaf.fingerprint()
+        );
+        assert_eq!(
+            r.seen("x-client-spiffe-id").unwrap(),
+            "spiffe://example.org/ns/prod/sa/svc-a"
+        );
         assert!(r.seen("x-client-subject").unwrap().contains("CN=svc-a"));
         use base64::Engine as _;
         let b64 = base64::engine::general_purpose::STANDARD.encode(&leaf.der);
@@ -113,12 +173,17 @@ async fn chain_through_an_intermediate_is_accepted_and_forwarded() {
     for mode in ["require", "optional"] {
         let s = setup(mode).await;
         let leaf = s.inter.leaf(LeafSpec::client("via-intermediate"));
-        let r = get(s.gw.tls_addr(), "api.test", &s.h.client().cert(&leaf), "/").await.unwrap();
+        let r = get(s.gw.tls_addr(), "api.test", &s.h.client().cert(&leaf), "/")
+            .await
+            .unwrap();
         assert_eq!(r.status, 200);
         assert_eq!(r.seen("x-client-verify").unwrap(), "SUCCESS", "{mode}");
         use base64::Engine as _;
         let inter_b64 = base64::engine::general_purpose::STANDARD.encode(s.inter.cert.der());
-        assert_eq!(r.seen("client-cert-chain").unwrap(), format!(":{inter_b64}:"));
+        assert_eq!(
+            r.seen("client-cert-chain").unwrap(),
+            format!(":{inter_b64}:")
+        );
     }
 }
 
@@ -131,11 +196,23 @@ async fn require_mode_rejects_in_the_handshake_with_the_right_alert() {
             let err = get(s.gw.tls_addr(), case.sni, &spec, "/")
                 .await
                 .expect_err(case.name);
-            assert!(err.contains(case.alert), "{} (tls12={}): {err}", case.name, spec.tls12);
+            assert!(
+                err.contains(case.alert),
+                "{} (tls12={}): {err}",
+                case.name,
+                spec.tls12
+            );
         }
     }
     let metrics = metrics_text(&s.gw).await;
-    for reason in ["no_certificate", "unknown_ca", "expired", "not_yet_valid", "wrong_usage", "chain_too_deep"] {
+    for reason in [
+        "no_certificate",
+        "unknown_ca",
+        "expired",
+        "not_yet_valid",
+        "wrong_usage",
+        "chain_too_deep",
+    ] {
         let line = format!("symbolon_handshakes_total{{result=\"rejected\",reason=\"{reason}\"}}");
         assert!(metrics.contains(&line), "missing {line} in\n{metrics}");
     }
@@ -147,13 +224,22 @@ async fn optional_mode_proceeds_and_records_why() {
     for (case, spec) in bad_cases(&s) {
         let spec = spec.unwrap();
         for spec in [spec.clone(), spec.clone().h2(), spec.tls12()] {
-            let r = get(s.gw.tls_addr(), case.sni, &spec, "/").await.unwrap_or_else(|e| panic!("{}: {e}", case.name));
+            let r = get(s.gw.tls_addr(), case.sni, &spec, "/")
+                .await
+                .unwrap_or_else(|e| panic!("{}: {e}", case.name));
             assert_eq!(r.status, 200, "{}", case.name);
-            assert_eq!(r.seen("x-client-verify").unwrap(), case.verdict, "{}", case.name);
+            assert_eq!(
+                r.seen("x-client-verify").unwrap(),
+                case.verdict,
+                "{}",
+                case.name
+            );
         }
     }
     let good = s.ca.leaf(LeafSpec::client("good"));
-    let r = get(s.gw.tls_addr(), "api.test", &s.h.client().cert(&good), "/").await.unwrap();
+    let r = get(s.gw.tls_addr(), "api.test", &s.h.client().cert(&good), "/")
+        .await
+        .unwrap();
     assert_eq!(r.seen("x-client-verify").unwrap(), "SUCCESS");
 }
 
@@ -176,34 +262,52 @@ async fn optional_mode_still_checks_proof_of_key_possession() {
     let stolen = s.ca.leaf(LeafSpec::client("victim"));
     let attacker = s.ca.leaf(LeafSpec::client("attacker"));
     let provider = rustls::crypto::aws_lc_rs::default_provider();
-    let key = provider.key_provider.load_private_key(attacker.key()).unwrap();
+    let key = provider
+        .key_provider
+        .load_private_key(attacker.key())
+        .unwrap();
     let ck = Arc::new(CertifiedKey::new(stolen.chain(), key));
     let mut config = (*s.h.client().config()).clone();
     config.client_auth_cert_resolver = Arc::new(WrongKey(ck));
-    let tcp = tokio::net::TcpStream::connect(s.gw.tls_addr()).await.unwrap();
+    let tcp = tokio::net::TcpStream::connect(s.gw.tls_addr())
+        .await
+        .unwrap();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let name = rustls::pki_types::ServerName::try_from("api.test").unwrap();
     let result = async {
         let tls = connector.connect(name, tcp).await?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake::<_, http_body_util::Full<bytes::Bytes>>(
-                hyper_util::rt::TokioIo::new(tls),
-            )
-            .await
-            .map_err(std::io::Error::other)?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake::<
+            _,
+            http_body_util::Full<bytes::Bytes>,
+        >(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .map_err(std::io::Error::other)?;
         tokio::spawn(conn);
-        let req = http::Request::get("/").header("host", "api.test").body(Default::default()).unwrap();
-        sender.send_request(req).await.map_err(std::io::Error::other)
+        let req = http::Request::get("/")
+            .header("host", "api.test")
+            .body(Default::default())
+            .unwrap();
+        sender
+            .send_request(req)
+            .await
+            .map_err(std::io::Error::other)
     }
     .await;
-    let err = crate::support::client::chain(&result.expect_err("a forged CertificateVerify was accepted"));
-    assert!(err.contains("DecryptError") || err.contains("BadSignature"), "{err}");
+    let err = crate::support::client::chain(
+        &result.expect_err("a forged CertificateVerify was accepted"),
+    );
+    assert!(
+        err.contains("DecryptError") || err.contains("BadSignature"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
 async fn spoofed_identity_headers_are_stripped() {
     let s = setup("optional").await;
-    let mut conn = Conn::open(s.gw.tls_addr(), "api.test", &s.h.client()).await.unwrap();
+    let mut conn = Conn::open(s.gw.tls_addr(), "api.test", &s.h.client())
+        .await
+        .unwrap();
     let req = http::Request::get("/")
         .header("host", "api.test")
         .header("x-client-verify", "SUCCESS")
@@ -217,7 +321,14 @@ async fn spoofed_identity_headers_are_stripped() {
         .unwrap();
     let r = conn.send(req).await.unwrap();
     assert_eq!(r.seen("x-client-verify").unwrap(), "NONE");
-    for h in ["x-client-subject", "x-client-spiffe-id", "x-client-fingerprint-sha256", "client-cert", "client-cert-chain", "x-forwarded-client-cert"] {
+    for h in [
+        "x-client-subject",
+        "x-client-spiffe-id",
+        "x-client-fingerprint-sha256",
+        "client-cert",
+        "client-cert-chain",
+        "x-forwarded-client-cert",
+    ] {
         assert_eq!(r.seen(h), None, "{h} reached the upstream");
     }
 }
@@ -238,11 +349,27 @@ async fn sni_picks_the_domain_bundle() {
     let gw = h.start(&body).await;
     let client_a = h.client().cert(&ca_a.leaf(LeafSpec::client("a-client")));
     let client_b = h.client().cert(&ca_b.leaf(LeafSpec::client("b-client")));
-    assert_eq!(get(gw.tls_addr(), "a.test", &client_a, "/").await.unwrap().status, 200);
-    assert_eq!(get(gw.tls_addr(), "b.test", &client_b, "/").await.unwrap().status, 200);
-    let err = get(gw.tls_addr(), "b.test", &client_a, "/").await.unwrap_err();
+    assert_eq!(
+        get(gw.tls_addr(), "a.test", &client_a, "/")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    assert_eq!(
+        get(gw.tls_addr(), "b.test", &client_b, "/")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    let err = get(gw.tls_addr(), "b.test", &client_a, "/")
+        .await
+        .unwrap_err();
     assert!(err.contains("UnknownCA"), "{err}");
-    let err = get(gw.tls_addr(), "a.test", &client_b, "/").await.unwrap_err();
+    let err = get(gw.tls_addr(), "a.test", &client_b, "/")
+        .await
+        .unwrap_err();
     assert!(err.contains("UnknownCA"), "{err}");
 }
 
@@ -258,21 +385,34 @@ async fn host_other_than_sni_gets_421() {
         route_all("builtin:echo")
     );
     let gw = h.start(&body).await;
-    for spec in [h.client().cert(&ca_a.leaf(LeafSpec::client("a"))), h.client().cert(&ca_a.leaf(LeafSpec::client("a"))).h2()] {
+    for spec in [
+        h.client().cert(&ca_a.leaf(LeafSpec::client("a"))),
+        h.client().cert(&ca_a.leaf(LeafSpec::client("a"))).h2(),
+    ] {
         let mut conn = Conn::open(gw.tls_addr(), "b.test", &spec).await.unwrap();
-        let req = http::Request::get("/").header("host", "a.test").body(http_body_util::Full::default()).unwrap();
+        let req = http::Request::get("/")
+            .header("host", "a.test")
+            .body(http_body_util::Full::default())
+            .unwrap();
         let r = conn.send(req).await.unwrap();
         assert_eq!(r.status, 421, "{}", r.body);
         assert_eq!(r.json()["error"]["code"], "misdirected_request");
-        let req = http::Request::get("/").header("host", "b.test").body(http_body_util::Full::default()).unwrap();
+        let req = http::Request::get("/")
+            .header("host", "b.test")
+            .body(http_body_util::Full::default())
+            .unwrap();
         assert_eq!(conn.send(req).await.unwrap().status, 200);
     }
 }
 
 pub async fn metrics_text(gw: &symbolon::gateway::Gateway) -> String {
-    let mut s = tokio::net::TcpStream::connect(gw.metrics_addr()).await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(gw.metrics_addr())
+        .await
+        .unwrap();
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    s.write_all(b"GET /metrics HTTP/1.1\r\nhost: m\r\nconnection: close\r\n\r\n").await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nhost: m\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
     out

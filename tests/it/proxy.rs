@@ -12,7 +12,10 @@ async fn gateway_with_routes(h: &Harness, routes: &str, extra: &str) -> symbolon
 }
 
 fn req(path: &str) -> http::Request<Full<Bytes>> {
-    http::Request::get(path).header("host", "api.test").body(Full::default()).unwrap()
+    http::Request::get(path)
+        .header("host", "api.test")
+        .body(Full::default())
+        .unwrap()
 }
 
 #[tokio::test]
@@ -27,7 +30,9 @@ async fn routes_by_host_and_prefix_and_strips_prefixes() {
         up.url()
     );
     let gw = gateway_with_routes(&h, &routes, "").await;
-    let mut c = Conn::open(gw.tls_addr(), "api.test", &h.client()).await.unwrap();
+    let mut c = Conn::open(gw.tls_addr(), "api.test", &h.client())
+        .await
+        .unwrap();
     let r = c.send(req("/v1/users?id=7")).await.unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["path"], "/base/users");
@@ -49,7 +54,9 @@ async fn upstream_connections_are_pooled() {
     let mut peers = std::collections::HashSet::new();
     for _ in 0..5 {
         // A new client connection each time: the upstream connection is still reused.
-        let r = get(gw.tls_addr(), "api.test", &h.client(), "/").await.unwrap();
+        let r = get(gw.tls_addr(), "api.test", &h.client(), "/")
+            .await
+            .unwrap();
         peers.insert(r.json()["peer"].as_str().unwrap().to_string());
     }
     assert_eq!(peers.len(), 1, "{peers:?}");
@@ -59,9 +66,15 @@ async fn upstream_connections_are_pooled() {
 async fn upstream_down_is_502_with_the_cause() {
     let h = Harness::new();
     // Bind and drop a listener: nothing listens on that port any more.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let gw = gateway_with_routes(&h, &route_all(&format!("http://127.0.0.1:{port}")), "").await;
-    let r = get(gw.tls_addr(), "api.test", &h.client(), "/").await.unwrap();
+    let r = get(gw.tls_addr(), "api.test", &h.client(), "/")
+        .await
+        .unwrap();
     assert_eq!(r.status, 502);
     let e = &r.json()["error"];
     assert_eq!(e["code"], "upstream_unreachable");
@@ -76,7 +89,9 @@ async fn slow_upstream_is_504() {
     let up = Upstream::start().await;
     let extra = "[timeouts]\nupstream_response = \"300ms\"\n\n";
     let gw = gateway_with_routes(&h, &route_all(&up.url()), extra).await;
-    let r = get(gw.tls_addr(), "api.test", &h.client(), "/hang").await.unwrap();
+    let r = get(gw.tls_addr(), "api.test", &h.client(), "/hang")
+        .await
+        .unwrap();
     assert_eq!(r.status, 504);
     assert_eq!(r.json()["error"]["code"], "upstream_timeout");
 }
@@ -98,7 +113,10 @@ async fn bodies_are_streamed_both_ways() {
         assert_eq!(&rest[..], b"second");
         // Request: a 3 MB upload arrives whole.
         let big = Bytes::from(vec![b'x'; 3 * 1024 * 1024]);
-        let post = http::Request::post("/upload").header("host", "api.test").body(Full::new(big)).unwrap();
+        let post = http::Request::post("/upload")
+            .header("host", "api.test")
+            .body(Full::new(big))
+            .unwrap();
         let r = c.send(post).await.unwrap();
         assert_eq!(r.json()["body_len"], 3 * 1024 * 1024);
     }

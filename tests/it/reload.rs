@@ -17,7 +17,11 @@ async fn setup() -> Setup {
     let ca_a = TestCa::root("Old CA");
     let ca_b = TestCa::root("New CA");
     h.write("bundle.pem", &ca_a.pem());
-    let body = format!("{}{}", h.domain("api.test", Some("bundle.pem"), "require"), route_all("builtin:echo"));
+    let body = format!(
+        "{}{}",
+        h.domain("api.test", Some("bundle.pem"), "require"),
+        route_all("builtin:echo")
+    );
     let gw = h.start(&body).await;
     Setup { h, gw, ca_a, ca_b }
 }
@@ -35,16 +39,30 @@ async fn bundle_file_change_swaps_trust_and_keeps_open_connections() {
     let client_a = s.h.client().cert(&s.ca_a.leaf(LeafSpec::client("a")));
     let client_b = s.h.client().cert(&s.ca_b.leaf(LeafSpec::client("b")));
     for spec in [client_a.clone(), client_a.clone().h2()] {
-        let mut old = Conn::open(s.gw.tls_addr(), "api.test", &spec).await.unwrap();
+        let mut old = Conn::open(s.gw.tls_addr(), "api.test", &spec)
+            .await
+            .unwrap();
         assert_eq!(old.get("/").await.unwrap().status, 200);
-        assert!(get(s.gw.tls_addr(), "api.test", &client_b, "/").await.is_err());
+        assert!(
+            get(s.gw.tls_addr(), "api.test", &client_b, "/")
+                .await
+                .is_err()
+        );
 
         let mut reloads = s.gw.reloads();
         s.h.write("bundle.pem", &s.ca_b.pem());
         wait_for_reload(&mut reloads).await;
 
-        assert_eq!(get(s.gw.tls_addr(), "api.test", &client_b, "/").await.unwrap().status, 200);
-        let err = get(s.gw.tls_addr(), "api.test", &client_a, "/").await.unwrap_err();
+        assert_eq!(
+            get(s.gw.tls_addr(), "api.test", &client_b, "/")
+                .await
+                .unwrap()
+                .status,
+            200
+        );
+        let err = get(s.gw.tls_addr(), "api.test", &client_a, "/")
+            .await
+            .unwrap_err();
         assert!(err.contains("UnknownCA"), "{err}");
         // The connection established under the old trust keeps working.
         assert_eq!(old.get("/").await.unwrap().status, 200);
@@ -61,31 +79,61 @@ async fn broken_files_are_refused_and_the_old_config_stays() {
     let client_a = s.h.client().cert(&s.ca_a.leaf(LeafSpec::client("a")));
     let leaf = s.ca_a.leaf(LeafSpec::client("not-a-ca"));
     let cases = [
-        ("garbage", "this is not PEM".to_string(), "no PEM certificate"),
-        ("truncated", s.ca_b.pem()[..300].to_string(), "not valid PEM"),
-        ("leaf in bundle", leaf.cert_pem.clone(), "not a CA certificate"),
+        (
+            "garbage",
+            "this is not PEM".to_string(),
+            "no PEM certificate",
+        ),
+        (
+            "truncated",
+            s.ca_b.pem()[..300].to_string(),
+            "not valid PEM",
+        ),
+        (
+            "leaf in bundle",
+            leaf.cert_pem.clone(),
+            "not a CA certificate",
+        ),
         ("private key", leaf.key_pem.clone(), "private key"),
     ];
     for (name, contents, want) in cases {
         std::fs::write(s.h.path("bundle.pem"), contents).unwrap();
         let err = s.gw.reload().expect_err(name).to_string();
         assert!(err.contains(want), "{name}: {err}");
-        assert!(err.contains("bundle.pem"), "{name}: the error must name the file: {err}");
-        assert_eq!(get(s.gw.tls_addr(), "api.test", &client_a, "/").await.unwrap().status, 200, "{name}");
+        assert!(
+            err.contains("bundle.pem"),
+            "{name}: the error must name the file: {err}"
+        );
+        assert_eq!(
+            get(s.gw.tls_addr(), "api.test", &client_a, "/")
+                .await
+                .unwrap()
+                .status,
+            200,
+            "{name}"
+        );
     }
     // A broken config file is refused too.
     let config = std::fs::read_to_string(s.h.path("symbolon.toml")).unwrap();
     std::fs::write(s.h.path("symbolon.toml"), format!("{config}\nbogus = 1\n")).unwrap();
     let err = s.gw.reload().unwrap_err().to_string();
     assert!(err.contains("bogus"), "{err}");
-    assert_eq!(get(s.gw.tls_addr(), "api.test", &client_a, "/").await.unwrap().status, 200);
+    assert_eq!(
+        get(s.gw.tls_addr(), "api.test", &client_a, "/")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
 }
 
 #[tokio::test]
 async fn config_file_change_applies_routes_live() {
     let s = setup().await;
     let client_a = s.h.client().cert(&s.ca_a.leaf(LeafSpec::client("a")));
-    let mut conn = Conn::open(s.gw.tls_addr(), "api.test", &client_a).await.unwrap();
+    let mut conn = Conn::open(s.gw.tls_addr(), "api.test", &client_a)
+        .await
+        .unwrap();
     assert_eq!(conn.get("/").await.unwrap().status, 200);
     let mut reloads = s.gw.reloads();
     s.h.config(&s.h.domain("api.test", Some("bundle.pem"), "require"));

@@ -99,7 +99,6 @@ pub struct Conn {
 #[derive(Debug)]
 pub struct Resp {
     pub status: StatusCode,
-    pub headers: http::HeaderMap,
     pub body: String,
 }
 
@@ -131,10 +130,7 @@ impl Conn {
         let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
         let connector = TlsConnector::from(spec.config());
         let name = ServerName::try_from(sni.to_string()).map_err(|e| e.to_string())?;
-        let tls = connector
-            .connect(name, tcp)
-            .await
-            .map_err(|e| chain(&e))?;
+        let tls = connector.connect(name, tcp).await.map_err(|e| chain(&e))?;
         let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
         let io = TokioIo::new(tls);
         let sender = if alpn.as_deref() == Some(b"h2") {
@@ -157,8 +153,13 @@ impl Conn {
 
     pub async fn get(&mut self, path: &str) -> Result<Resp, String> {
         let host = self.sni.clone();
-        self.send(Request::get(path).header("host", host).body(Full::default()).unwrap())
-            .await
+        self.send(
+            Request::get(path)
+                .header("host", host)
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
     }
 
     pub async fn send(&mut self, req: Request<Full<Bytes>>) -> Result<Resp, String> {
@@ -167,7 +168,6 @@ impl Conn {
         let bytes = body.collect().await.map_err(|e| chain(&e))?.to_bytes();
         Ok(Resp {
             status: parts.status,
-            headers: parts.headers,
             body: String::from_utf8_lossy(&bytes).into_owned(),
         })
     }
@@ -196,7 +196,12 @@ impl Conn {
 }
 
 /// Opens a connection and sends one GET; any TLS or HTTP failure comes back as its text.
-pub async fn get(addr: SocketAddr, sni: &str, spec: &ClientSpec, path: &str) -> Result<Resp, String> {
+pub async fn get(
+    addr: SocketAddr,
+    sni: &str,
+    spec: &ClientSpec,
+    path: &str,
+) -> Result<Resp, String> {
     let mut conn = Conn::open(addr, sni, spec).await?;
     conn.get(path).await
 }

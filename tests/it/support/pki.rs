@@ -10,7 +10,6 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use time::{Duration, OffsetDateTime};
 
 pub struct TestCa {
-    pub name: String,
     pub cert: Certificate,
     issuer: Issuer<'static, KeyPair>,
     /// PEM of the CAs between this one and its root (empty for a root).
@@ -21,7 +20,6 @@ pub struct TestCa {
 pub enum Eku {
     Client,
     Server,
-    None,
 }
 
 #[derive(Clone)]
@@ -128,7 +126,6 @@ impl TestCa {
         let params = ca_params(name, not_after);
         let cert = params.self_signed(&key).unwrap();
         Self {
-            name: name.into(),
             cert,
             issuer: Issuer::new(params, key),
             chain_pem: String::new(),
@@ -141,7 +138,6 @@ impl TestCa {
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         let chain_pem = format!("{}{}", cert.pem(), self.chain_pem);
         Self {
-            name: name.into(),
             cert,
             issuer: Issuer::new(params, key),
             chain_pem,
@@ -155,8 +151,10 @@ impl TestCa {
     pub fn leaf(&self, spec: LeafSpec) -> Leaf {
         let key = KeyPair::generate().unwrap();
         let mut p = CertificateParams::new(spec.dns.clone()).unwrap();
-        p.distinguished_name.push(DnType::OrganizationName, "Symbolon tests");
-        p.distinguished_name.push(DnType::CommonName, spec.cn.as_str());
+        p.distinguished_name
+            .push(DnType::OrganizationName, "Symbolon tests");
+        p.distinguished_name
+            .push(DnType::CommonName, spec.cn.as_str());
         if let Some(id) = &spec.spiffe {
             p.subject_alt_names
                 .push(SanType::URI(id.as_str().try_into().unwrap()));
@@ -164,7 +162,6 @@ impl TestCa {
         p.extended_key_usages = match spec.eku {
             Eku::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
             Eku::Server => vec![ExtendedKeyUsagePurpose::ServerAuth],
-            Eku::None => vec![],
         };
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         p.not_before = spec.not_before;

@@ -30,7 +30,9 @@ impl Upstream {
         let rel = release.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((tcp, peer)) = listener.accept().await else { return };
+                let Ok((tcp, peer)) = listener.accept().await else {
+                    return;
+                };
                 let rel = rel.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| handle(req, peer, rel.clone()));
@@ -64,9 +66,13 @@ async fn handle(
     if path.ends_with("/stream") {
         let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(2);
         tokio::spawn(async move {
-            let _ = tx.send(Ok(Frame::data(Bytes::from_static(b"first;")))).await;
+            let _ = tx
+                .send(Ok(Frame::data(Bytes::from_static(b"first;"))))
+                .await;
             release.notified().await;
-            let _ = tx.send(Ok(Frame::data(Bytes::from_static(b"second")))).await;
+            let _ = tx
+                .send(Ok(Frame::data(Bytes::from_static(b"second"))))
+                .await;
         });
         let stream = tokio_stream_from(rx);
         return Ok(Response::new(StreamBody::new(stream).boxed()));
@@ -77,7 +83,12 @@ async fn handle(
     }
     let method = req.method().to_string();
     let query = req.uri().query().map(str::to_string);
-    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let json = serde_json::json!({
         "upstream": "test",
         "method": method,
@@ -87,7 +98,9 @@ async fn handle(
         "peer": peer.to_string(),
         "headers": headers,
     });
-    Ok(Response::new(Full::new(Bytes::from(json.to_string())).boxed()))
+    Ok(Response::new(
+        Full::new(Bytes::from(json.to_string())).boxed(),
+    ))
 }
 
 fn tokio_stream_from<T: Send + 'static>(
