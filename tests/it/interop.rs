@@ -13,6 +13,7 @@ struct Setup {
     h: Harness,
     gw: symbolon::gateway::Gateway,
     ca: TestCa,
+    ca_b: TestCa,
     server_ca: PathBuf,
 }
 
@@ -180,6 +181,31 @@ async fn curl_require_mode() {
             "{name}: curl must see the real alert, got: {err}"
         );
     }
+    // A chain through an intermediate (curl sends the intermediates in the --cert file).
+    let inter = s.ca.intermediate("Interop Issuing CA");
+    let chained = s.client_files("chained", &inter.leaf(LeafSpec::client("via-int")));
+    let (code, out, err) = s.curl("api.test", Some(&chained), &[]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("\"x-client-verify\":\"SUCCESS\"") && out.contains("client-cert-chain"),
+        "{out}"
+    );
+    // SNI picks the bundle: partner B's certificate works on b.test only.
+    let b = s.client_files("b", &s.ca_b.leaf(LeafSpec::client("partner-b")));
+    let (code, out, _) = s.curl("b.test", Some(&b), &[]).await;
+    assert_eq!(code, 0);
+    assert!(out.ends_with("200 1.1") || out.ends_with("200 2"), "{out}");
+    let (code, _, err) = s.curl("api.test", Some(&b), &[]).await;
+    assert!(code != 0 && err.contains("unknown ca"), "{err}");
+    // b.test allows one CA certificate above the leaf: a chain through an intermediate is too deep.
+    let deep = s.client_files(
+        "deep",
+        &s.ca_b
+            .intermediate("B Issuing")
+            .leaf(LeafSpec::client("deep")),
+    );
+    let (code, _, err) = s.curl("b.test", Some(&deep), &[]).await;
+    assert!(code != 0 && err.contains("alert"), "{err}");
     // Host differs from SNI: 421.
     let (_, out, _) = s.curl("other.test", None, &["-H", "Host: api.test"]).await;
     assert!(out.ends_with("421 1.1") || out.ends_with("421 2"), "{out}");

@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# Symbolon vs nginx, side by side in one run, on this machine.
+#
+#   bash bench/run.sh            # ROUNDS=3 SECONDS_PER_RUN=10 by default
+#
+# Each server is pinned to core 0 (one worker: TOKIO_WORKER_THREADS=1, nginx worker_processes 1);
+# the load generator and the tiny upstream share core 1. Both servers require a client
+# certificate (ECDSA P-256, from Symbolon's dev CA), speak TLS 1.3 with X25519 (pinned on the
+# client: nginx's OpenSSL 3.0 cannot do the post-quantum hybrid), have no access log and no session
+# resumption, and proxy every request to the same keep-alive upstream with the client identity
+# in headers. Scenarios: a new connection per request (full mTLS handshake each time) and
+# keep-alive requests. The load generator reads the server processes' CPU time from /proc, so
+# "CPU µs per request" holds even when the client side is the bottleneck.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${ROUNDS:-3}
+SECS=${SECONDS_PER_RUN:-10}
+CONC=${CONCURRENCY:-32}
+
+if ! command -v nginx >/dev/null; then
+    echo "installing nginx (Debian package)" >&2
+    apt-get update -qq && apt-get install -y -qq nginx >/dev/null
+    # The package may start a default instance; this benchmark runs its own.
+    nginx -s stop 2>/dev/null || true
+fi
+[ "$(nproc)" -ge 2 ] || { echo "needs at least 2 cores" >&2; exit 1; }
+
+cargo build --release -q -p symbolon -p symbolon-bench
+SYM=target/release/symbolon
+LOADGEN=target/release/loadgen
+
+WORK=$(mktemp -d /tmp/symbolon-bench.XXXXXX)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
+    wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+wait_port() { # host port
+    for _ in $(seq 1 200); do
+        (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null && return 0
+        sleep 0.05
+    done
+    echo "nothing listens on $1:$2" >&2
+    return 1
+}
+
+# Certificates: Symbolon's embedded default creates a dev CA, a localhost server certificate and
+# a client certificate. Start it once on spare ports, then stop it.
+"$SYM" serve --data-dir "$WORK/data" --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 >/dev/null 2>&1 &
+INIT=$!
+for _ in $(seq 1 200); do [ -f "$WORK/data/symbolon.toml" ] && break; sleep 0.05; done
+kill "$INIT"; wait "$INIT" 2>/dev/null || true
+D=$WORK/data
+
+UP_PORT=18080
+SYM_PORT=18443
+NGX_PORT=28443
+taskset -c 1 "$LOADGEN" upstream --listen "127.0.0.1:$UP_PORT" >/dev/null &
+PIDS+=($!)
+wait_port 127.0.0.1 $UP_PORT
+
+cat >"$WORK/symbolon.toml" <<EOF
+listen = "127.0.0.1:$SYM_PORT"
+metrics_listen = "127.0.0.1:0"
+access_log = false
+watch_files = false
+
+[[domains]]
+names = ["localhost"]
+cert = "$D/server.pem"
+key = "$D/server.key"
+trust_bundle = "$D/ca.pem"
+mtls = "require"
+
+[[routes]]
+path_prefix = "/"
+upstream = "http://127.0.0.1:$UP_PORT"
+EOF
+
+cat >"$WORK/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 10000000;
+    upstream backend { server 127.0.0.1:$UP_PORT; keepalive 64; }
+    server {
+        listen 127.0.0.1:$NGX_PORT ssl;
+        server_name localhost;
+        ssl_certificate $D/server.pem;
+        ssl_certificate_key $D/server.key;
+        ssl_client_certificate $D/ca.pem;
+        ssl_verify_client on;
+        ssl_verify_depth 3;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_ecdh_curve X25519;
+        ssl_session_cache off;
+        ssl_session_tickets off;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header X-Client-Verify \$ssl_client_verify;
+            proxy_set_header X-Client-Subject \$ssl_client_s_dn;
+            proxy_set_header X-Client-Cert \$ssl_client_escaped_cert;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+        }
+    }
+}
+EOF
+
+TOKIO_WORKER_THREADS=1 taskset -c 0 "$SYM" serve --config "$WORK/symbolon.toml" >"$WORK/symbolon.log" 2>&1 &
+SYM_PID=$!
+PIDS+=($SYM_PID)
+taskset -c 0 nginx -c "$WORK/nginx.conf" -e "$WORK/nginx-error.log" >/dev/null 2>&1 &
+PIDS+=($!)
+wait_port 127.0.0.1 $SYM_PORT
+wait_port 127.0.0.1 $NGX_PORT
+NGX_MASTER=$(cat "$WORK/nginx.pid")
+NGX_PIDS="$NGX_MASTER,$(pgrep -d, -P "$NGX_MASTER")"
+
+run() { # name port pids mode
+    taskset -c 1 "$LOADGEN" load --addr "127.0.0.1:$2" --sni localhost \
+        --cert "$D/client.pem" --key "$D/client.key" --mode "$4" \
+        --concurrency "$CONC" --seconds "$SECS" --server-pids "$3" | grep '"done"' |
+        sed "s/^{/{\"server\":\"$1\",\"mode\":\"$4\",/"
+}
+
+RESULTS=$WORK/results.jsonl
+echo "nginx $(nginx -v 2>&1 | sed 's/.*\///'), $(openssl version | cut -d' ' -f1-2); symbolon $(git rev-parse --short HEAD 2>/dev/null || echo dev); $ROUNDS rounds x ${SECS}s, concurrency $CONC" >&2
+for round in $(seq 1 "$ROUNDS"); do
+    for mode in handshake keepalive; do
+        run symbolon $SYM_PORT "$SYM_PID" $mode | tee -a "$RESULTS" >&2
+        run nginx $NGX_PORT "$NGX_PIDS" $mode | tee -a "$RESULTS" >&2
+    done
+done
+
+python3 - "$RESULTS" <<'EOF'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+def med(server, mode, key):
+    return statistics.median(r[key] for r in rows if r["server"] == server and r["mode"] == mode)
+print()
+print("| scenario | Symbolon /s | nginx /s | Symbolon server CPU µs/req | nginx server CPU µs/req | per-CPU-second ratio (Symbolon ÷ nginx) | throughput ratio |")
+print("|---|---|---|---|---|---|---|")
+names = {"handshake": "new TLS 1.3 mTLS connection per request", "keepalive": "keep-alive requests"}
+for mode in ("handshake", "keepalive"):
+    s_rate, n_rate = med("symbolon", mode, "per_second"), med("nginx", mode, "per_second")
+    s_cpu, n_cpu = med("symbolon", mode, "server_cpu_us_per_request"), med("nginx", mode, "server_cpu_us_per_request")
+    errs = sum(r["errors"] for r in rows if r["mode"] == mode)
+    print(f"| {names[mode]} | {s_rate:,.0f} | {n_rate:,.0f} | {s_cpu:.1f} | {n_cpu:.1f} | {n_cpu / s_cpu:.2f}× | {s_rate / n_rate:.2f}× |")
+print(f"\n(medians of {len(rows) // 4} rounds; errors: {sum(r['errors'] for r in rows)})")
+EOF
