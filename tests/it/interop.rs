@@ -20,12 +20,16 @@ struct Setup {
 async fn setup(mode: &str) -> Setup {
     let h = Harness::new();
     let ca = TestCa::root("Interop Client CA");
+    let ca_b = TestCa::root("Interop Partner B CA");
     h.write("clients.pem", &ca.pem());
+    h.write("b.pem", &ca_b.pem());
     let server_ca = h.write("server-ca.pem", &h.server_ca.pem());
     let body = format!(
-        "{}{}{}",
+        "{}{}{}{}",
         h.domain("api.test", Some("clients.pem"), mode),
         h.domain("other.test", None, "off"),
+        h.domain("b.test", Some("b.pem"), mode)
+            .replace("mtls =", "max_chain_depth = 1\nmtls ="),
         route_all("builtin:echo")
     );
     let gw = h.start(&body).await;
@@ -33,6 +37,7 @@ async fn setup(mode: &str) -> Setup {
         h,
         gw,
         ca,
+        ca_b,
         server_ca,
     }
 }
