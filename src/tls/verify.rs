@@ -137,6 +137,16 @@ pub const DEFAULT_MAX_CHAIN_DEPTH: usize = 3;
 
 const FAILURE_CACHE_CAP: usize = 4096;
 const FAILURE_TTL: Duration = Duration::from_secs(60);
+const VERIFIED_CACHE_CAP: usize = 16 * 1024;
+const VERIFIED_TTL: Duration = Duration::from_secs(300);
+
+/// A chain that verified: it stays valid while `now` is inside every certificate's validity.
+#[derive(Clone, Copy)]
+struct Verified {
+    valid_from: u64,
+    valid_until: u64,
+    at: Instant,
+}
 
 type ChainKey = [u8; 32];
 
@@ -148,6 +158,10 @@ pub struct ClientVerifier {
     max_depth: usize,
     algs: WebPkiSupportedAlgorithms,
     failures: Mutex<HashMap<ChainKey, (FailReason, Instant)>>,
+    /// Chains that verified recently, so a returning client costs one signature check
+    /// (CertificateVerify, never cached) instead of two. The cache belongs to this verifier,
+    /// which is rebuilt with every snapshot: a trust change empties it.
+    verified: Mutex<HashMap<ChainKey, Verified>>,
 }
 
 impl fmt::Debug for ClientVerifier {
@@ -181,6 +195,7 @@ impl ClientVerifier {
             max_depth,
             algs: rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms,
             failures: Mutex::new(HashMap::new()),
+            verified: Mutex::new(HashMap::new()),
         }
     }
 
@@ -196,6 +211,58 @@ impl ClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<(), FailReason> {
+        self.check_keyed(
+            chain_key(end_entity, intermediates),
+            end_entity,
+            intermediates,
+            now,
+        )
+    }
+
+    fn check_keyed(
+        &self,
+        key: ChainKey,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<(), FailReason> {
+        let secs = now.as_secs();
+        if let Some(v) = lock(&self.verified).get(&key).copied()
+            && v.valid_from <= secs
+            && secs <= v.valid_until
+            && v.at.elapsed() < VERIFIED_TTL
+        {
+            return Ok(());
+        }
+        let window = self.check_uncached(end_entity, intermediates, now)?;
+        let mut verified = lock(&self.verified);
+        if verified.len() >= VERIFIED_CACHE_CAP {
+            verified.retain(|_, v| v.at.elapsed() < VERIFIED_TTL);
+            if verified.len() >= VERIFIED_CACHE_CAP {
+                verified.clear();
+            }
+        }
+        if let Some((valid_from, valid_until)) = window {
+            verified.insert(
+                key,
+                Verified {
+                    valid_from,
+                    valid_until,
+                    at: Instant::now(),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Full path verification. On success returns the window in which every certificate of the
+    /// presented chain is valid (for the cache), if it can be read.
+    fn check_uncached(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<Option<(u64, u64)>, FailReason> {
         if self.anchors.is_empty() {
             return Err(FailReason::UnknownCa);
         }
@@ -216,7 +283,7 @@ impl ClientVerifier {
         if depth > self.max_depth {
             return Err(FailReason::ChainTooDeep);
         }
-        Ok(())
+        Ok(validity_window(end_entity, intermediates))
     }
 
     /// The verdict for a finished handshake, given the certificates the client presented.
@@ -236,21 +303,14 @@ impl ClientVerifier {
             return Verdict::Success;
         }
         let key = chain_key(ee, rest);
-        let failures = match self.failures.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        match failures.get(&key) {
+        match lock(&self.failures).get(&key) {
             Some((reason, _)) => Verdict::Failed(*reason),
             None => Verdict::Success,
         }
     }
 
     fn remember_failure(&self, key: ChainKey, reason: FailReason) {
-        let mut failures = match self.failures.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut failures = lock(&self.failures);
         if failures.len() >= FAILURE_CACHE_CAP {
             let now = Instant::now();
             failures.retain(|_, (_, at)| now.duration_since(*at) < FAILURE_TTL);
@@ -260,6 +320,30 @@ impl ClientVerifier {
         }
         failures.insert(key, (reason, Instant::now()));
     }
+}
+
+/// Locks a cache; a panic elsewhere never makes the cache unusable.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// The latest not-before and earliest not-after of the presented certificates.
+fn validity_window(
+    ee: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+) -> Option<(u64, u64)> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let mut from = 0i64;
+    let mut until = i64::MAX;
+    for der in std::iter::once(ee).chain(intermediates) {
+        let (_, cert) = X509Certificate::from_der(der).ok()?;
+        from = from.max(cert.validity().not_before.timestamp());
+        until = until.min(cert.validity().not_after.timestamp());
+    }
+    Some((u64::try_from(from).ok()?, u64::try_from(until).ok()?))
 }
 
 fn chain_key(ee: &CertificateDer<'_>, rest: &[CertificateDer<'_>]) -> ChainKey {
@@ -293,11 +377,12 @@ impl ClientCertVerifier for ClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        match self.check(end_entity, intermediates, now) {
+        let key = chain_key(end_entity, intermediates);
+        match self.check_keyed(key, end_entity, intermediates, now) {
             Ok(()) => Ok(ClientCertVerified::assertion()),
             Err(reason) if self.mode == Mode::Require => Err(reason.to_rustls()),
             Err(reason) => {
-                self.remember_failure(chain_key(end_entity, intermediates), reason);
+                self.remember_failure(key, reason);
                 Ok(ClientCertVerified::assertion())
             }
         }
@@ -328,3 +413,58 @@ impl ClientCertVerifier for ClientVerifier {
 
 /// Shared handle used in `ServerConfig`.
 pub type SharedVerifier = Arc<ClientVerifier>;
+
+#[cfg(test)]
+mod tests {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    use time::{Duration, OffsetDateTime};
+
+    use super::*;
+
+    fn bundle_and_leaf(ca_name: &str) -> (TrustBundle, CertificateDer<'static>, i64) {
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.distinguished_name.push(rcgen::DnType::CommonName, ca_name);
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca, ca_key);
+        let mut leaf = CertificateParams::new(vec!["client".to_string()]).unwrap();
+        let not_after = OffsetDateTime::now_utc() + Duration::hours(1);
+        leaf.not_after = not_after;
+        let leaf = leaf
+            .signed_by(&KeyPair::generate().unwrap(), &issuer)
+            .unwrap();
+        let bundle = TrustBundle {
+            path: "test.pem".into(),
+            certs: vec![ca_cert.der().clone()],
+            infos: vec![],
+        };
+        (bundle, leaf.der().clone(), not_after.unix_timestamp())
+    }
+
+    #[test]
+    fn the_verified_chain_cache_respects_validity() {
+        let (bundle, leaf, not_after) = bundle_and_leaf("CA");
+        let v = ClientVerifier::new(Mode::Require, Some(&bundle), 3);
+        let now = UnixTime::now();
+        assert_eq!(v.check(&leaf, &[], now), Ok(()));
+        assert_eq!(v.check(&leaf, &[], now), Ok(()), "cached");
+        assert_eq!(lock(&v.verified).len(), 1);
+        let later =
+            UnixTime::since_unix_epoch(std::time::Duration::from_secs(not_after as u64 + 60));
+        assert_eq!(v.check(&leaf, &[], later), Err(FailReason::Expired));
+    }
+
+    #[test]
+    fn another_bundle_does_not_inherit_the_cache() {
+        let (bundle, leaf, _) = bundle_and_leaf("CA one");
+        let (other, _, _) = bundle_and_leaf("CA two");
+        let v = ClientVerifier::new(Mode::Require, Some(&bundle), 3);
+        assert_eq!(v.check(&leaf, &[], UnixTime::now()), Ok(()));
+        let w = ClientVerifier::new(Mode::Require, Some(&other), 3);
+        assert_eq!(
+            w.check(&leaf, &[], UnixTime::now()),
+            Err(FailReason::UnknownCa)
+        );
+    }
+}
