@@ -76,6 +76,18 @@ pub fn main() -> ExitCode {
 }
 
 async fn serve(config: Option<PathBuf>, data_dir: PathBuf, overrides: Overrides) -> ExitCode {
+    // Installed first, so a signal that arrives while starting is handled, not fatal.
+    let (mut hup, mut term, mut int) = match (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(h), Ok(t), Ok(i)) => (h, t, i),
+        _ => {
+            eprintln!("error: cannot install signal handlers");
+            return ExitCode::from(1);
+        }
+    };
     let (config_path, data) = match config {
         Some(path) => (path, None),
         None => match devinit::ensure(&data_dir) {
@@ -101,17 +113,6 @@ async fn serve(config: Option<PathBuf>, data_dir: PathBuf, overrides: Overrides)
     if let Some(data) = &data {
         print_welcome(data, &gateway);
     }
-    let (mut hup, mut term, mut int) = match (
-        signal(SignalKind::hangup()),
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(h), Ok(t), Ok(i)) => (h, t, i),
-        _ => {
-            eprintln!("error: cannot install signal handlers");
-            return ExitCode::from(1);
-        }
-    };
     loop {
         tokio::select! {
             _ = hup.recv() => {
@@ -123,7 +124,6 @@ async fn serve(config: Option<PathBuf>, data_dir: PathBuf, overrides: Overrides)
             _ = int.recv() => break,
         }
     }
-    info!("shutting down: no new connections; open ones may finish");
     gateway.shutdown().await;
     ExitCode::SUCCESS
 }

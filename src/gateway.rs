@@ -227,6 +227,11 @@ impl Gateway {
     pub async fn shutdown(self) {
         let _ = self.shutdown_tx.send(true);
         let graceful = self.accept.await.unwrap_or_default();
+        // The listener is closed once the accept loop has returned.
+        info!(
+            open = graceful.count(),
+            "shutting down: no new connections; open ones may finish"
+        );
         if tokio::time::timeout(self.grace, graceful.shutdown())
             .await
             .is_err()

@@ -424,7 +424,8 @@ mod tests {
     fn bundle_and_leaf(ca_name: &str) -> (TrustBundle, CertificateDer<'static>, i64) {
         let ca_key = KeyPair::generate().unwrap();
         let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca.distinguished_name.push(rcgen::DnType::CommonName, ca_name);
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, ca_name);
         ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         let ca_cert = ca.self_signed(&ca_key).unwrap();
         let issuer = Issuer::new(ca, ca_key);
