@@ -67,6 +67,7 @@ listen = "127.0.0.1:$SYM_PORT"
 metrics_listen = "127.0.0.1:0"
 access_log = false
 watch_files = false
+tls13_session_tickets = 0   # as nginx below: ssl_session_tickets off
 
 [[domains]]
 names = ["localhost"]

@@ -47,6 +47,10 @@ pub struct Config {
     /// SIGHUP reloads either way.
     #[serde(default = "yes")]
     pub watch_files: bool,
+    /// TLS 1.3 session tickets sent after each full handshake, for resumption (like nginx's
+    /// `ssl_session_tickets`). 0 turns ticket resumption off. Default 2.
+    #[serde(default = "two")]
+    pub tls13_session_tickets: usize,
     #[serde(default)]
     pub timeouts: Timeouts,
     #[serde(default, rename = "domains")]
@@ -177,6 +181,9 @@ fn default_listen() -> SocketAddr {
 }
 fn default_metrics_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9464))
+}
+fn two() -> usize {
+    2
 }
 fn yes() -> bool {
     true

@@ -122,12 +122,17 @@ impl Snapshot {
                 bundle.as_ref(),
                 dc.max_chain_depth,
             ));
-            let tls = server_config(chain, key, verifier.clone(), ticketer.clone()).map_err(
-                |source| SnapshotError::Tls {
-                    domain: name.clone(),
-                    source,
-                },
-            )?;
+            let tls = server_config(
+                chain,
+                key,
+                verifier.clone(),
+                ticketer.clone(),
+                config.tls13_session_tickets,
+            )
+            .map_err(|source| SnapshotError::Tls {
+                domain: name.clone(),
+                source,
+            })?;
             let index = domains.len();
             let names: Vec<String> = dc.names.iter().map(|n| n.to_ascii_lowercase()).collect();
             for n in &names {

@@ -46,6 +46,7 @@ pub fn server_config(
     key: PrivateKeyDer<'static>,
     verifier: Arc<ClientVerifier>,
     ticketer: Arc<dyn ProducesTickets>,
+    tls13_tickets: usize,
 ) -> Result<Arc<ServerConfig>, rustls::Error> {
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
@@ -54,5 +55,6 @@ pub fn server_config(
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     config.ticketer = ticketer;
     config.ignore_client_order = true;
+    config.send_tls13_tickets = tls13_tickets;
     Ok(Arc::new(config))
 }

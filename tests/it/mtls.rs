@@ -417,3 +417,39 @@ pub async fn metrics_text(gw: &symbolon::gateway::Gateway) -> String {
     s.read_to_string(&mut out).await.unwrap();
     out
 }
+
+#[tokio::test]
+async fn resumed_sessions_keep_the_identity_and_tickets_can_be_turned_off() {
+    for (tickets, want_resumed) in [(None, true), (Some(0), false)] {
+        let h = Harness::new();
+        let ca = TestCa::root("Client CA");
+        h.write("clients.pem", &ca.pem());
+        let setting = tickets
+            .map(|t| format!("tls13_session_tickets = {t}\n"))
+            .unwrap_or_default();
+        let body = format!(
+            "{setting}{}{}",
+            h.domain("api.test", Some("clients.pem"), "require"),
+            route_all("builtin:echo")
+        );
+        let gw = h.start(&body).await;
+        let leaf = ca.leaf(LeafSpec::client("resumer"));
+        let config = h.client().cert(&leaf).config();
+        let mut first = Conn::open_with(gw.tls_addr(), "api.test", config.clone())
+            .await
+            .unwrap();
+        assert!(!first.resumed);
+        // Reading a response makes sure the tickets sent after the handshake were received.
+        assert_eq!(first.get("/").await.unwrap().status, 200);
+        let mut second = Conn::open_with(gw.tls_addr(), "api.test", config)
+            .await
+            .unwrap();
+        assert_eq!(second.resumed, want_resumed, "tickets = {tickets:?}");
+        let r = second.get("/").await.unwrap();
+        assert_eq!(r.seen("x-client-verify").unwrap(), "SUCCESS");
+        assert_eq!(
+            r.seen("x-client-fingerprint-sha256").unwrap(),
+            leaf.fingerprint()
+        );
+    }
+}

@@ -141,3 +141,29 @@ async fn config_file_change_applies_routes_live() {
     // Same connection, new routing table: no route any more.
     assert_eq!(conn.get("/").await.unwrap().status, 404);
 }
+
+#[tokio::test]
+async fn a_session_resumed_after_a_trust_change_is_checked_again() {
+    let s = setup().await;
+    let config =
+        s.h.client()
+            .cert(&s.ca_a.leaf(LeafSpec::client("a")))
+            .config();
+    let mut first = Conn::open_with(s.gw.tls_addr(), "api.test", config.clone())
+        .await
+        .unwrap();
+    assert_eq!(first.get("/").await.unwrap().status, 200);
+    s.h.write("bundle.pem", &s.ca_b.pem());
+    s.gw.reload().unwrap();
+    // The ticket from before the change (the ticket key survives reloads) may resume at the TLS
+    // level; the chain is checked against the new trust either way and the connection refused.
+    let result = async {
+        let mut c = Conn::open_with(s.gw.tls_addr(), "api.test", config).await?;
+        c.get("/").await
+    }
+    .await;
+    assert!(
+        result.is_err(),
+        "a resumed session bypassed the new trust bundle"
+    );
+}

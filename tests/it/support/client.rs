@@ -94,6 +94,7 @@ pub struct Conn {
     sender: Sender,
     pub sni: String,
     pub alpn: Option<Vec<u8>>,
+    pub resumed: bool,
 }
 
 #[derive(Debug)]
@@ -127,11 +128,21 @@ pub fn chain(e: &dyn std::error::Error) -> String {
 
 impl Conn {
     pub async fn open(addr: SocketAddr, sni: &str, spec: &ClientSpec) -> Result<Conn, String> {
+        Self::open_with(addr, sni, spec.config()).await
+    }
+
+    /// Opens a connection with a given client config (reuse one to resume sessions).
+    pub async fn open_with(
+        addr: SocketAddr,
+        sni: &str,
+        config: Arc<ClientConfig>,
+    ) -> Result<Conn, String> {
         let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        let connector = TlsConnector::from(spec.config());
+        let connector = TlsConnector::from(config);
         let name = ServerName::try_from(sni.to_string()).map_err(|e| e.to_string())?;
         let tls = connector.connect(name, tcp).await.map_err(|e| chain(&e))?;
         let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+        let resumed = tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
         let io = TokioIo::new(tls);
         let sender = if alpn.as_deref() == Some(b"h2") {
             let (sender, conn) = http2::handshake(TokioExecutor::new(), io)
@@ -148,6 +159,7 @@ impl Conn {
             sender,
             sni: sni.into(),
             alpn,
+            resumed,
         })
     }
 
