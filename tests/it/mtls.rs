@@ -166,6 +166,14 @@ async fn valid_certificate_reaches_upstream_with_identity_headers() {
         let want_alpn: &[u8] = if spec.h2 { b"h2" } else { b"http/1.1" };
         assert_eq!(conn.alpn.as_deref(), Some(want_alpn));
     }
+    let metrics = metrics_text(&s.gw).await;
+    for line in [
+        "symbolon_requests_total{route=\"all\",status=\"200\"}",
+        "symbolon_request_duration_seconds_bucket{route=\"all\",le=\"0.005\"}",
+        "symbolon_handshakes_total{result=\"accepted\",reason=\"verified\"}",
+    ] {
+        assert!(metrics.contains(line), "missing {line} in\n{metrics}");
+    }
 }
 
 #[tokio::test]
