@@ -18,36 +18,238 @@ use crate::gateway::{Gateway, GatewayError, Overrides};
 #[derive(Debug, Parser)]
 #[command(version, about)]
 pub struct Cli {
+    /// Data dir: the embedded default's files, and the admin certificate the CLI uses.
+    #[arg(
+        long,
+        global = true,
+        env = "SYMBOLON_DATA_DIR",
+        default_value = "symbolon-data"
+    )]
+    pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub api: ApiArgs,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How the CLI reaches the admin API (defaults: from the data dir).
+#[derive(Debug, clap::Args)]
+pub struct ApiArgs {
+    /// Admin API URL. Default: the data dir config's admin.listen, else https://127.0.0.1:9443.
+    #[arg(long, global = true, env = "SYMBOLON_SERVER")]
+    pub server: Option<String>,
+    /// CA certificate of the admin listener. Default: DATA_DIR/ca.pem.
+    #[arg(long, global = true, env = "SYMBOLON_CACERT")]
+    pub cacert: Option<PathBuf>,
+    /// Admin client certificate. Default: DATA_DIR/admin.pem.
+    #[arg(long, global = true, env = "SYMBOLON_CERT")]
+    pub cert: Option<PathBuf>,
+    /// Admin client key. Default: DATA_DIR/admin.key.
+    #[arg(long, global = true, env = "SYMBOLON_KEY")]
+    pub key: Option<PathBuf>,
+    /// Bearer token instead of the admin certificate.
+    #[arg(long, global = true, env = "SYMBOLON_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the gateway. Without --config, uses (and on first run creates) the data dir with a
-    /// development CA, a localhost server certificate and a demo client certificate.
+    /// development CA, a localhost server certificate, an admin certificate and a demo client
+    /// certificate.
     Serve {
         /// TOML configuration file.
         #[arg(long, short, env = "SYMBOLON_CONFIG")]
         config: Option<PathBuf>,
-        /// Data dir for the embedded default (used when --config is not given).
-        #[arg(long, env = "SYMBOLON_DATA_DIR", default_value = "symbolon-data")]
-        data_dir: PathBuf,
         /// Listen address of the gateway, overriding `listen` in the config.
         #[arg(long, env = "SYMBOLON_LISTEN")]
         listen: Option<SocketAddr>,
         /// Listen address of /metrics, overriding `metrics_listen` in the config.
         #[arg(long, env = "SYMBOLON_METRICS_LISTEN")]
         metrics_listen: Option<SocketAddr>,
+        /// Listen address of the admin API, overriding `admin.listen` in the config.
+        #[arg(long, env = "SYMBOLON_ADMIN_LISTEN")]
+        admin_listen: Option<SocketAddr>,
+    },
+    /// Trust bundles: CA certificates that client certificates must chain to.
+    #[command(subcommand)]
+    Bundle(BundleCmd),
+    /// TLS domains: host name, server certificate, attached bundle, mTLS mode.
+    #[command(subcommand)]
+    Domain(DomainCmd),
+    /// Client credentials the gateway presents to upstreams.
+    #[command(subcommand)]
+    Credential(CredentialCmd),
+    /// Routes: host + path prefix → upstream.
+    #[command(subcommand)]
+    Route(RouteCmd),
+    /// Print everything the store holds as TOML (private keys left out).
+    Export {
+        /// Write to this file instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Apply a TOML file made by `export` (idempotent; keys come from each key_file).
+    Import { file: PathBuf },
+    /// Show the audit log, newest first.
+    Audit {
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Create an admin bearer token: prints the token once and the config lines to add.
+    AdminToken { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BundleCmd {
+    /// Upload a PEM of one or more CA certificates.
+    Upload {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        file: PathBuf,
+        /// Enforce: clients without a valid certificate fail the handshake.
+        #[arg(long)]
+        require: bool,
+    },
+    List,
+    Show {
+        id: String,
+    },
+    /// Rename, or switch between enforcing and recording only.
+    Update {
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        require: Option<bool>,
+    },
+    /// Replace the bundle's certificates.
+    Replace {
+        id: String,
+        #[arg(long)]
+        file: PathBuf,
+    },
+    Attach {
+        id: String,
+        #[arg(long)]
+        domain: String,
+    },
+    Detach {
+        id: String,
+        #[arg(long)]
+        domain: String,
+    },
+    Delete {
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DomainCmd {
+    Create {
+        #[arg(long)]
+        hostname: String,
+        /// Server certificate chain (PEM).
+        #[arg(long)]
+        cert: PathBuf,
+        /// Its private key (PEM).
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        bundle: Option<String>,
+        /// require | optional | off (default: follow the bundle's require flag).
+        #[arg(long)]
+        mtls: Option<String>,
+    },
+    List,
+    Show {
+        id: String,
+    },
+    Update {
+        id: String,
+        #[arg(long, requires = "key")]
+        cert: Option<PathBuf>,
+        #[arg(long, requires = "cert")]
+        key: Option<PathBuf>,
+        /// Bundle id or name; "" detaches.
+        #[arg(long)]
+        bundle: Option<String>,
+        /// require | optional | off | "" (follow the bundle).
+        #[arg(long)]
+        mtls: Option<String>,
+    },
+    Delete {
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CredentialCmd {
+    Upload {
+        #[arg(long)]
+        cert: PathBuf,
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        name: String,
+    },
+    List,
+    Delete {
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RouteCmd {
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        upstream: String,
+        #[arg(long)]
+        host: Option<String>,
+        #[arg(long, default_value = "/")]
+        path_prefix: String,
+        #[arg(long)]
+        strip_prefix: bool,
+        #[arg(long)]
+        credential: Option<String>,
+    },
+    List,
+    Show {
+        id: String,
+    },
+    Update {
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        upstream: Option<String>,
+        #[arg(long)]
+        host: Option<String>,
+        #[arg(long)]
+        path_prefix: Option<String>,
+        #[arg(long)]
+        strip_prefix: Option<bool>,
+        #[arg(long)]
+        credential: Option<String>,
+    },
+    Delete {
+        id: String,
     },
 }
 
 /// Exit code for a refused configuration (sysexits EX_CONFIG).
 pub const EXIT_CONFIG: u8 = 78;
+/// Exit code when the admin API cannot be reached (sysexits EX_UNAVAILABLE).
+pub const EXIT_UNAVAILABLE: u8 = 69;
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    crate::telemetry::init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -61,18 +263,41 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Serve {
             config,
-            data_dir,
             listen,
             metrics_listen,
-        } => runtime.block_on(serve(
-            config,
-            data_dir,
-            Overrides {
-                listen,
-                metrics_listen,
-            },
-        )),
+            admin_listen,
+        } => {
+            crate::telemetry::init_logging();
+            runtime.block_on(serve(
+                config,
+                cli.data_dir,
+                Overrides {
+                    listen,
+                    metrics_listen,
+                    admin_listen,
+                },
+            ))
+        }
+        Command::AdminToken { name } => admin_token(&name),
+        command => runtime.block_on(crate::cli_admin::run(command, &cli.data_dir, &cli.api)),
     }
+}
+
+fn admin_token(name: &str) -> ExitCode {
+    let mut bytes = [0u8; 32];
+    if aws_lc_rs::rand::fill(&mut bytes).is_err() {
+        eprintln!("error: the system random number generator failed");
+        return ExitCode::from(1);
+    }
+    let token = crate::pki::hex(&bytes);
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+    println!("token (shown once; store it in your secret manager):\n  {token}\n");
+    println!("add to the [admin] section of the config, then reload (SIGHUP or restart):\n");
+    println!(
+        "[[admin.tokens]]\nname = \"{name}\"\nsha256 = \"{}\"",
+        crate::pki::hex(digest.as_ref())
+    );
+    ExitCode::SUCCESS
 }
 
 async fn serve(config: Option<PathBuf>, data_dir: PathBuf, overrides: Overrides) -> ExitCode {
@@ -118,7 +343,7 @@ async fn serve(config: Option<PathBuf>, data_dir: PathBuf, overrides: Overrides)
             _ = hup.recv() => {
                 info!("SIGHUP: reloading the configuration");
                 // Errors are logged by reload itself; the running configuration stays.
-                let _ = gateway.reload();
+                let _ = gateway.reload().await;
             }
             _ = term.recv() => break,
             _ = int.recv() => break,
@@ -139,9 +364,14 @@ fn print_welcome(data: &DataDir, gateway: &Gateway) {
          Without a client certificate the handshake is refused:\n\n  \
          curl --cacert {d}/ca.pem https://localhost:{port}/\n\n\
          PKCS#12 for browsers: {d}/client.p12 (password '{pw}'). Metrics: http://{m}/metrics\n\
+         Admin API: https://{a} (the CLI uses {d}/admin.pem): symbolon --data-dir {d} bundle list\n\
          Config: {cfg} (edits apply live; SIGHUP reloads)\n",
         pw = devinit::P12_PASSWORD,
         m = gateway.metrics_addr(),
+        a = gateway
+            .admin_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "(off)".into()),
         cfg = data.config.display(),
     );
 }

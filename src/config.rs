@@ -53,6 +53,13 @@ pub struct Config {
     pub tls13_session_tickets: usize,
     #[serde(default)]
     pub timeouts: Timeouts,
+    /// SQLite file of the store that holds what the admin API manages.
+    /// Default: `symbolon.db` next to this file.
+    #[serde(default)]
+    pub store: Option<PathBuf>,
+    /// The admin API listener. Absent: no admin API.
+    #[serde(default)]
+    pub admin: Option<AdminConfig>,
     #[serde(default, rename = "domains")]
     pub domains: Vec<DomainConfig>,
     #[serde(default, rename = "routes")]
@@ -90,6 +97,33 @@ impl Default for Timeouts {
             shutdown_grace: d30s(),
         }
     }
+}
+
+/// The admin API: HTTPS, with an admin client certificate or a bearer token.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Default `127.0.0.1:9443`.
+    #[serde(default = "default_admin_listen")]
+    pub listen: SocketAddr,
+    /// Server certificate chain and key of the admin listener.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// CA whose certificates are admin certificates. Keep it apart from client CAs.
+    pub client_ca: PathBuf,
+    /// Bearer tokens: a name (shown in the audit log) and the hex SHA-256 of the token.
+    #[serde(default)]
+    pub tokens: Vec<AdminToken>,
+    /// Largest request body the admin API accepts. Default 1 MiB.
+    #[serde(default = "default_max_upload")]
+    pub max_upload_bytes: usize,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminToken {
+    pub name: String,
+    pub sha256: String,
 }
 
 /// One TLS domain: the names it answers to, its server certificate and its client trust.
@@ -155,6 +189,14 @@ impl Config {
                 *p = base.join(&*p);
             }
         };
+        let mut store = self.store.take().unwrap_or_else(|| "symbolon.db".into());
+        fix(&mut store);
+        self.store = Some(store);
+        if let Some(a) = &mut self.admin {
+            fix(&mut a.cert);
+            fix(&mut a.key);
+            fix(&mut a.client_ca);
+        }
         for d in &mut self.domains {
             fix(&mut d.cert);
             fix(&mut d.key);
@@ -162,6 +204,11 @@ impl Config {
                 fix(b);
             }
         }
+    }
+
+    /// The store's path (set by [`Config::load`]).
+    pub fn store_path(&self) -> PathBuf {
+        self.store.clone().unwrap_or_else(|| "symbolon.db".into())
     }
 
     /// Every file the configuration points to (watched for changes).
@@ -181,6 +228,12 @@ fn default_listen() -> SocketAddr {
 }
 fn default_metrics_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9464))
+}
+fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9443))
+}
+fn default_max_upload() -> usize {
+    1024 * 1024
 }
 fn two() -> usize {
     2

@@ -68,9 +68,9 @@ pub fn ensure(dir: &Path) -> Result<DataDir, InitError> {
     fs::create_dir_all(dir).map_err(werr(dir))?;
 
     let now = OffsetDateTime::now_utc();
-    let (ca_params, ca_key) = ca_params(now)?;
-    let ca_cert = ca_params.self_signed(&ca_key)?;
-    let issuer = Issuer::new(ca_params, ca_key);
+    let (client_ca, ca_key) = ca_params(now)?;
+    let ca_cert = client_ca.self_signed(&ca_key)?;
+    let issuer = Issuer::new(client_ca, ca_key);
 
     let server_key = KeyPair::generate()?;
     let mut server = CertificateParams::new(vec!["localhost".to_string()])?;
@@ -99,7 +99,30 @@ pub fn ensure(dir: &Path) -> Result<DataDir, InitError> {
     client.not_after = now + Duration::days(365);
     let client_cert = client.signed_by(&client_key, &issuer)?;
 
+    // The admin CA is kept apart from the client CA: a client certificate must never be an
+    // admin certificate.
+    let (admin_ca_params, admin_ca_key) = ca_params(now)?;
+    let mut admin_ca_params = admin_ca_params;
+    admin_ca_params.distinguished_name = dn("Symbolon Admin CA");
+    let admin_ca_cert = admin_ca_params.self_signed(&admin_ca_key)?;
+    let admin_issuer = Issuer::new(admin_ca_params, admin_ca_key);
+    let admin_key = KeyPair::generate()?;
+    let mut admin = CertificateParams::new(Vec::<String>::new())?;
+    admin.distinguished_name = dn("symbolon-admin");
+    admin.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    admin.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    admin.not_before = now - Duration::minutes(5);
+    admin.not_after = now + Duration::days(365);
+    let admin_cert = admin.signed_by(&admin_key, &admin_issuer)?;
+
     write_public(&dir.join("ca.pem"), ca_cert.pem().as_bytes())?;
+    write_public(&dir.join("admin-ca.pem"), admin_ca_cert.pem().as_bytes())?;
+    write_secret(
+        &dir.join("admin-ca.key"),
+        admin_issuer.key().serialize_pem().as_bytes(),
+    )?;
+    write_public(&dir.join("admin.pem"), admin_cert.pem().as_bytes())?;
+    write_secret(&dir.join("admin.key"), admin_key.serialize_pem().as_bytes())?;
     write_secret(&dir.join("ca.key"), issuer.key().serialize_pem().as_bytes())?;
     let server_chain = format!("{}{}", server_cert.pem(), ca_cert.pem());
     write_public(&dir.join("server.pem"), server_chain.as_bytes())?;
@@ -209,6 +232,14 @@ mtls = "require"             # require | optional | off
 name = "echo"
 path_prefix = "/"
 upstream = "builtin:echo"    # answers with the identity headers an upstream would receive
+
+# The admin API (and the CLI's target). Bundles, domains, credentials and routes created
+# through it live in the store (symbolon.db) and apply at once, without a restart.
+[admin]
+listen = "127.0.0.1:9443"
+cert = "server.pem"
+key = "server.key"
+client_ca = "admin-ca.pem"   # admin.pem / admin.key are issued by it
 "#
     .to_string()
 }
@@ -225,7 +256,14 @@ mod tests {
         let dir = tmp.path().join("data");
         let first = ensure(&dir).unwrap();
         assert!(first.created);
-        for key in ["ca.key", "server.key", "client.key", "client.p12"] {
+        for key in [
+            "ca.key",
+            "server.key",
+            "client.key",
+            "client.p12",
+            "admin.key",
+            "admin-ca.key",
+        ] {
             let mode = fs::metadata(dir.join(key)).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600, "{key}");
         }
@@ -235,6 +273,6 @@ mod tests {
         assert_eq!(fs::read(dir.join("ca.pem")).unwrap(), ca_before);
         let config = crate::config::Config::load(&second.config).unwrap();
         let ticketer = crate::tls::server::ticketer().unwrap();
-        crate::snapshot::Snapshot::build(&config, ticketer).unwrap();
+        crate::snapshot::Snapshot::build(&config, &Default::default(), ticketer).unwrap();
     }
 }

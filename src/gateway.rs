@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -31,6 +31,7 @@ use tracing::{error, info, warn};
 use crate::config::{Config, ConfigError};
 use crate::proxy;
 use crate::snapshot::{Snapshot, SnapshotError};
+use crate::store::{Store, StoreError, StoreState};
 
 /// Why the gateway could not start or a reload was refused.
 #[derive(Debug, thiserror::Error)]
@@ -50,42 +51,48 @@ pub enum GatewayError {
     },
     #[error("cannot create the TLS session-ticket key: {0}")]
     Ticketer(rustls::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("admin API: {0}")]
+    Admin(String),
 }
 
-/// State shared by the data plane's tasks.
+/// State shared by the data plane's tasks and the admin API.
 pub struct State {
     pub snapshot: ArcSwap<Snapshot>,
     pub upstream: Client<HttpConnector, Incoming>,
     pub http: auto::Builder<TokioExecutor>,
+    pub store: Store,
+    /// The configuration file as last applied.
+    pub config: ArcSwap<Config>,
     config_path: PathBuf,
     ticketer: Arc<dyn ProducesTickets>,
-    /// Serialises reloads so two triggers never interleave.
-    reload_lock: Mutex<()>,
-    /// Counts applied reloads; subscribers learn when a new snapshot is live.
+    /// Serialises reloads and admin writes so two changes never interleave.
+    change_lock: tokio::sync::Mutex<()>,
+    /// Counts applied changes; subscribers learn when a new snapshot is live.
     generation: watch::Sender<u64>,
 }
 
 impl State {
-    /// Re-reads the config file and every file it names; swaps in the new snapshot if all is
-    /// valid. On error the running configuration is kept and the error is returned.
-    pub fn reload(&self) -> Result<Arc<Config>, GatewayError> {
-        let _guard = match self.reload_lock.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        let result = Config::load(&self.config_path)
-            .map_err(GatewayError::from)
-            .and_then(|config| {
-                let snapshot = Snapshot::build(&config, self.ticketer.clone())?;
-                Ok((config, snapshot))
-            });
+    /// Re-reads the config file, every file it names and the store; swaps in the new snapshot
+    /// if all is valid. On error the running configuration is kept and the error is returned.
+    pub async fn reload(&self) -> Result<Arc<Config>, GatewayError> {
+        let _guard = self.change_lock.lock().await;
+        let result = async {
+            let config = Config::load(&self.config_path)?;
+            let store = self.store.state().await?;
+            let snapshot = Snapshot::build(&config, &store, self.ticketer.clone())?;
+            Ok::<_, GatewayError>((config, snapshot))
+        }
+        .await;
         match result {
             Ok((config, snapshot)) => {
-                self.snapshot.store(Arc::new(snapshot));
-                self.generation.send_modify(|g| *g += 1);
+                let config = Arc::new(config);
+                self.config.store(config.clone());
+                self.publish(snapshot);
                 metrics::counter!("symbolon_reloads_total", "result" => "applied").increment(1);
                 info!(config = %self.config_path.display(), "configuration reloaded");
-                Ok(Arc::new(config))
+                Ok(config)
             }
             Err(e) => {
                 metrics::counter!("symbolon_reloads_total", "result" => "refused").increment(1);
@@ -94,6 +101,22 @@ impl State {
             }
         }
     }
+
+    /// Takes the change lock: held by an admin write from its first read to its swap.
+    pub async fn change_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.change_lock.lock().await
+    }
+
+    /// Builds (and so validates) a snapshot from the applied config file and `store`.
+    pub fn build(&self, store: &StoreState) -> Result<Snapshot, SnapshotError> {
+        Snapshot::build(&self.config.load(), store, self.ticketer.clone())
+    }
+
+    /// Makes `snapshot` the one new handshakes and requests use.
+    pub fn publish(&self, snapshot: Snapshot) {
+        self.snapshot.store(Arc::new(snapshot));
+        self.generation.send_modify(|g| *g += 1);
+    }
 }
 
 /// Settings given on the command line that override the config file.
@@ -101,6 +124,7 @@ impl State {
 pub struct Overrides {
     pub listen: Option<SocketAddr>,
     pub metrics_listen: Option<SocketAddr>,
+    pub admin_listen: Option<SocketAddr>,
 }
 
 /// A started gateway.
@@ -108,6 +132,7 @@ pub struct Gateway {
     state: Arc<State>,
     tls_addr: SocketAddr,
     metrics_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
     shutdown_tx: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     accept: JoinHandle<GracefulShutdown>,
@@ -120,8 +145,12 @@ impl Gateway {
         let mut config = Config::load(config_path)?;
         config.listen = overrides.listen.unwrap_or(config.listen);
         config.metrics_listen = overrides.metrics_listen.unwrap_or(config.metrics_listen);
+        if let (Some(admin), Some(listen)) = (&mut config.admin, overrides.admin_listen) {
+            admin.listen = listen;
+        }
         let ticketer = crate::tls::server::ticketer().map_err(GatewayError::Ticketer)?;
-        let snapshot = Snapshot::build(&config, ticketer.clone())?;
+        let store = Store::open(&config.store_path()).await?;
+        let snapshot = Snapshot::build(&config, &store.state().await?, ticketer.clone())?;
 
         let listener =
             TcpListener::bind(config.listen)
@@ -167,9 +196,11 @@ impl Gateway {
             snapshot: ArcSwap::from_pointee(snapshot),
             upstream,
             http,
+            store,
+            config: ArcSwap::from_pointee(config.clone()),
             config_path: config_path.to_owned(),
             ticketer,
-            reload_lock: Mutex::new(()),
+            change_lock: tokio::sync::Mutex::new(()),
             generation: watch::channel(0).0,
         });
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -184,6 +215,15 @@ impl Gateway {
             metrics_listener,
             shutdown_rx.clone(),
         ))];
+        let admin_addr = match &config.admin {
+            Some(admin) => {
+                let (addr, task) =
+                    crate::admin::start(admin, state.clone(), shutdown_rx.clone()).await?;
+                tasks.push(task);
+                Some(addr)
+            }
+            None => None,
+        };
         if config.watch_files {
             tasks.push(tokio::spawn(watch_files(
                 state.clone(),
@@ -192,11 +232,12 @@ impl Gateway {
             )));
         }
         let grace = state.snapshot.load().timeouts.shutdown_grace;
-        info!(%tls_addr, %metrics_addr, "symbolon is listening");
+        info!(%tls_addr, %metrics_addr, admin_addr = ?admin_addr, "symbolon is listening");
         Ok(Self {
             state,
             tls_addr,
             metrics_addr,
+            admin_addr,
             shutdown_tx,
             tasks,
             accept,
@@ -212,6 +253,15 @@ impl Gateway {
         self.metrics_addr
     }
 
+    /// The admin API's address, when the config has an `[admin]` section.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    pub fn state(&self) -> &Arc<State> {
+        &self.state
+    }
+
     /// A receiver that changes each time a reload is applied (by SIGHUP, a file change or
     /// [`Gateway::reload`]); its value counts the applied reloads.
     pub fn reloads(&self) -> watch::Receiver<u64> {
@@ -219,8 +269,8 @@ impl Gateway {
     }
 
     /// Reloads the configuration (as SIGHUP does).
-    pub fn reload(&self) -> Result<(), GatewayError> {
-        self.state.reload().map(|_| ())
+    pub async fn reload(&self) -> Result<(), GatewayError> {
+        self.state.reload().await.map(|_| ())
     }
 
     /// Stops accepting, lets open connections finish (up to the shutdown grace), then returns.
@@ -314,8 +364,7 @@ async fn watch_files(state: Arc<State>, config: Config, mut shutdown: watch::Rec
                 Err(_) => break,
             }
         }
-        let st = state.clone();
-        if let Ok(Ok(config)) = tokio::task::spawn_blocking(move || st.reload()).await {
+        if let Ok(config) = state.reload().await {
             files = watched_files(&state.config_path, &config);
             watch_dirs(&mut watcher, &files, &mut dirs);
         }

@@ -16,7 +16,10 @@
 //!
 //! Dependencies point one way: `pki` ← `tls` ← `snapshot` ← `proxy` ← `gateway` ← `cli`.
 
+pub mod admin;
 pub mod cli;
+pub mod cli_admin;
+pub mod client;
 pub mod config;
 pub mod devinit;
 pub mod gateway;
@@ -25,5 +28,6 @@ pub mod pki;
 pub mod proxy;
 pub mod routing;
 pub mod snapshot;
+pub mod store;
 pub mod telemetry;
 pub mod tls;

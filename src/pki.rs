@@ -245,6 +245,13 @@ fn has_unterminated_block(bytes: &[u8]) -> bool {
     text.matches("-----BEGIN ").count() != text.matches("-----END ").count()
 }
 
+/// Parses a PEM private key; `path` names its origin in errors.
+pub fn parse_key(bytes: &[u8], path: &Path) -> Result<PrivateKeyDer<'static>, PkiError> {
+    PrivateKeyDer::from_pem_slice(bytes).map_err(|_| PkiError::NoPrivateKey {
+        path: path.to_owned(),
+    })
+}
+
 /// Reads a private key from a PEM file.
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, PkiError> {
     let bytes = read_limited(path)?;
@@ -300,7 +307,17 @@ pub struct TrustBundle {
 
 /// Loads a trust bundle and checks every certificate in it: each must be a CA and unexpired.
 pub fn load_trust_bundle(path: &Path, now: UnixTime) -> Result<TrustBundle, PkiError> {
-    let certs = load_certs(path)?;
+    let bytes = read_limited(path)?;
+    trust_bundle_from_pem(&bytes, path, now)
+}
+
+/// Parses and checks a trust bundle given as PEM bytes; `path` names its origin in errors.
+pub fn trust_bundle_from_pem(
+    bytes: &[u8],
+    path: &Path,
+    now: UnixTime,
+) -> Result<TrustBundle, PkiError> {
+    let certs = parse_certs(bytes, path)?;
     let mut infos = Vec::with_capacity(certs.len());
     for (i, der) in certs.iter().enumerate() {
         let index = i + 1;

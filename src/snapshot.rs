@@ -11,9 +11,10 @@ use rustls::ServerConfig;
 use rustls::pki_types::UnixTime;
 use rustls::server::ProducesTickets;
 
-use crate::config::{Config, Timeouts};
+use crate::config::{Config, RouteConfig, Timeouts};
 use crate::pki::{self, PkiError};
 use crate::routing::{Route, RouteError, RouteTable};
+use crate::store::{DomainRow, StoreState};
 use crate::tls::server::server_config;
 use crate::tls::verify::{ClientVerifier, Mode};
 
@@ -40,10 +41,10 @@ pub enum SnapshotError {
     DuplicateName { name: String },
     #[error("default_domain '{name}' is not the name of any domain")]
     UnknownDefault { name: String },
-    #[error(
-        "no domain is configured. Fix: add a [[domains]] section with names, cert, key and trust_bundle"
-    )]
-    NoDomains,
+    #[error("route '{route}' names a credential that does not exist")]
+    UnknownCredential { route: String },
+    #[error("domain '{domain}': mtls must be require, optional or off, not '{value}'")]
+    BadMode { domain: String, value: String },
     #[error("domain '{domain}': cannot build the TLS configuration: {source}")]
     Tls {
         domain: String,
@@ -72,25 +73,34 @@ pub struct Snapshot {
     pub domains: Vec<Arc<Domain>>,
     by_name: HashMap<String, usize>,
     wildcards: HashMap<String, usize>,
-    default: usize,
+    default: Option<usize>,
     pub routes: RouteTable,
     pub access_log: bool,
     pub timeouts: Timeouts,
 }
 
+/// One domain to build, from the config file or from the store.
+struct DomainInput {
+    name: String,
+    names: Vec<String>,
+    chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+    bundle: Option<pki::TrustBundle>,
+    mode: Mode,
+    max_depth: usize,
+    trust_bundle: Option<PathBuf>,
+}
+
 impl Snapshot {
-    /// Loads every file the config names, validates everything, and builds the snapshot.
+    /// Loads every file the config names, adds what the store holds, validates everything, and
+    /// builds the snapshot.
     pub fn build(
         config: &Config,
+        store: &StoreState,
         ticketer: Arc<dyn ProducesTickets>,
     ) -> Result<Self, SnapshotError> {
-        if config.domains.is_empty() {
-            return Err(SnapshotError::NoDomains);
-        }
         let now = UnixTime::now();
-        let mut domains = Vec::new();
-        let mut by_name = HashMap::new();
-        let mut wildcards = HashMap::new();
+        let mut inputs = Vec::new();
         for dc in &config.domains {
             let Some(first) = dc.names.first() else {
                 return Err(SnapshotError::NoNames);
@@ -106,25 +116,44 @@ impl Snapshot {
                 .map_err(pki_err)?;
             let bundle = match &dc.trust_bundle {
                 Some(path) => Some(pki::load_trust_bundle(path, now).map_err(pki_err)?),
-                None if dc.mtls != Mode::Off => {
-                    return Err(SnapshotError::MissingBundle {
-                        domain: name,
-                        mode: dc.mtls,
-                    });
-                }
                 None => None,
             };
-            if dc.max_chain_depth == 0 {
+            inputs.push(DomainInput {
+                names: dc.names.iter().map(|n| n.to_ascii_lowercase()).collect(),
+                name,
+                chain,
+                key,
+                bundle,
+                mode: dc.mtls,
+                max_depth: dc.max_chain_depth,
+                trust_bundle: dc.trust_bundle.clone(),
+            });
+        }
+        for d in &store.domains {
+            inputs.push(domain_from_store(d, store, now)?);
+        }
+        let mut domains = Vec::new();
+        let mut by_name = HashMap::new();
+        let mut wildcards = HashMap::new();
+        for input in inputs {
+            let name = input.name.clone();
+            if input.bundle.is_none() && input.mode != Mode::Off {
+                return Err(SnapshotError::MissingBundle {
+                    domain: name,
+                    mode: input.mode,
+                });
+            }
+            if input.max_depth == 0 {
                 return Err(SnapshotError::BadDepth { domain: name });
             }
             let verifier = Arc::new(ClientVerifier::new(
-                dc.mtls,
-                bundle.as_ref(),
-                dc.max_chain_depth,
+                input.mode,
+                input.bundle.as_ref(),
+                input.max_depth,
             ));
             let tls = server_config(
-                chain,
-                key,
+                input.chain,
+                input.key,
                 verifier.clone(),
                 ticketer.clone(),
                 config.tls13_session_tickets,
@@ -134,8 +163,7 @@ impl Snapshot {
                 source,
             })?;
             let index = domains.len();
-            let names: Vec<String> = dc.names.iter().map(|n| n.to_ascii_lowercase()).collect();
-            for n in &names {
+            for n in &input.names {
                 let (map, key) = match n.strip_prefix("*.") {
                     Some(suffix) => (&mut wildcards, suffix.to_string()),
                     None => (&mut by_name, n.clone()),
@@ -146,24 +174,43 @@ impl Snapshot {
             }
             domains.push(Arc::new(Domain {
                 name,
-                names,
-                mode: dc.mtls,
+                names: input.names,
+                mode: input.mode,
                 tls,
                 verifier,
-                trust_bundle: dc.trust_bundle.clone(),
+                trust_bundle: input.trust_bundle,
             }));
         }
         let default = match &config.default_domain {
-            Some(d) => *by_name
-                .get(&d.to_ascii_lowercase())
-                .ok_or_else(|| SnapshotError::UnknownDefault { name: d.clone() })?,
-            None => 0,
+            Some(d) => Some(
+                *by_name
+                    .get(&d.to_ascii_lowercase())
+                    .ok_or_else(|| SnapshotError::UnknownDefault { name: d.clone() })?,
+            ),
+            None if domains.is_empty() => None,
+            None => Some(0),
         };
-        let routes = config
+        let mut routes = config
             .routes
             .iter()
             .map(Route::from_config)
             .collect::<Result<Vec<_>, _>>()?;
+        for r in &store.routes {
+            if let Some(cid) = &r.credential_id
+                && !store.credentials.iter().any(|c| &c.id == cid)
+            {
+                return Err(SnapshotError::UnknownCredential {
+                    route: r.name.clone(),
+                });
+            }
+            routes.push(Route::from_config(&RouteConfig {
+                name: Some(r.name.clone()),
+                host: r.host.clone(),
+                path_prefix: r.path_prefix.clone(),
+                upstream: r.upstream.clone(),
+                strip_prefix: r.strip_prefix,
+            })?);
+        }
         Ok(Self {
             domains,
             by_name,
@@ -186,14 +233,69 @@ impl Snapshot {
             .and_then(|i| self.domains.get(*i))
     }
 
-    /// The domain a handshake uses: by SNI, else the default domain.
-    pub fn domain_for_sni(&self, sni: Option<&str>) -> &Arc<Domain> {
+    /// The domain a handshake uses: by SNI, else the default domain (none if no domain exists).
+    pub fn domain_for_sni(&self, sni: Option<&str>) -> Option<&Arc<Domain>> {
         sni.and_then(|s| self.domain_for_host(s))
-            .unwrap_or(&self.domains[self.default])
+            .or_else(|| self.default_domain())
     }
 
-    /// The default domain's name (for clients without SNI).
-    pub fn default_domain(&self) -> &Arc<Domain> {
-        &self.domains[self.default]
+    /// The default domain (for clients without SNI).
+    pub fn default_domain(&self) -> Option<&Arc<Domain>> {
+        self.default.and_then(|i| self.domains.get(i))
     }
+}
+
+/// A domain held in the store: its PEM texts are parsed here, its bundle looked up by id.
+fn domain_from_store(
+    d: &DomainRow,
+    store: &StoreState,
+    now: UnixTime,
+) -> Result<DomainInput, SnapshotError> {
+    let name = d.hostname.to_ascii_lowercase();
+    let pki_err = |source| SnapshotError::Pki {
+        domain: name.clone(),
+        source,
+    };
+    let cert_origin = PathBuf::from(format!("the certificate of domain '{name}'"));
+    let key_origin = PathBuf::from(format!("the key of domain '{name}'"));
+    let chain = pki::parse_certs(d.cert_pem.as_bytes(), &cert_origin).map_err(pki_err)?;
+    let key = pki::parse_key(d.key_pem.as_bytes(), &key_origin).map_err(pki_err)?;
+    pki::certified_key(chain.clone(), key.clone_key(), &cert_origin, &key_origin)
+        .map_err(pki_err)?;
+    let bundle_row = d.bundle_id.as_deref().and_then(|id| store.bundle(id));
+    let bundle = match bundle_row {
+        Some(b) => Some(
+            pki::trust_bundle_from_pem(
+                b.pem.as_bytes(),
+                &PathBuf::from(format!("'{}'", b.name)),
+                now,
+            )
+            .map_err(pki_err)?,
+        ),
+        None => None,
+    };
+    let mode = match (d.mtls.as_deref(), bundle_row) {
+        (Some("require"), _) => Mode::Require,
+        (Some("optional"), _) => Mode::Optional,
+        (Some("off"), _) => Mode::Off,
+        (Some(other), _) => {
+            return Err(SnapshotError::BadMode {
+                domain: name,
+                value: other.to_string(),
+            });
+        }
+        (None, Some(b)) if b.require => Mode::Require,
+        (None, Some(_)) => Mode::Optional,
+        (None, None) => Mode::Off,
+    };
+    Ok(DomainInput {
+        names: vec![name.clone()],
+        name,
+        chain,
+        key,
+        bundle,
+        mode,
+        max_depth: crate::tls::verify::DEFAULT_MAX_CHAIN_DEPTH,
+        trust_bundle: None,
+    })
 }

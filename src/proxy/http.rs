@@ -34,7 +34,9 @@ pub(super) async fn handle(
                 // A host with no domain of its own (a client that connects by IP address, say)
                 // is served on the default domain, unless the client named another host in SNI.
                 None => {
-                    snapshot.default_domain().name == conn.domain
+                    snapshot
+                        .default_domain()
+                        .is_some_and(|d| d.name == conn.domain)
                         && conn.sni.as_deref().is_none_or(|s| s == host)
                 }
             };

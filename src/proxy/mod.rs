@@ -93,7 +93,11 @@ async fn serve_connection(state: Arc<State>, tcp: TcpStream, peer: SocketAddr, w
         .client_hello()
         .server_name()
         .map(str::to_ascii_lowercase);
-    let domain = snapshot.domain_for_sni(sni.as_deref()).clone();
+    let Some(domain) = snapshot.domain_for_sni(sni.as_deref()).cloned() else {
+        handshake_failed("no_domain");
+        debug!(%peer, "no domain is configured; closing the connection");
+        return;
+    };
     let accept = start.into_stream(domain.tls.clone()).into_fallible();
     let tls = match tokio::time::timeout(timeout, accept).await {
         Ok(Ok(tls)) => tls,

@@ -110,7 +110,14 @@ impl Drop for Process {
     }
 }
 
-const PORTS: [&str; 4] = ["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"];
+const PORTS: [&str; 6] = [
+    "--listen",
+    "127.0.0.1:0",
+    "--metrics-listen",
+    "127.0.0.1:0",
+    "--admin-listen",
+    "127.0.0.1:0",
+];
 
 #[test]
 fn embedded_default_works_with_the_printed_curl_command_and_is_reused() {

@@ -98,7 +98,7 @@ async fn broken_files_are_refused_and_the_old_config_stays() {
     ];
     for (name, contents, want) in cases {
         std::fs::write(s.h.path("bundle.pem"), contents).unwrap();
-        let err = s.gw.reload().expect_err(name).to_string();
+        let err = s.gw.reload().await.expect_err(name).to_string();
         assert!(err.contains(want), "{name}: {err}");
         assert!(
             err.contains("bundle.pem"),
@@ -116,7 +116,7 @@ async fn broken_files_are_refused_and_the_old_config_stays() {
     // A broken config file is refused too.
     let config = std::fs::read_to_string(s.h.path("symbolon.toml")).unwrap();
     std::fs::write(s.h.path("symbolon.toml"), format!("{config}\nbogus = 1\n")).unwrap();
-    let err = s.gw.reload().unwrap_err().to_string();
+    let err = s.gw.reload().await.unwrap_err().to_string();
     assert!(err.contains("bogus"), "{err}");
     assert_eq!(
         get(s.gw.tls_addr(), "api.test", &client_a, "/")
@@ -154,7 +154,7 @@ async fn a_session_resumed_after_a_trust_change_is_checked_again() {
         .unwrap();
     assert_eq!(first.get("/").await.unwrap().status, 200);
     s.h.write("bundle.pem", &s.ca_b.pem());
-    s.gw.reload().unwrap();
+    s.gw.reload().await.unwrap();
     // The ticket from before the change (the ticket key survives reloads) may resume at the TLS
     // level; the chain is checked against the new trust either way and the connection refused.
     let result = async {

@@ -1,0 +1,231 @@
+//! The admin API: HTTPS on its own listener (127.0.0.1:9443 by default), authenticated by an
+//! admin client certificate (from a CA kept apart from client CAs) or a bearer token; anything
+//! else gets 401 and no data. Every change is a store transaction that is applied only if the
+//! resulting snapshot is valid, recorded in the audit log, and live within the request.
+
+mod api;
+mod error;
+pub mod view;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{Request, State as AxState};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::ServerConfig;
+use rustls::server::WebPkiClientVerifier;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tower::ServiceExt as _;
+use tracing::{debug, info, warn};
+
+pub use error::ApiError;
+
+use crate::config::AdminConfig;
+use crate::gateway::{GatewayError, State};
+use crate::store::{self, Tx};
+
+/// Who made a request: `cert:<sha256>` or `token:<name>`. Written to the audit log.
+#[derive(Clone, Debug)]
+pub struct Actor(pub String);
+
+/// The admin certificate's fingerprint, set by the listener for each connection.
+#[derive(Clone, Debug)]
+struct PeerCert(Option<String>);
+
+pub(crate) struct App {
+    pub state: Arc<State>,
+    tokens: Vec<(String, Vec<u8>)>,
+}
+
+/// Binds the admin listener and serves it until `shutdown`.
+pub async fn start(
+    config: &AdminConfig,
+    state: Arc<State>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(SocketAddr, JoinHandle<()>), GatewayError> {
+    let tls = tls_config(config)?;
+    let mut tokens = Vec::new();
+    for t in &config.tokens {
+        let digest = decode_hex(&t.sha256).ok_or_else(|| {
+            GatewayError::Admin(format!(
+                "token '{}': sha256 must be 64 hex characters (the SHA-256 of the token). Fix: create one with `symbolon admin-token {}`",
+                t.name, t.name
+            ))
+        })?;
+        tokens.push((t.name.clone(), digest));
+    }
+    let app = Arc::new(App { state, tokens });
+    let router = api::router(app.clone(), config.max_upload_bytes)
+        .layer(axum::middleware::from_fn_with_state(app, authenticate));
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| GatewayError::Bind {
+            addr: config.listen,
+            setting: "admin.listen",
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| GatewayError::Bind {
+        addr: config.listen,
+        setting: "admin.listen",
+        source,
+    })?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let task = tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = tokio::select! {
+                res = listener.accept() => match res {
+                    Ok(x) => x,
+                    Err(e) => {
+                        warn!(error = %e, "admin accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+                _ = shutdown.changed() => return,
+            };
+            let acceptor = acceptor.clone();
+            let router = router.clone();
+            tokio::spawn(async move {
+                let tls = match tokio::time::timeout(
+                    std::time::Duration::from_secs(10),
+                    acceptor.accept(tcp),
+                )
+                .await
+                {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        debug!(%peer, error = %e, "admin handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+                let fingerprint = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .map(|c| crate::pki::fingerprint_sha256(c));
+                let peer_cert = PeerCert(fingerprint);
+                let svc = hyper::service::service_fn(
+                    move |mut req: hyper::Request<hyper::body::Incoming>| {
+                        req.extensions_mut().insert(peer_cert.clone());
+                        router.clone().oneshot(req.map(axum::body::Body::new))
+                    },
+                );
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    info!(%addr, "admin API listening");
+    Ok((addr, task))
+}
+
+fn tls_config(config: &AdminConfig) -> Result<Arc<ServerConfig>, GatewayError> {
+    let admin_err = |e: &dyn std::fmt::Display| GatewayError::Admin(e.to_string());
+    let chain = crate::pki::load_certs(&config.cert).map_err(|e| admin_err(&e))?;
+    let key = crate::pki::load_key(&config.key).map_err(|e| admin_err(&e))?;
+    crate::pki::certified_key(chain.clone(), key.clone_key(), &config.cert, &config.key)
+        .map_err(|e| admin_err(&e))?;
+    let bundle =
+        crate::pki::load_trust_bundle(&config.client_ca, rustls::pki_types::UnixTime::now())
+            .map_err(|e| admin_err(&e))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in bundle.certs {
+        roots.add(c).map_err(|e| admin_err(&e))?;
+    }
+    let provider = crate::tls::server::provider();
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| admin_err(&e))?;
+    let mut tls = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| admin_err(&e))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| admin_err(&e))?;
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(tls))
+}
+
+async fn authenticate(AxState(app): AxState<Arc<App>>, mut req: Request, next: Next) -> Response {
+    let from_cert = req
+        .extensions()
+        .get::<PeerCert>()
+        .and_then(|p| p.0.clone())
+        .map(|fp| format!("cert:{fp}"));
+    let actor = from_cert.or_else(|| {
+        let header = req
+            .headers()
+            .get(http::header::AUTHORIZATION)?
+            .to_str()
+            .ok()?;
+        let token = header.strip_prefix("Bearer ")?.trim();
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+        app.tokens
+            .iter()
+            .find(|(_, want)| {
+                aws_lc_rs::constant_time::verify_slices_are_equal(digest.as_ref(), want).is_ok()
+            })
+            .map(|(name, _)| format!("token:{name}"))
+    });
+    match actor {
+        Some(a) => {
+            req.extensions_mut().insert(Actor(a));
+            next.run(req).await
+        }
+        None => ApiError::unauthorized().into_response(),
+    }
+}
+
+fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    if s.len() != 64 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// One admin change: the change lock and a store transaction. `commit` validates the whole new
+/// snapshot, writes the audit record, commits and publishes; dropping it changes nothing.
+pub(crate) struct Change<'a> {
+    _guard: tokio::sync::MutexGuard<'a, ()>,
+    pub tx: Tx,
+    app: &'a App,
+}
+
+impl<'a> Change<'a> {
+    pub async fn begin(app: &'a App) -> Result<Self, ApiError> {
+        let guard = app.state.change_lock().await;
+        let tx = app.state.store.begin().await?;
+        Ok(Self {
+            _guard: guard,
+            tx,
+            app,
+        })
+    }
+
+    pub async fn commit(
+        mut self,
+        actor: &Actor,
+        action: &str,
+        target: &str,
+        detail: &str,
+    ) -> Result<(), ApiError> {
+        let state = store::load_all(&mut self.tx).await?;
+        let snapshot = self.app.state.build(&state).map_err(ApiError::snapshot)?;
+        store::insert_audit(&mut self.tx, &actor.0, action, target, detail).await?;
+        self.tx.commit().await?;
+        self.app.state.publish(snapshot);
+        info!(target: "symbolon::audit", actor = %actor.0, action, object = target, detail, "change applied");
+        Ok(())
+    }
+}

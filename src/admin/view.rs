@@ -1,0 +1,184 @@
+//! Request and response bodies of the admin API (and so of its OpenAPI document). Private keys
+//! appear only in requests, never in a response.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::pki::{CertInfo, rfc3339};
+
+/// Facts about one certificate.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct CertView {
+    pub subject: String,
+    pub issuer: String,
+    pub serial: String,
+    pub fingerprint_sha256: String,
+    pub not_before: String,
+    pub not_after: String,
+}
+
+impl From<&CertInfo> for CertView {
+    fn from(i: &CertInfo) -> Self {
+        Self {
+            subject: i.subject.clone(),
+            issuer: i.issuer.clone(),
+            serial: i.serial_hex.clone(),
+            fingerprint_sha256: i.fingerprint_sha256.clone(),
+            not_before: rfc3339(i.not_before),
+            not_after: rfc3339(i.not_after),
+        }
+    }
+}
+
+/// A trust bundle: CA certificates that client certificates must chain to.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct BundleView {
+    pub id: String,
+    pub name: String,
+    /// true: clients without a valid certificate fail the handshake; false: the connection
+    /// proceeds and the failure is recorded (transition mode).
+    pub require: bool,
+    /// Host names of the domains attached to this bundle.
+    pub domains: Vec<String>,
+    pub certificates: Vec<CertView>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct BundleCreate {
+    pub name: String,
+    /// PEM of one or more root or intermediate CA certificates.
+    pub pem: String,
+    #[serde(default)]
+    pub require: bool,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct BundleUpdate {
+    /// New name (rename).
+    pub name: Option<String>,
+    /// Enforce (true) or record only (false).
+    pub require: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct PemBody {
+    pub pem: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct AttachBody {
+    /// Domain id or host name.
+    pub domain: String,
+}
+
+/// A TLS domain. Its private key is write-only.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct DomainView {
+    pub id: String,
+    pub hostname: String,
+    /// Name of the attached trust bundle.
+    pub bundle: Option<String>,
+    /// The mode in force: require, optional or off.
+    pub mtls: String,
+    /// The explicit setting; null follows the bundle's `require` flag.
+    pub mtls_setting: Option<String>,
+    pub certificate: Option<CertView>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct DomainCreate {
+    pub hostname: String,
+    /// Server certificate followed by its chain (PEM).
+    pub cert_pem: String,
+    /// Private key of the server certificate (PEM). Never returned.
+    pub key_pem: String,
+    /// Trust bundle id or name.
+    pub bundle: Option<String>,
+    /// require | optional | off; absent follows the bundle's `require` flag.
+    pub mtls: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct DomainUpdate {
+    /// New certificate chain; give `key_pem` with it.
+    pub cert_pem: Option<String>,
+    pub key_pem: Option<String>,
+    /// Trust bundle id or name; "" detaches.
+    pub bundle: Option<String>,
+    /// require | optional | off | "" (follow the bundle).
+    pub mtls: Option<String>,
+}
+
+/// A client credential the gateway presents to upstreams. Its key is never returned.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct CredentialView {
+    pub id: String,
+    pub name: String,
+    pub subject: String,
+    pub issuer: String,
+    pub not_after: String,
+    pub fingerprint_sha256: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CredentialCreate {
+    pub name: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+/// A route: requests for `host` under `path_prefix` go to `upstream`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct RouteView {
+    pub id: String,
+    pub name: String,
+    pub host: Option<String>,
+    pub path_prefix: String,
+    pub upstream: String,
+    pub strip_prefix: bool,
+    /// Name of the client credential presented to the upstream.
+    pub credential: Option<String>,
+    pub created_at: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RouteCreate {
+    pub name: String,
+    pub host: Option<String>,
+    #[serde(default = "root")]
+    pub path_prefix: String,
+    pub upstream: String,
+    #[serde(default)]
+    pub strip_prefix: bool,
+    /// Credential id or name.
+    pub credential: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RouteUpdate {
+    pub name: Option<String>,
+    /// "" or "*" for every host.
+    pub host: Option<String>,
+    pub path_prefix: Option<String>,
+    pub upstream: Option<String>,
+    pub strip_prefix: Option<bool>,
+    /// Credential id or name; "" removes it.
+    pub credential: Option<String>,
+}
+
+fn root() -> String {
+    "/".into()
+}
+
+/// What an import did.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+pub struct ImportReport {
+    pub created: Vec<String>,
+    pub updated: Vec<String>,
+    pub unchanged: Vec<String>,
+}

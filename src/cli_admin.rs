@@ -1,0 +1,397 @@
+//! The CLI's admin commands (`bundle`, `domain`, `credential`, `route`, `export`, `import`,
+//! `audit`): each is one admin API call, printed as a table (or JSON with `--json`).
+//! Exit codes: 0 success, 1 the API refused the request, 69 the API cannot be reached,
+//! 64 a local problem (a file that cannot be read).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use http::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::cli::{
+    ApiArgs, BundleCmd, Command, CredentialCmd, DomainCmd, EXIT_UNAVAILABLE, RouteCmd,
+};
+use crate::client::{AdminClient, ClientError, ClientOptions};
+
+const EXIT_USAGE: u8 = 64;
+
+enum Out {
+    /// Print this value as a table with these columns (or as JSON).
+    Table(Value, &'static [&'static str]),
+    /// Print this text as it is.
+    Text(String),
+    Done(String),
+}
+
+pub async fn run(command: Command, data_dir: &Path, api: &ApiArgs) -> ExitCode {
+    match run_inner(command, data_dir, api).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(code) => ExitCode::from(code),
+    }
+}
+
+fn read(path: &Path) -> Result<String, u8> {
+    std::fs::read_to_string(path).map_err(|e| {
+        eprintln!("error: cannot read {}: {e}", path.display());
+        EXIT_USAGE
+    })
+}
+
+fn default_server(data_dir: &Path) -> String {
+    crate::config::Config::load(&data_dir.join(crate::devinit::CONFIG_FILE))
+        .ok()
+        .and_then(|c| c.admin)
+        .map(|a| format!("https://{}", a.listen))
+        .unwrap_or_else(|| "https://127.0.0.1:9443".into())
+}
+
+async fn run_inner(command: Command, data_dir: &Path, api: &ApiArgs) -> Result<(), u8> {
+    let server = api
+        .server
+        .clone()
+        .unwrap_or_else(|| default_server(data_dir));
+    let cacert = api
+        .cacert
+        .clone()
+        .unwrap_or_else(|| data_dir.join("ca.pem"));
+    let cert = api
+        .cert
+        .clone()
+        .unwrap_or_else(|| data_dir.join("admin.pem"));
+    let key = api
+        .key
+        .clone()
+        .unwrap_or_else(|| data_dir.join("admin.key"));
+    let client = AdminClient::new(ClientOptions {
+        server: &server,
+        cacert: &cacert,
+        cert: Some(&cert),
+        key: Some(&key),
+        token: api.token.clone(),
+    })
+    .map_err(|e| {
+        eprintln!("error: {e}");
+        EXIT_USAGE
+    })?;
+    let c = Call { client: &client };
+    const BUNDLE: &[&str] = &["id", "name", "require", "domains", "certificates"];
+    const DOMAIN: &[&str] = &["id", "hostname", "bundle", "mtls", "certificate"];
+    const CRED: &[&str] = &["id", "name", "subject", "issuer", "not_after"];
+    const ROUTE: &[&str] = &[
+        "id",
+        "name",
+        "host",
+        "path_prefix",
+        "upstream",
+        "strip_prefix",
+        "credential",
+    ];
+    let out = match command {
+        Command::Bundle(b) => match b {
+            BundleCmd::Upload { name, file, require } => {
+                let pem = read(&file)?;
+                Out::Table(c.json(Method::POST, "/api/v1/mtls/bundles", json!({"name": name, "pem": pem, "require": require})).await?, BUNDLE)
+            }
+            BundleCmd::List => Out::Table(c.get("/api/v1/mtls/bundles").await?, BUNDLE),
+            BundleCmd::Show { id } => Out::Table(c.get(&format!("/api/v1/mtls/bundles/{}", enc(&id))).await?, BUNDLE),
+            BundleCmd::Update { id, name, require } => Out::Table(
+                c.json(Method::PATCH, &format!("/api/v1/mtls/bundles/{}", enc(&id)), json!({"name": name, "require": require})).await?,
+                BUNDLE,
+            ),
+            BundleCmd::Replace { id, file } => {
+                let pem = read(&file)?;
+                Out::Table(c.json(Method::PUT, &format!("/api/v1/mtls/bundles/{}/pem", enc(&id)), json!({"pem": pem})).await?, BUNDLE)
+            }
+            BundleCmd::Attach { id, domain } => Out::Table(
+                c.json(Method::POST, &format!("/api/v1/mtls/bundles/{}/domains", enc(&id)), json!({"domain": domain})).await?,
+                BUNDLE,
+            ),
+            BundleCmd::Detach { id, domain } => Out::Table(
+                c.send(Method::DELETE, &format!("/api/v1/mtls/bundles/{}/domains/{}", enc(&id), enc(&domain)), None).await?,
+                BUNDLE,
+            ),
+            BundleCmd::Delete { id } => {
+                c.send(Method::DELETE, &format!("/api/v1/mtls/bundles/{}", enc(&id)), None).await?;
+                Out::Done(format!("bundle {id} deleted"))
+            }
+        },
+        Command::Domain(d) => match d {
+            DomainCmd::Create { hostname, cert, key, bundle, mtls } => {
+                let (cert_pem, key_pem) = (read(&cert)?, read(&key)?);
+                Out::Table(
+                    c.json(Method::POST, "/api/v1/domains", json!({"hostname": hostname, "cert_pem": cert_pem, "key_pem": key_pem, "bundle": bundle, "mtls": mtls})).await?,
+                    DOMAIN,
+                )
+            }
+            DomainCmd::List => Out::Table(c.get("/api/v1/domains").await?, DOMAIN),
+            DomainCmd::Show { id } => Out::Table(c.get(&format!("/api/v1/domains/{}", enc(&id))).await?, DOMAIN),
+            DomainCmd::Update { id, cert, key, bundle, mtls } => {
+                let cert_pem = cert.as_deref().map(read).transpose()?;
+                let key_pem = key.as_deref().map(read).transpose()?;
+                Out::Table(
+                    c.json(Method::PATCH, &format!("/api/v1/domains/{}", enc(&id)), json!({"cert_pem": cert_pem, "key_pem": key_pem, "bundle": bundle, "mtls": mtls})).await?,
+                    DOMAIN,
+                )
+            }
+            DomainCmd::Delete { id } => {
+                c.send(Method::DELETE, &format!("/api/v1/domains/{}", enc(&id)), None).await?;
+                Out::Done(format!("domain {id} deleted"))
+            }
+        },
+        Command::Credential(cr) => match cr {
+            CredentialCmd::Upload { cert, key, name } => {
+                let (cert_pem, key_pem) = (read(&cert)?, read(&key)?);
+                Out::Table(c.json(Method::POST, "/api/v1/credentials", json!({"name": name, "cert_pem": cert_pem, "key_pem": key_pem})).await?, CRED)
+            }
+            CredentialCmd::List => Out::Table(c.get("/api/v1/credentials").await?, CRED),
+            CredentialCmd::Delete { id } => {
+                c.send(Method::DELETE, &format!("/api/v1/credentials/{}", enc(&id)), None).await?;
+                Out::Done(format!("credential {id} deleted"))
+            }
+        },
+        Command::Route(r) => match r {
+            RouteCmd::Create { name, upstream, host, path_prefix, strip_prefix, credential } => Out::Table(
+                c.json(Method::POST, "/api/v1/routes", json!({"name": name, "upstream": upstream, "host": host, "path_prefix": path_prefix, "strip_prefix": strip_prefix, "credential": credential})).await?,
+                ROUTE,
+            ),
+            RouteCmd::List => Out::Table(c.get("/api/v1/routes").await?, ROUTE),
+            RouteCmd::Show { id } => Out::Table(c.get(&format!("/api/v1/routes/{}", enc(&id))).await?, ROUTE),
+            RouteCmd::Update { id, name, upstream, host, path_prefix, strip_prefix, credential } => Out::Table(
+                c.json(Method::PATCH, &format!("/api/v1/routes/{}", enc(&id)), json!({"name": name, "upstream": upstream, "host": host, "path_prefix": path_prefix, "strip_prefix": strip_prefix, "credential": credential})).await?,
+                ROUTE,
+            ),
+            RouteCmd::Delete { id } => {
+                c.send(Method::DELETE, &format!("/api/v1/routes/{}", enc(&id)), None).await?;
+                Out::Done(format!("route {id} deleted"))
+            }
+        },
+        Command::Export { output } => {
+            let text = c.text("/api/v1/export").await?;
+            match output {
+                Some(path) => {
+                    std::fs::write(&path, text).map_err(|e| {
+                        eprintln!("error: cannot write {}: {e}", path.display());
+                        EXIT_USAGE
+                    })?;
+                    Out::Done(format!("exported to {}", path.display()))
+                }
+                None => Out::Text(text),
+            }
+        }
+        Command::Import { file } => {
+            let text = inline_keys(&file)?;
+            Out::Table(c.send(Method::POST, "/api/v1/import", Some(("application/toml", text.into_bytes()))).await?, &["created", "updated", "unchanged"])
+        }
+        Command::Audit { limit } => Out::Table(c.get(&format!("/api/v1/audit?limit={limit}")).await?, &["at", "actor", "action", "target", "detail"]),
+        Command::Serve { .. } | Command::AdminToken { .. } => return Ok(()),
+    };
+    match out {
+        Out::Table(v, _) if api.json => {
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default())
+        }
+        Out::Table(v, cols) => print_table(&v, cols),
+        Out::Text(t) => print!("{t}"),
+        Out::Done(msg) if api.json => println!("{}", json!({"ok": true, "message": msg})),
+        Out::Done(msg) => println!("{msg}"),
+    }
+    Ok(())
+}
+
+/// Reads each `key_file` of an import file (relative to the file) into `key_pem`.
+fn inline_keys(file: &Path) -> Result<String, u8> {
+    let text = read(file)?;
+    let mut doc: toml::Table = toml::from_str(&text).map_err(|e| {
+        eprintln!("error: {} is not valid TOML: {e}", file.display());
+        EXIT_USAGE
+    })?;
+    let base = file.parent().unwrap_or(Path::new("."));
+    for section in ["domains", "credentials"] {
+        let Some(toml::Value::Array(items)) = doc.get_mut(section) else {
+            continue;
+        };
+        for item in items {
+            let Some(t) = item.as_table_mut() else {
+                continue;
+            };
+            let Some(kf) = t.remove("key_file") else {
+                continue;
+            };
+            let path: PathBuf = base.join(kf.as_str().unwrap_or_default());
+            if t.contains_key("key_pem") || !path.exists() {
+                // A missing key file is fine when the key is already in the store.
+                continue;
+            }
+            t.insert("key_pem".into(), toml::Value::String(read(&path)?));
+        }
+    }
+    toml::to_string(&doc).map_err(|e| {
+        eprintln!("error: {e}");
+        EXIT_USAGE
+    })
+}
+
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+struct Call<'a> {
+    client: &'a AdminClient,
+}
+
+impl Call<'_> {
+    async fn get(&self, path: &str) -> Result<Value, u8> {
+        self.send(Method::GET, path, None).await
+    }
+
+    async fn json(&self, method: Method, path: &str, body: Value) -> Result<Value, u8> {
+        self.send(
+            method,
+            path,
+            Some(("application/json", body.to_string().into_bytes())),
+        )
+        .await
+    }
+
+    async fn text(&self, path: &str) -> Result<String, u8> {
+        let (status, body) = self.raw(Method::GET, path, None).await?;
+        check(status, &body)?;
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Result<Value, u8> {
+        let (status, bytes) = self.raw(method, path, body).await?;
+        check(status, &bytes)?;
+        if bytes.is_empty() {
+            return Ok(Value::Null);
+        }
+        Ok(serde_json::from_slice(&bytes)
+            .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into_owned())))
+    }
+
+    async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Result<(StatusCode, bytes::Bytes), u8> {
+        self.client.call(method, path, body).await.map_err(|e| {
+            eprintln!("error: {e}");
+            match e {
+                ClientError::Connect { .. } => EXIT_UNAVAILABLE,
+                ClientError::Setup(_) => EXIT_USAGE,
+            }
+        })
+    }
+}
+
+fn check(status: StatusCode, body: &[u8]) -> Result<(), u8> {
+    if status.is_success() {
+        return Ok(());
+    }
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let e = &v["error"];
+    eprintln!(
+        "error ({} {}): {}",
+        status.as_u16(),
+        e["code"].as_str().unwrap_or("unknown"),
+        e["message"]
+            .as_str()
+            .unwrap_or(&String::from_utf8_lossy(body))
+    );
+    if let Some(h) = e["hint"].as_str().filter(|h| !h.is_empty()) {
+        eprintln!("hint: {h}");
+    }
+    Err(1)
+}
+
+fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        Value::Array(items) => items
+            .iter()
+            .map(|i| match i {
+                Value::Object(o) => o
+                    .get("subject")
+                    .or_else(|| o.get("name"))
+                    .map(cell)
+                    .unwrap_or_else(|| i.to_string()),
+                other => cell(other),
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+        Value::Object(o) => o
+            .get("subject")
+            .map(|s| {
+                format!(
+                    "{} (until {})",
+                    cell(s),
+                    o.get("not_after").map(cell).unwrap_or_default()
+                )
+            })
+            .unwrap_or_else(|| v.to_string()),
+        other => other.to_string(),
+    }
+}
+
+fn print_table(v: &Value, cols: &[&str]) {
+    let rows: Vec<&Value> = match v {
+        Value::Array(a) => a.iter().collect(),
+        Value::Object(o) if cols.iter().all(|c| o.get(*c).is_some_and(Value::is_array)) => {
+            // An import report: one row per column value.
+            for c in cols {
+                let items = o.get(*c).map(cell).unwrap_or_default();
+                println!("{c}: {}", if items.is_empty() { "-".into() } else { items });
+            }
+            return;
+        }
+        other => vec![other],
+    };
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| cols.iter().map(|c| cell(&r[*c])).collect())
+        .collect();
+    let widths: Vec<usize> = cols
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            table
+                .iter()
+                .map(|r| r[i].chars().count())
+                .chain([c.len()])
+                .max()
+                .unwrap_or(0)
+                .min(60)
+        })
+        .collect();
+    let line = |cells: Vec<String>| {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| {
+                let c: String = c.chars().take(*w).collect();
+                format!("{c:<w$}")
+            })
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    println!("{}", line(cols.iter().map(|c| c.to_uppercase()).collect()));
+    for r in table {
+        println!("{}", line(r));
+    }
+}

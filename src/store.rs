@@ -1,0 +1,345 @@
+//! The embedded store: SQLite in the data dir (sqlx, embedded migrations), holding what the admin
+//! API manages: trust bundles, domains, client credentials, routes and the audit log.
+//!
+//! Writes go through one transaction each; the admin API builds and validates the new snapshot
+//! inside that transaction and commits only if it is valid, so nothing is ever half-applied.
+//! SQLite runs in WAL mode with `synchronous = FULL`: an acknowledged write survives `kill -9`
+//! and power loss. The schema uses plain SQL types so a PostgreSQL backend can share it.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use serde::Serialize;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{FromRow, SqliteConnection, SqlitePool};
+
+/// A failure of the store itself (not of the data in it).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the store {path}: {source}. Fix: check that the data dir is writable")]
+    Open {
+        path: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("cannot migrate the store {path}: {source}")]
+    Migrate {
+        path: String,
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+    #[error("store error: {0}")]
+    Sql(#[from] sqlx::Error),
+}
+
+#[derive(Clone, Debug, FromRow, Serialize)]
+pub struct BundleRow {
+    pub id: String,
+    pub name: String,
+    pub pem: String,
+    pub require: bool,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Clone, FromRow)]
+pub struct DomainRow {
+    pub id: String,
+    pub hostname: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub bundle_id: Option<String>,
+    pub mtls: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Clone, FromRow)]
+pub struct CredentialRow {
+    pub id: String,
+    pub name: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub created_at: String,
+}
+
+#[derive(Clone, Debug, FromRow, Serialize)]
+pub struct RouteRow {
+    pub id: String,
+    pub name: String,
+    pub host: Option<String>,
+    pub path_prefix: String,
+    pub upstream: String,
+    pub strip_prefix: bool,
+    pub credential_id: Option<String>,
+    pub created_at: String,
+}
+
+#[derive(Clone, Debug, FromRow, Serialize, utoipa::ToSchema)]
+pub struct AuditRow {
+    pub id: i64,
+    pub at: String,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub detail: String,
+}
+
+/// Everything in the store, read in one transaction.
+#[derive(Clone, Default)]
+pub struct StoreState {
+    pub bundles: Vec<BundleRow>,
+    pub domains: Vec<DomainRow>,
+    pub credentials: Vec<CredentialRow>,
+    pub routes: Vec<RouteRow>,
+}
+
+impl StoreState {
+    pub fn bundle(&self, id: &str) -> Option<&BundleRow> {
+        self.bundles.iter().find(|b| b.id == id)
+    }
+}
+
+/// The store handle (a small connection pool).
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+pub type Tx = sqlx::Transaction<'static, sqlx::Sqlite>;
+
+impl Store {
+    /// Opens (creating if needed) the SQLite store at `path` and applies migrations.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let shown = path.display().to_string();
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{shown}"))
+            .map_err(|source| StoreError::Open {
+                path: shown.clone(),
+                source,
+            })?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(std::time::Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|source| StoreError::Open {
+                path: shown.clone(),
+                source,
+            })?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&pool)
+            .await
+            .map_err(|source| StoreError::Migrate {
+                path: shown,
+                source,
+            })?;
+        Ok(Self { pool })
+    }
+
+    pub async fn begin(&self) -> Result<Tx, StoreError> {
+        Ok(self.pool.begin().await?)
+    }
+
+    /// Reads everything outside a write transaction.
+    pub async fn state(&self) -> Result<StoreState, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        load_all(&mut conn).await
+    }
+
+    pub async fn audit(&self, limit: i64) -> Result<Vec<AuditRow>, StoreError> {
+        Ok(sqlx::query_as::<_, AuditRow>(
+            "SELECT id, at, actor, action, target, detail FROM audit ORDER BY id DESC LIMIT ?",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}
+
+/// Reads every row (used to build a snapshot, inside the write transaction when writing).
+pub async fn load_all(conn: &mut SqliteConnection) -> Result<StoreState, StoreError> {
+    let bundles = sqlx::query_as::<_, BundleRow>("SELECT * FROM bundles ORDER BY name")
+        .fetch_all(&mut *conn)
+        .await?;
+    let domains = sqlx::query_as::<_, DomainRow>("SELECT * FROM domains ORDER BY hostname")
+        .fetch_all(&mut *conn)
+        .await?;
+    let credentials = sqlx::query_as::<_, CredentialRow>("SELECT * FROM credentials ORDER BY name")
+        .fetch_all(&mut *conn)
+        .await?;
+    let routes = sqlx::query_as::<_, RouteRow>("SELECT * FROM routes ORDER BY name")
+        .fetch_all(&mut *conn)
+        .await?;
+    Ok(StoreState {
+        bundles,
+        domains,
+        credentials,
+        routes,
+    })
+}
+
+/// A new random id (16 hex characters).
+pub fn new_id() -> String {
+    let mut bytes = [0u8; 8];
+    // The system RNG failing is not recoverable in any useful way; fall back to the clock.
+    if aws_lc_rs::rand::fill(&mut bytes).is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        bytes = (nanos as u64).to_be_bytes();
+    }
+    crate::pki::hex(&bytes)
+}
+
+/// Now, RFC 3339 UTC.
+pub fn now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default();
+    crate::pki::rfc3339(secs)
+}
+
+// === writes (all take the transaction's connection) ===
+
+pub async fn insert_bundle(c: &mut SqliteConnection, b: &BundleRow) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO bundles (id, name, pem, require, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)")
+        .bind(&b.id)
+        .bind(&b.name)
+        .bind(&b.pem)
+        .bind(b.require)
+        .bind(&b.created_at)
+        .bind(&b.updated_at)
+        .execute(c)
+        .await
+        .map(|_| ())
+}
+
+pub async fn update_bundle(c: &mut SqliteConnection, b: &BundleRow) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE bundles SET name = ?, pem = ?, require = ?, updated_at = ? WHERE id = ?")
+        .bind(&b.name)
+        .bind(&b.pem)
+        .bind(b.require)
+        .bind(&b.updated_at)
+        .bind(&b.id)
+        .execute(c)
+        .await
+        .map(|_| ())
+}
+
+pub async fn delete_row(
+    c: &mut SqliteConnection,
+    table: Table,
+    id: &str,
+) -> Result<u64, sqlx::Error> {
+    let sql = match table {
+        Table::Bundles => "DELETE FROM bundles WHERE id = ?",
+        Table::Domains => "DELETE FROM domains WHERE id = ?",
+        Table::Credentials => "DELETE FROM credentials WHERE id = ?",
+        Table::Routes => "DELETE FROM routes WHERE id = ?",
+    };
+    Ok(sqlx::query(sql).bind(id).execute(c).await?.rows_affected())
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum Table {
+    Bundles,
+    Domains,
+    Credentials,
+    Routes,
+}
+
+pub async fn upsert_domain(c: &mut SqliteConnection, d: &DomainRow) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO domains (id, hostname, cert_pem, key_pem, bundle_id, mtls, created_at, updated_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+         ON CONFLICT(id) DO UPDATE SET hostname = excluded.hostname, cert_pem = excluded.cert_pem, \
+         key_pem = excluded.key_pem, bundle_id = excluded.bundle_id, mtls = excluded.mtls, \
+         updated_at = excluded.updated_at",
+    )
+    .bind(&d.id)
+    .bind(&d.hostname)
+    .bind(&d.cert_pem)
+    .bind(&d.key_pem)
+    .bind(&d.bundle_id)
+    .bind(&d.mtls)
+    .bind(&d.created_at)
+    .bind(&d.updated_at)
+    .execute(c)
+    .await
+    .map(|_| ())
+}
+
+pub async fn insert_credential(
+    c: &mut SqliteConnection,
+    r: &CredentialRow,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO credentials (id, name, cert_pem, key_pem, created_at) VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(&r.id)
+    .bind(&r.name)
+    .bind(&r.cert_pem)
+    .bind(&r.key_pem)
+    .bind(&r.created_at)
+    .execute(c)
+    .await
+    .map(|_| ())
+}
+
+pub async fn update_credential(
+    c: &mut SqliteConnection,
+    r: &CredentialRow,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE credentials SET cert_pem = ?, key_pem = ? WHERE id = ?")
+        .bind(&r.cert_pem)
+        .bind(&r.key_pem)
+        .bind(&r.id)
+        .execute(c)
+        .await
+        .map(|_| ())
+}
+
+pub async fn upsert_route(c: &mut SqliteConnection, r: &RouteRow) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO routes (id, name, host, path_prefix, upstream, strip_prefix, credential_id, created_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+         ON CONFLICT(id) DO UPDATE SET name = excluded.name, host = excluded.host, \
+         path_prefix = excluded.path_prefix, upstream = excluded.upstream, \
+         strip_prefix = excluded.strip_prefix, credential_id = excluded.credential_id",
+    )
+    .bind(&r.id)
+    .bind(&r.name)
+    .bind(&r.host)
+    .bind(&r.path_prefix)
+    .bind(&r.upstream)
+    .bind(r.strip_prefix)
+    .bind(&r.credential_id)
+    .bind(&r.created_at)
+    .execute(c)
+    .await
+    .map(|_| ())
+}
+
+pub async fn insert_audit(
+    c: &mut SqliteConnection,
+    actor: &str,
+    action: &str,
+    target: &str,
+    detail: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO audit (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)")
+        .bind(now())
+        .bind(actor)
+        .bind(action)
+        .bind(target)
+        .bind(detail)
+        .execute(c)
+        .await
+        .map(|_| ())
+}
