@@ -147,8 +147,12 @@ fn check_name(kind: &str, name: &str) -> Res<()> {
 }
 
 fn parse_bundle(pem: &str) -> Res<pki::TrustBundle> {
-    pki::trust_bundle_from_pem(pem.as_bytes(), Path::new("(uploaded)"), UnixTime::now())
-        .map_err(|e| ApiError::pki("pem", e))
+    pki::trust_bundle_from_pem(
+        pem.as_bytes(),
+        Path::new("the uploaded PEM"),
+        UnixTime::now(),
+    )
+    .map_err(|e| ApiError::pki("pem", e))
 }
 
 /// Checks a certificate chain and its key; returns the leaf's facts.

@@ -13,13 +13,18 @@ use super::pki::{LeafSpec, TestCa};
 pub struct Harness {
     pub dir: TempDir,
     pub server_ca: TestCa,
+    pub admin_ca: TestCa,
 }
+
+/// The admin token the harness configures (its SHA-256 goes in the config).
+pub const ADMIN_TOKEN: &str = "test-token-0123456789";
 
 impl Harness {
     pub fn new() -> Self {
         Self {
             dir: tempfile::tempdir().unwrap(),
             server_ca: TestCa::root("Test Server CA"),
+            admin_ca: TestCa::root("Test Admin CA"),
         }
     }
 
@@ -55,6 +60,38 @@ impl Harness {
             "listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\naccess_log = false\n{body}"
         );
         self.write("symbolon.toml", &text)
+    }
+
+    /// An `[admin]` section on 127.0.0.1:0, with an admin CA, an admin certificate
+    /// (`admin.crt`/`admin.key`) and the token [`ADMIN_TOKEN`] named "ci".
+    pub fn admin_section(&self) -> String {
+        let server = self.server_ca.leaf(LeafSpec::server("localhost"));
+        self.write("admin-server.crt", &server.chain_pem);
+        self.write("admin-server.key", &server.key_pem);
+        self.write("admin-ca.pem", &self.admin_ca.pem());
+        let admin = self.admin_ca.leaf(LeafSpec::client("admin"));
+        self.write("admin.crt", &admin.chain_pem);
+        self.write("admin.key", &admin.key_pem);
+        self.write("server-ca.pem", &self.server_ca.pem());
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, ADMIN_TOKEN.as_bytes());
+        format!(
+            "[admin]\nlisten = \"127.0.0.1:0\"\ncert = \"admin-server.crt\"\nkey = \"admin-server.key\"\nclient_ca = \"admin-ca.pem\"\nmax_upload_bytes = 65536\n\n[[admin.tokens]]\nname = \"ci\"\nsha256 = \"{}\"\n\n",
+            symbolon::pki::hex(digest.as_ref())
+        )
+    }
+
+    /// An admin API client: with the admin certificate, or with `token`.
+    pub fn admin_client(&self, gw: &Gateway, token: Option<&str>) -> symbolon::client::AdminClient {
+        let server = format!("https://localhost:{}", gw.admin_addr().unwrap().port());
+        let (cert, key) = (self.path("admin.crt"), self.path("admin.key"));
+        symbolon::client::AdminClient::new(symbolon::client::ClientOptions {
+            server: &server,
+            cacert: &self.path("server-ca.pem"),
+            cert: token.is_none().then_some(cert.as_path()),
+            key: token.is_none().then_some(key.as_path()),
+            token: token.map(str::to_string),
+        })
+        .unwrap()
     }
 
     pub async fn start(&self, body: &str) -> Gateway {
