@@ -39,14 +39,14 @@ pub struct ApiArgs {
     #[arg(long, global = true, env = "SYMBOLON_SERVER")]
     pub server: Option<String>,
     /// CA certificate of the admin listener. Default: DATA_DIR/ca.pem.
-    #[arg(long, global = true, env = "SYMBOLON_CACERT")]
-    pub cacert: Option<PathBuf>,
+    #[arg(long = "admin-ca", global = true, env = "SYMBOLON_ADMIN_CA")]
+    pub admin_ca: Option<PathBuf>,
     /// Admin client certificate. Default: DATA_DIR/admin.pem.
-    #[arg(long, global = true, env = "SYMBOLON_CERT")]
-    pub cert: Option<PathBuf>,
+    #[arg(long = "admin-cert", global = true, env = "SYMBOLON_ADMIN_CERT")]
+    pub admin_cert: Option<PathBuf>,
     /// Admin client key. Default: DATA_DIR/admin.key.
-    #[arg(long, global = true, env = "SYMBOLON_KEY")]
-    pub key: Option<PathBuf>,
+    #[arg(long = "admin-key", global = true, env = "SYMBOLON_ADMIN_KEY")]
+    pub admin_key: Option<PathBuf>,
     /// Bearer token instead of the admin certificate.
     #[arg(long, global = true, env = "SYMBOLON_TOKEN", hide_env_values = true)]
     pub token: Option<String>,

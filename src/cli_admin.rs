@@ -52,15 +52,15 @@ async fn run_inner(command: Command, data_dir: &Path, api: &ApiArgs) -> Result<(
         .clone()
         .unwrap_or_else(|| default_server(data_dir));
     let cacert = api
-        .cacert
+        .admin_ca
         .clone()
         .unwrap_or_else(|| data_dir.join("ca.pem"));
     let cert = api
-        .cert
+        .admin_cert
         .clone()
         .unwrap_or_else(|| data_dir.join("admin.pem"));
     let key = api
-        .key
+        .admin_key
         .clone()
         .unwrap_or_else(|| data_dir.join("admin.key"));
     let client = AdminClient::new(ClientOptions {

@@ -232,7 +232,8 @@ impl Gateway {
             )));
         }
         let grace = state.snapshot.load().timeouts.shutdown_grace;
-        info!(%tls_addr, %metrics_addr, admin_addr = ?admin_addr, "symbolon is listening");
+        let admin = admin_addr.map(|a| a.to_string()).unwrap_or_default();
+        info!(%tls_addr, %metrics_addr, admin_addr = %admin, "symbolon is listening");
         Ok(Self {
             state,
             tls_addr,

@@ -415,7 +415,13 @@ async fn credentials_and_routes() {
             Some(json!({"name": "origin", "cert_pem": cred.chain_pem, "key_pem": cred.key_pem})),
         )
         .await;
-    assert!(v["subject"].as_str().unwrap().contains("CN=gateway-to-origin"), "{v}");
+    assert!(
+        v["subject"]
+            .as_str()
+            .unwrap()
+            .contains("CN=gateway-to-origin"),
+        "{v}"
+    );
     assert_eq!(v["issuer"], "CN=Upstream CA");
     assert!(v["not_after"].as_str().unwrap().starts_with("20"));
     let list = s.api.ok(Method::GET, "/api/v1/credentials", None).await;
@@ -444,6 +450,13 @@ async fn credentials_and_routes() {
         .ok(Method::POST, "/api/v1/routes", Some(json!({"name": "orders", "host": "api.test", "path_prefix": "/orders", "upstream": "builtin:echo", "strip_prefix": true, "credential": "origin"})))
         .await;
     assert_eq!(v["credential"], "origin");
+    let route_id = v["id"].as_str().unwrap();
+    assert_eq!(
+        s.api
+            .ok(Method::GET, &format!("/api/v1/routes/{route_id}"), None)
+            .await["name"],
+        "orders"
+    );
     let r = get(addr, "api.test", &s.h.client(), "/orders/1")
         .await
         .unwrap();

@@ -12,6 +12,7 @@ use crate::support::*;
 /// A running `symbolon serve` whose stdout (JSON logs) is read line by line.
 struct Process {
     child: Option<Child>,
+    pub admin_addr: Option<std::net::SocketAddr>,
     lines: mpsc::Receiver<String>,
     stderr: mpsc::Receiver<String>,
     pub tls_addr: std::net::SocketAddr,
@@ -43,6 +44,7 @@ impl Process {
         });
         let mut p = Self {
             child: Some(child),
+            admin_addr: None,
             lines,
             stderr,
             tls_addr: "0.0.0.0:0".parse().unwrap(),
@@ -50,6 +52,7 @@ impl Process {
         let ready = p.wait_for("symbolon is listening");
         let v: serde_json::Value = serde_json::from_str(&ready).unwrap();
         p.tls_addr = v["tls_addr"].as_str().unwrap().parse().unwrap();
+        p.admin_addr = v["admin_addr"].as_str().and_then(|a| a.parse().ok());
         p
     }
 
@@ -282,4 +285,243 @@ fn refused_configuration_exits_78_naming_the_file() {
     assert_eq!(out.status.code(), Some(78));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bundle.pem") && err.contains("Fix:"), "{err}");
+}
+
+#[test]
+fn kill_9_during_a_burst_of_writes_loses_no_acknowledged_write() {
+    let h = Harness::new();
+    let config = h.config(&format!("watch_files = false\n{}", h.admin_section()));
+    let config = config.to_str().unwrap().to_string();
+    let mut p = Process::spawn(&["serve", "--config", &config], h.dir.path());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = std::sync::Arc::new(admin_client(&h, p.admin_addr.unwrap()));
+    let (acked_tx, acked_rx) = mpsc::channel::<String>();
+    let seen = rt.block_on(async {
+        let mut tasks = Vec::new();
+        for worker in 0..4 {
+            let client = client.clone();
+            let acked = acked_tx.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..1000 {
+                    let name = format!("r-{worker}-{i}");
+                    let body = serde_json::json!({"name": name, "path_prefix": format!("/{name}"), "upstream": "builtin:echo"});
+                    match client.call(http::Method::POST, "/api/v1/routes", Some(("application/json", body.to_string().into_bytes()))).await {
+                        Ok((status, _)) if status == 201 => {
+                            let _ = acked.send(name);
+                        }
+                        _ => return,
+                    }
+                }
+            }));
+        }
+        // Kill the server mid-burst, once some writes have been acknowledged.
+        let mut seen = Vec::new();
+        while seen.len() < 40 {
+            seen.push(tokio::task::block_in_place(|| acked_rx.recv_timeout(Duration::from_secs(20))).expect("writes are acknowledged"));
+        }
+        p.child.as_mut().unwrap().kill().unwrap();
+        for t in tasks {
+            let _ = t.await;
+        }
+        seen
+    });
+    drop(acked_tx);
+    let acked: Vec<String> = seen.into_iter().chain(acked_rx.try_iter()).collect();
+    drop(p);
+    let p = Process::spawn(&["serve", "--config", &config], h.dir.path());
+    let client = admin_client(&h, p.admin_addr.unwrap());
+    let (status, body) = rt
+        .block_on(client.call(http::Method::GET, "/api/v1/routes", None))
+        .unwrap();
+    assert_eq!(status, 200);
+    let routes: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let names: std::collections::HashSet<&str> = routes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert!(names.len() >= 40, "only {} routes survived", names.len());
+    for name in &acked {
+        assert!(
+            names.contains(name.as_str()),
+            "acknowledged write {name} was lost"
+        );
+    }
+}
+
+fn admin_client(h: &Harness, addr: std::net::SocketAddr) -> symbolon::client::AdminClient {
+    let server = format!("https://localhost:{}", addr.port());
+    symbolon::client::AdminClient::new(symbolon::client::ClientOptions {
+        server: &server,
+        cacert: &h.path("server-ca.pem"),
+        cert: Some(&h.path("admin.crt")),
+        key: Some(&h.path("admin.key")),
+        token: None,
+    })
+    .unwrap()
+}
+
+/// Runs the CLI; returns (exit code, stdout, stderr).
+fn cli(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_symbolon"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn cli_against_a_live_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut args = vec!["serve", "--data-dir", "data"];
+    args.extend(PORTS);
+    let p = Process::spawn(&args, dir);
+    let server = format!("https://127.0.0.1:{}", p.admin_addr.unwrap().port());
+    let run = |extra: &[&str]| {
+        let mut a = vec!["--data-dir", "data", "--server", server.as_str()];
+        a.extend_from_slice(extra);
+        cli(dir, &a)
+    };
+    // A partner CA and a domain certificate, made by the test.
+    let partner = TestCa::root("Partner CA");
+    std::fs::write(dir.join("partner.pem"), partner.pem()).unwrap();
+    let server_ca = TestCa::root("Domain CA");
+    let leaf = server_ca.leaf(LeafSpec::server("api.test"));
+    std::fs::write(dir.join("api.crt"), &leaf.chain_pem).unwrap();
+    std::fs::write(dir.join("api.key"), &leaf.key_pem).unwrap();
+
+    let (code, out, err) = run(&[
+        "bundle",
+        "upload",
+        "--name",
+        "partners",
+        "--file",
+        "partner.pem",
+        "--require",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("ID") && out.contains("partners") && out.contains("CN=Partner CA"),
+        "{out}"
+    );
+    let (code, out, _) = run(&["--json", "bundle", "list"]);
+    assert_eq!(code, 0);
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list[0]["name"], "partners");
+    assert_eq!(list[0]["require"], true);
+
+    let (code, out, err) = run(&[
+        "domain",
+        "create",
+        "--hostname",
+        "api.test",
+        "--cert",
+        "api.crt",
+        "--key",
+        "api.key",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("api.test") && out.contains("off"), "{out}");
+    let (code, out, _) = run(&["bundle", "attach", "partners", "--domain", "api.test"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("api.test"));
+    let (code, out, _) = run(&["domain", "show", "api.test"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("require"), "{out}");
+
+    // Refused: exit 1 with the reason and a hint.
+    let (code, _, err) = run(&["bundle", "delete", "partners"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("409 in_use") && err.contains("api.test") && err.contains("hint: detach"),
+        "{err}"
+    );
+    let (code, _, err) = run(&["bundle", "upload", "--name", "oops", "--file", "api.key"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("private_key_in_certificate"), "{err}");
+
+    let (code, _, err) = run(&[
+        "credential",
+        "upload",
+        "--cert",
+        "api.crt",
+        "--key",
+        "api.key",
+        "--name",
+        "origin",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = run(&["credential", "list"]);
+    assert!(
+        out.contains("origin") && out.contains("CN=Domain CA") && !out.contains("PRIVATE"),
+        "{out}"
+    );
+    let (code, _, err) = run(&[
+        "route",
+        "create",
+        "--name",
+        "orders",
+        "--upstream",
+        "builtin:echo",
+        "--path-prefix",
+        "/orders",
+        "--credential",
+        "origin",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = run(&["credential", "delete", "origin"]);
+    assert_eq!(code, 1, "{err}");
+    let (code, out, _) = run(&["route", "update", "orders", "--strip-prefix", "true"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("true"));
+
+    // Export, then import the same file: nothing changes.
+    let (code, _, err) = run(&["export", "-o", "exported.toml"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = run(&["import", "exported.toml"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("created: -") && out.contains("updated: -"),
+        "{out}"
+    );
+
+    let (code, out, _) = run(&["audit", "--limit", "3"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("config.import") && out.contains("cert:"),
+        "{out}"
+    );
+    // Each change is also a JSON log line.
+    let mut p = p;
+    let line = p.wait_for("\"target\":\"symbolon::audit\"");
+    let log: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(log["action"], "bundle.create");
+    assert!(log["actor"].as_str().unwrap().starts_with("cert:"));
+
+    // Without the admin certificate: 401 and exit 1.
+    let (code, _, err) = run(&[
+        "--admin-cert",
+        "data/client.pem",
+        "--admin-key",
+        "data/client.key",
+        "bundle",
+        "list",
+    ]);
+    assert_ne!(code, 0, "{err}");
+    let (code, _, err) = run(&["--token", "nope", "bundle", "list"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("401 unauthorized"), "{err}");
+
+    drop(p);
+    // The server is gone: exit 69.
+    let (code, _, err) = run(&["bundle", "list"]);
+    assert_eq!(code, 69, "{err}");
+    assert!(err.contains("cannot reach the admin API"), "{err}");
 }
