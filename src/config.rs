@@ -124,6 +124,14 @@ pub struct AdminConfig {
 pub struct AdminToken {
     pub name: String,
     pub sha256: String,
+    /// `admin` (default): the whole API. `self-service`: only
+    /// `POST /api/v1/self-service/identities` (clients enrolling their own certificates).
+    #[serde(default = "default_scope")]
+    pub scope: String,
+}
+
+fn default_scope() -> String {
+    "admin".into()
 }
 
 /// One TLS domain: the names it answers to, its server certificate and its client trust.
@@ -165,6 +173,9 @@ pub struct RouteConfig {
     /// Remove `path_prefix` from the path before forwarding. Default `false`.
     #[serde(default)]
     pub strip_prefix: bool,
+    /// Authorization: static rules, identity requirement, token header.
+    #[serde(default)]
+    pub authz: Option<crate::authz::RouteAuthz>,
 }
 
 impl Config {

@@ -63,6 +63,8 @@ pub struct State {
     pub upstream: Client<HttpConnector, Incoming>,
     pub http: auto::Builder<TokioExecutor>,
     pub store: Store,
+    /// Rate-limit buckets, quota use, usage and the transition report (outlive snapshots).
+    pub authz: crate::authz::Runtime,
     /// The configuration file as last applied.
     pub config: ArcSwap<Config>,
     config_path: PathBuf,
@@ -197,12 +199,25 @@ impl Gateway {
             upstream,
             http,
             store,
+            authz: crate::authz::Runtime::default(),
             config: ArcSwap::from_pointee(config.clone()),
             config_path: config_path.to_owned(),
             ticketer,
             change_lock: tokio::sync::Mutex::new(()),
             generation: watch::channel(0).0,
         });
+        let quotas = state.store.quota_use().await?;
+        state
+            .authz
+            .load_quotas(quotas.into_iter().map(|(id, start, used)| {
+                (
+                    id,
+                    crate::authz::QuotaUse {
+                        window_start: start,
+                        used: u64::try_from(used).unwrap_or_default(),
+                    },
+                )
+            }));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let accept = tokio::spawn(proxy::accept_loop(
             state.clone(),
@@ -224,6 +239,10 @@ impl Gateway {
             }
             None => None,
         };
+        tasks.push(tokio::spawn(flush_quotas_every(
+            state.clone(),
+            Duration::from_secs(2),
+        )));
         if config.watch_files {
             tasks.push(tokio::spawn(watch_files(
                 state.clone(),
@@ -292,7 +311,38 @@ impl Gateway {
         for t in self.tasks {
             t.abort();
         }
+        flush_quotas(&self.state).await;
         info!("symbolon stopped");
+    }
+}
+
+/// Saves quota use to the store, so a restart does not hand out a fresh quota.
+async fn flush_quotas(state: &State) {
+    let rows: Vec<(String, i64, i64)> = state
+        .authz
+        .quota_rows()
+        .into_iter()
+        .map(|(id, q)| {
+            (
+                id,
+                q.window_start,
+                i64::try_from(q.used).unwrap_or(i64::MAX),
+            )
+        })
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    if let Err(e) = state.store.save_quota_use(&rows).await {
+        warn!(error = %e, "cannot save quota use; it will be retried");
+    }
+}
+
+async fn flush_quotas_every(state: Arc<State>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        flush_quotas(&state).await;
     }
 }
 

@@ -17,6 +17,7 @@
 //! Dependencies point one way: `pki` ← `tls` ← `snapshot` ← `proxy` ← `gateway` ← `cli`.
 
 pub mod admin;
+pub mod authz;
 pub mod cli;
 pub mod cli_admin;
 pub mod client;

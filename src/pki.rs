@@ -100,6 +100,9 @@ pub enum PkiError {
 pub struct CertInfo {
     pub subject: String,
     pub issuer: String,
+    /// DER of the subject and issuer names (to find a certificate's issuer by name).
+    pub subject_raw: Vec<u8>,
+    pub issuer_raw: Vec<u8>,
     pub serial_hex: String,
     pub not_before: i64,
     pub not_after: i64,
@@ -140,6 +143,8 @@ impl CertInfo {
         Ok(Self {
             subject: cert.subject().to_string(),
             issuer: cert.issuer().to_string(),
+            subject_raw: cert.subject().as_raw().to_vec(),
+            issuer_raw: cert.issuer().as_raw().to_vec(),
             serial_hex: cert.raw_serial_as_string(),
             not_before: cert.validity().not_before.timestamp(),
             not_after: cert.validity().not_after.timestamp(),

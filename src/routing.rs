@@ -27,6 +27,7 @@ pub struct Route {
     pub prefix: String,
     pub upstream: Upstream,
     pub strip_prefix: bool,
+    pub authz: Option<std::sync::Arc<crate::authz::RouteAuthz>>,
 }
 
 /// A problem with a route in the configuration.
@@ -46,6 +47,8 @@ pub enum RouteError {
     HttpsUpstream { route: String, upstream: String },
     #[error("route '{route}': path_prefix '{prefix}' must start with '/'")]
     BadPrefix { route: String, prefix: String },
+    #[error("route '{route}': {detail}")]
+    BadAuthz { route: String, detail: String },
     #[error(
         "two routes have the same host and path prefix: '{first}' and '{second}'. Fix: remove one or change its path_prefix"
     )]
@@ -72,12 +75,39 @@ impl Route {
         }
         let prefix = normalise_prefix(&rc.path_prefix);
         let upstream = parse_upstream(&name, &rc.upstream)?;
+        let authz = match &rc.authz {
+            Some(a) => {
+                for (i, r) in a.rules.iter().enumerate() {
+                    r.validate().map_err(|detail| RouteError::BadAuthz {
+                        route: name.clone(),
+                        detail: format!("rule #{}: {detail}", i + 1),
+                    })?;
+                }
+                if let Some(h) = &a.token_header {
+                    http::HeaderName::from_bytes(h.as_bytes()).map_err(|_| {
+                        RouteError::BadAuthz {
+                            route: name.clone(),
+                            detail: format!("token_header '{h}' is not a header name"),
+                        }
+                    })?;
+                }
+                let mut a = a.clone();
+                a.rules = a
+                    .rules
+                    .into_iter()
+                    .map(crate::authz::Rule::normalised)
+                    .collect();
+                Some(std::sync::Arc::new(a))
+            }
+            None => None,
+        };
         Ok(Self {
             name,
             host,
             prefix,
             upstream,
             strip_prefix: rc.strip_prefix,
+            authz,
         })
     }
 
@@ -209,6 +239,7 @@ mod tests {
             path_prefix: prefix.into(),
             upstream: upstream.into(),
             strip_prefix: strip,
+            authz: None,
         })
         .unwrap()
     }
@@ -244,6 +275,7 @@ mod tests {
                 path_prefix: "/".into(),
                 upstream: bad.into(),
                 strip_prefix: false,
+                authz: None,
             })
             .unwrap_err();
             assert!(err.to_string().contains("route 'r'"), "{err}");

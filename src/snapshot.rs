@@ -53,6 +53,8 @@ pub enum SnapshotError {
     },
     #[error(transparent)]
     Route(#[from] RouteError),
+    #[error("authorization: {0}")]
+    Authz(String),
 }
 
 /// One TLS domain as the data plane uses it.
@@ -65,6 +67,38 @@ pub struct Domain {
     pub tls: Arc<ServerConfig>,
     pub verifier: Arc<ClientVerifier>,
     pub trust_bundle: Option<PathBuf>,
+    /// (subject DER, SHA-256 fingerprint) of each CA in the trust bundle, to name the anchor a
+    /// verified chain reached.
+    pub ca_index: Vec<(Vec<u8>, String)>,
+}
+
+impl Domain {
+    /// Fingerprints of the CA certificates on a verified chain: the intermediates the client
+    /// sent and the bundle CA that issued the topmost one.
+    pub fn chain_cas(
+        &self,
+        presented: &[rustls::pki_types::CertificateDer<'_>],
+        leaf: &pki::CertInfo,
+    ) -> Vec<String> {
+        let mut fps: Vec<String> = presented
+            .iter()
+            .skip(1)
+            .map(|c| pki::fingerprint_sha256(c))
+            .collect();
+        let top_issuer = match presented.last() {
+            Some(top) if presented.len() > 1 => pki::CertInfo::parse(top)
+                .map(|i| i.issuer_raw)
+                .unwrap_or_default(),
+            _ => leaf.issuer_raw.clone(),
+        };
+        fps.extend(
+            self.ca_index
+                .iter()
+                .filter(|(subject, _)| *subject == top_issuer)
+                .map(|(_, fp)| fp.clone()),
+        );
+        fps
+    }
 }
 
 /// Everything the data plane needs, immutable once built.
@@ -77,6 +111,7 @@ pub struct Snapshot {
     pub routes: RouteTable,
     pub access_log: bool,
     pub timeouts: Timeouts,
+    pub authz: Arc<crate::authz::AuthzSnapshot>,
 }
 
 /// One domain to build, from the config file or from the store.
@@ -172,6 +207,16 @@ impl Snapshot {
                     return Err(SnapshotError::DuplicateName { name: n.clone() });
                 }
             }
+            let ca_index = input
+                .bundle
+                .as_ref()
+                .map(|b| {
+                    b.infos
+                        .iter()
+                        .map(|i| (i.subject_raw.clone(), i.fingerprint_sha256.clone()))
+                        .collect()
+                })
+                .unwrap_or_default();
             domains.push(Arc::new(Domain {
                 name,
                 names: input.names,
@@ -179,6 +224,7 @@ impl Snapshot {
                 tls,
                 verifier,
                 trust_bundle: input.trust_bundle,
+                ca_index,
             }));
         }
         let default = match &config.default_domain {
@@ -203,12 +249,24 @@ impl Snapshot {
                     route: r.name.clone(),
                 });
             }
+            let authz = match &r.authz {
+                Some(json) => {
+                    Some(
+                        serde_json::from_str(json).map_err(|e| RouteError::BadAuthz {
+                            route: r.name.clone(),
+                            detail: format!("stored authz is not valid: {e}"),
+                        })?,
+                    )
+                }
+                None => None,
+            };
             routes.push(Route::from_config(&RouteConfig {
                 name: Some(r.name.clone()),
                 host: r.host.clone(),
                 path_prefix: r.path_prefix.clone(),
                 upstream: r.upstream.clone(),
                 strip_prefix: r.strip_prefix,
+                authz,
             })?);
         }
         Ok(Self {
@@ -219,6 +277,7 @@ impl Snapshot {
             routes: RouteTable::new(routes)?,
             access_log: config.access_log,
             timeouts: config.timeouts.clone(),
+            authz: Arc::new(authz_from_store(store)?),
         })
     }
 
@@ -298,4 +357,60 @@ fn domain_from_store(
         max_depth: crate::tls::verify::DEFAULT_MAX_CHAIN_DEPTH,
         trust_bundle: None,
     })
+}
+
+/// Policies, identities and gateway-wide rules from the store.
+fn authz_from_store(store: &StoreState) -> Result<crate::authz::AuthzSnapshot, SnapshotError> {
+    use crate::authz::{AuthzSnapshot, Identity, NamedPolicy, PolicySpec, Rule};
+    let mut policies = HashMap::new();
+    for p in &store.policies {
+        let spec: PolicySpec = serde_json::from_str(&p.spec)
+            .map_err(|e| SnapshotError::Authz(format!("policy '{}' is not valid: {e}", p.name)))?;
+        spec.validate()
+            .map_err(|e| SnapshotError::Authz(format!("policy '{}': {e}", p.name)))?;
+        let rate_per = spec
+            .rate_limit
+            .as_ref()
+            .and_then(|r| crate::config::parse_duration(&r.per).ok());
+        policies.insert(
+            p.id.clone(),
+            Arc::new(NamedPolicy {
+                name: p.name.clone(),
+                spec,
+                rate_per,
+            }),
+        );
+    }
+    let mut snap = AuthzSnapshot::default();
+    if let Some(json) = &store.global_rules {
+        let rules: Vec<Rule> = serde_json::from_str(json)
+            .map_err(|e| SnapshotError::Authz(format!("gateway-wide rules are not valid: {e}")))?;
+        snap.global_rules = rules.into_iter().map(Rule::normalised).collect();
+    }
+    for i in &store.identities {
+        let expires_at = match &i.expires_at {
+            Some(t) => Some(
+                time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+                    .map_err(|e| {
+                        SnapshotError::Authz(format!("identity '{}': expires_at: {e}", i.name))
+                    })?
+                    .unix_timestamp(),
+            ),
+            None => None,
+        };
+        let identity = Arc::new(Identity {
+            id: i.id.clone(),
+            name: i.name.clone(),
+            policy: i.policy_id.as_ref().and_then(|p| policies.get(p).cloned()),
+            active: i.active,
+            expires_at,
+        });
+        if let Some(fp) = &i.fingerprint {
+            snap.by_fingerprint.insert(fp.clone(), identity.clone());
+        }
+        if let Some(t) = &i.token_sha256 {
+            snap.by_token.insert(t.clone(), identity);
+        }
+    }
+    Ok(snap)
 }

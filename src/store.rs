@@ -73,6 +73,30 @@ pub struct RouteRow {
     pub strip_prefix: bool,
     pub credential_id: Option<String>,
     pub created_at: String,
+    /// JSON of [`crate::authz::RouteAuthz`], or NULL.
+    pub authz: Option<String>,
+}
+
+#[derive(Clone, Debug, FromRow, Serialize)]
+pub struct PolicyRow {
+    pub id: String,
+    pub name: String,
+    /// JSON of [`crate::authz::PolicySpec`].
+    pub spec: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Clone, Debug, FromRow, Serialize)]
+pub struct IdentityRow {
+    pub id: String,
+    pub name: String,
+    pub fingerprint: Option<String>,
+    pub token_sha256: Option<String>,
+    pub policy_id: Option<String>,
+    pub active: bool,
+    pub expires_at: Option<String>,
+    pub created_at: String,
 }
 
 #[derive(Clone, Debug, FromRow, Serialize, utoipa::ToSchema)]
@@ -92,6 +116,10 @@ pub struct StoreState {
     pub domains: Vec<DomainRow>,
     pub credentials: Vec<CredentialRow>,
     pub routes: Vec<RouteRow>,
+    pub policies: Vec<PolicyRow>,
+    pub identities: Vec<IdentityRow>,
+    /// JSON list of gateway-wide [`crate::authz::Rule`]s.
+    pub global_rules: Option<String>,
 }
 
 impl StoreState {
@@ -174,11 +202,24 @@ pub async fn load_all(conn: &mut SqliteConnection) -> Result<StoreState, StoreEr
     let routes = sqlx::query_as::<_, RouteRow>("SELECT * FROM routes ORDER BY name")
         .fetch_all(&mut *conn)
         .await?;
+    let policies = sqlx::query_as::<_, PolicyRow>("SELECT * FROM policies ORDER BY name")
+        .fetch_all(&mut *conn)
+        .await?;
+    let identities = sqlx::query_as::<_, IdentityRow>("SELECT * FROM identities ORDER BY name")
+        .fetch_all(&mut *conn)
+        .await?;
+    let global_rules: Option<(String,)> =
+        sqlx::query_as("SELECT value FROM settings WHERE key = 'global_rules'")
+            .fetch_optional(&mut *conn)
+            .await?;
     Ok(StoreState {
         bundles,
         domains,
         credentials,
         routes,
+        policies,
+        identities,
+        global_rules: global_rules.map(|r| r.0),
     })
 }
 
@@ -242,6 +283,8 @@ pub async fn delete_row(
         Table::Domains => "DELETE FROM domains WHERE id = ?",
         Table::Credentials => "DELETE FROM credentials WHERE id = ?",
         Table::Routes => "DELETE FROM routes WHERE id = ?",
+        Table::Policies => "DELETE FROM policies WHERE id = ?",
+        Table::Identities => "DELETE FROM identities WHERE id = ?",
     };
     Ok(sqlx::query(sql).bind(id).execute(c).await?.rows_affected())
 }
@@ -252,6 +295,8 @@ pub enum Table {
     Domains,
     Credentials,
     Routes,
+    Policies,
+    Identities,
 }
 
 pub async fn upsert_domain(c: &mut SqliteConnection, d: &DomainRow) -> Result<(), sqlx::Error> {
@@ -307,11 +352,12 @@ pub async fn update_credential(
 
 pub async fn upsert_route(c: &mut SqliteConnection, r: &RouteRow) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO routes (id, name, host, path_prefix, upstream, strip_prefix, credential_id, created_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+        "INSERT INTO routes (id, name, host, path_prefix, upstream, strip_prefix, credential_id, created_at, authz) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
          ON CONFLICT(id) DO UPDATE SET name = excluded.name, host = excluded.host, \
          path_prefix = excluded.path_prefix, upstream = excluded.upstream, \
-         strip_prefix = excluded.strip_prefix, credential_id = excluded.credential_id",
+         strip_prefix = excluded.strip_prefix, credential_id = excluded.credential_id, \
+         authz = excluded.authz",
     )
     .bind(&r.id)
     .bind(&r.name)
@@ -321,6 +367,7 @@ pub async fn upsert_route(c: &mut SqliteConnection, r: &RouteRow) -> Result<(), 
     .bind(r.strip_prefix)
     .bind(&r.credential_id)
     .bind(&r.created_at)
+    .bind(&r.authz)
     .execute(c)
     .await
     .map(|_| ())
@@ -342,4 +389,82 @@ pub async fn insert_audit(
         .execute(c)
         .await
         .map(|_| ())
+}
+
+pub async fn upsert_policy(c: &mut SqliteConnection, p: &PolicyRow) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO policies (id, name, spec, created_at, updated_at) VALUES (?, ?, ?, ?, ?) \
+         ON CONFLICT(id) DO UPDATE SET name = excluded.name, spec = excluded.spec, updated_at = excluded.updated_at",
+    )
+    .bind(&p.id)
+    .bind(&p.name)
+    .bind(&p.spec)
+    .bind(&p.created_at)
+    .bind(&p.updated_at)
+    .execute(c)
+    .await
+    .map(|_| ())
+}
+
+pub async fn upsert_identity(c: &mut SqliteConnection, i: &IdentityRow) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO identities (id, name, fingerprint, token_sha256, policy_id, active, expires_at, created_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+         ON CONFLICT(id) DO UPDATE SET name = excluded.name, fingerprint = excluded.fingerprint, \
+         token_sha256 = excluded.token_sha256, policy_id = excluded.policy_id, active = excluded.active, \
+         expires_at = excluded.expires_at",
+    )
+    .bind(&i.id)
+    .bind(&i.name)
+    .bind(&i.fingerprint)
+    .bind(&i.token_sha256)
+    .bind(&i.policy_id)
+    .bind(i.active)
+    .bind(&i.expires_at)
+    .bind(&i.created_at)
+    .execute(c)
+    .await
+    .map(|_| ())
+}
+
+pub async fn set_setting(
+    c: &mut SqliteConnection,
+    key: &str,
+    value: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value")
+        .bind(key)
+        .bind(value)
+        .execute(c)
+        .await
+        .map(|_| ())
+}
+
+impl Store {
+    /// Persisted quota use (identity id, window start, used).
+    pub async fn quota_use(&self) -> Result<Vec<(String, i64, i64)>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT identity_id, window_start, used FROM quota_use")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Saves quota use in one transaction.
+    pub async fn save_quota_use(&self, rows: &[(String, i64, i64)]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for (id, start, used) in rows {
+            sqlx::query(
+                "INSERT INTO quota_use (identity_id, window_start, used) VALUES (?, ?, ?) \
+                 ON CONFLICT(identity_id) DO UPDATE SET window_start = excluded.window_start, used = excluded.used",
+            )
+            .bind(id)
+            .bind(start)
+            .bind(used)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
 }

@@ -15,8 +15,10 @@ use serde::{Deserialize, Serialize};
 use sqlx::SqliteConnection;
 use utoipa::OpenApi;
 
+use super::authz_api;
 use super::view::*;
 use super::{Actor, ApiError, App, Change};
+use crate::authz::RouteAuthz;
 use crate::pki::{self, CertInfo};
 use crate::store::{self, BundleRow, CredentialRow, DomainRow, RouteRow, StoreState, Table};
 
@@ -54,7 +56,22 @@ type Body<T> = Result<Json<T>, JsonRejection>;
         delete_route,
         audit,
         export,
-        import
+        import,
+        authz_api::list_policies,
+        authz_api::create_policy,
+        authz_api::get_policy,
+        authz_api::replace_policy,
+        authz_api::delete_policy,
+        authz_api::list_identities,
+        authz_api::create_identity,
+        authz_api::get_identity,
+        authz_api::update_identity,
+        authz_api::delete_identity,
+        authz_api::identity_usage,
+        authz_api::self_service,
+        authz_api::get_global_rules,
+        authz_api::put_global_rules,
+        authz_api::transition_report
     ),
     components(schemas(ErrorBody, ErrorDetail, store::AuditRow))
 )]
@@ -74,7 +91,7 @@ struct ErrorDetail {
 }
 
 pub(super) fn router(app: Arc<App>, max_upload: usize) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/api/v1/openapi.json", get(openapi))
         .route(
             "/api/v1/mtls/bundles",
@@ -110,7 +127,8 @@ pub(super) fn router(app: Arc<App>, max_upload: usize) -> Router {
         )
         .route("/api/v1/audit", get(audit))
         .route("/api/v1/export", get(export))
-        .route("/api/v1/import", post(import))
+        .route("/api/v1/import", post(import));
+    super::authz_api::routes(router)
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -276,6 +294,10 @@ fn route_view(r: &RouteRow, st: &StoreState) -> RouteView {
             .as_deref()
             .and_then(|id| st.credentials.iter().find(|c| c.id == id))
             .map(|c| c.name.clone()),
+        authz: r
+            .authz
+            .as_deref()
+            .and_then(|j| serde_json::from_str(j).ok()),
         created_at: r.created_at.clone(),
     }
 }
@@ -782,6 +804,34 @@ fn normal_host(h: Option<String>) -> Option<String> {
         .map(|h| h.to_ascii_lowercase())
 }
 
+/// Validates a route's authz settings and serialises them for the store (`None` when absent).
+fn authz_json(a: Option<&RouteAuthz>) -> Res<Option<String>> {
+    let Some(a) = a else { return Ok(None) };
+    for (i, r) in a.rules.iter().enumerate() {
+        r.validate().map_err(|e| {
+            ApiError::invalid(
+                "bad_rule",
+                format!("authz.rules[{i}]: {e}"),
+                "see the Rule schema in the OpenAPI document",
+            )
+        })?;
+    }
+    let mut a = a.clone();
+    a.rules = a
+        .rules
+        .into_iter()
+        .map(crate::authz::Rule::normalised)
+        .collect();
+    serde_json::to_string(&a).map(Some).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            e.to_string(),
+            "",
+        )
+    })
+}
+
 fn check_route(r: &RouteRow) -> Res<()> {
     crate::routing::Route::from_config(&crate::config::RouteConfig {
         name: Some(r.name.clone()),
@@ -789,6 +839,10 @@ fn check_route(r: &RouteRow) -> Res<()> {
         path_prefix: r.path_prefix.clone(),
         upstream: r.upstream.clone(),
         strip_prefix: r.strip_prefix,
+        authz: r
+            .authz
+            .as_deref()
+            .and_then(|j| serde_json::from_str(j).ok()),
     })
     .map(|_| ())
     .map_err(|e| {
@@ -830,6 +884,7 @@ async fn create_route(
         strip_prefix: req.strip_prefix,
         credential_id,
         created_at: store::now(),
+        authz: authz_json(req.authz.as_ref())?,
     };
     check_route(&row)?;
     store::upsert_route(&mut ch.tx, &row).await?;
@@ -882,6 +937,9 @@ async fn update_route(
     }
     if let Some(s) = req.strip_prefix {
         row.strip_prefix = s;
+    }
+    if let Some(a) = req.authz {
+        row.authz = authz_json(Some(&a))?;
     }
     if let Some(c) = req.credential {
         row.credential_id = if c.is_empty() {
@@ -1000,6 +1058,8 @@ pub struct DeclRoute {
     pub strip_prefix: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authz: Option<RouteAuthz>,
 }
 
 fn declarative(st: &StoreState) -> Declarative {
@@ -1054,6 +1114,10 @@ fn declarative(st: &StoreState) -> Declarative {
                     .as_deref()
                     .and_then(|id| st.credentials.iter().find(|c| c.id == id))
                     .map(|c| c.name.clone()),
+                authz: r
+                    .authz
+                    .as_deref()
+                    .and_then(|j| serde_json::from_str(j).ok()),
             })
             .collect(),
     }
@@ -1286,6 +1350,7 @@ async fn import(
             created_at: existing
                 .map(|x| x.created_at.clone())
                 .unwrap_or_else(|| now.clone()),
+            authz: authz_json(r.authz.as_ref())?,
         };
         check_route(&row)?;
         match existing {
@@ -1294,7 +1359,8 @@ async fn import(
                     && x.path_prefix == row.path_prefix
                     && x.upstream == row.upstream
                     && x.strip_prefix == row.strip_prefix
-                    && x.credential_id == row.credential_id =>
+                    && x.credential_id == row.credential_id
+                    && x.authz == row.authz =>
             {
                 report.unchanged.push(format!("route {}", r.name))
             }

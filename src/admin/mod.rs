@@ -4,6 +4,7 @@
 //! resulting snapshot is valid, recorded in the audit log, and live within the request.
 
 mod api;
+mod authz_api;
 mod error;
 pub mod view;
 
@@ -38,7 +39,8 @@ struct PeerCert(Option<String>);
 
 pub(crate) struct App {
     pub state: Arc<State>,
-    tokens: Vec<(String, Vec<u8>)>,
+    /// (name, SHA-256 of the token, admin scope?)
+    tokens: Vec<(String, Vec<u8>, bool)>,
 }
 
 /// Binds the admin listener and serves it until `shutdown`.
@@ -56,7 +58,17 @@ pub async fn start(
                 t.name, t.name
             ))
         })?;
-        tokens.push((t.name.clone(), digest));
+        let admin = match t.scope.as_str() {
+            "admin" => true,
+            "self-service" => false,
+            other => {
+                return Err(GatewayError::Admin(format!(
+                    "token '{}': scope '{other}' must be admin or self-service",
+                    t.name
+                )));
+            }
+        };
+        tokens.push((t.name.clone(), digest, admin));
     }
     let app = Arc::new(App { state, tokens });
     let router = api::router(app.clone(), config.max_upload_bytes)
@@ -160,7 +172,7 @@ async fn authenticate(AxState(app): AxState<Arc<App>>, mut req: Request, next: N
         .get::<PeerCert>()
         .and_then(|p| p.0.clone())
         .map(|fp| format!("cert:{fp}"));
-    let actor = from_cert.or_else(|| {
+    let actor = from_cert.map(|a| (a, true)).or_else(|| {
         let header = req
             .headers()
             .get(http::header::AUTHORIZATION)?
@@ -170,13 +182,25 @@ async fn authenticate(AxState(app): AxState<Arc<App>>, mut req: Request, next: N
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
         app.tokens
             .iter()
-            .find(|(_, want)| {
+            .find(|(_, want, _)| {
                 aws_lc_rs::constant_time::verify_slices_are_equal(digest.as_ref(), want).is_ok()
             })
-            .map(|(name, _)| format!("token:{name}"))
+            .map(|(name, _, admin)| (format!("token:{name}"), *admin))
     });
     match actor {
-        Some(a) => {
+        Some((_, false))
+            if !(req.method() == http::Method::POST
+                && req.uri().path() == "/api/v1/self-service/identities") =>
+        {
+            ApiError::new(
+                http::StatusCode::FORBIDDEN,
+                "forbidden",
+                "a self-service token may only enroll identities",
+                "use POST /api/v1/self-service/identities, or an admin credential",
+            )
+            .into_response()
+        }
+        Some((a, _)) => {
             req.extensions_mut().insert(Actor(a));
             next.run(req).await
         }

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::authz::RouteAuthz;
 use crate::pki::{CertInfo, rfc3339};
 
 /// Facts about one certificate.
@@ -143,6 +144,8 @@ pub struct RouteView {
     pub strip_prefix: bool,
     /// Name of the client credential presented to the upstream.
     pub credential: Option<String>,
+    /// Authorization settings (static rules, identity requirement, token header).
+    pub authz: Option<RouteAuthz>,
     pub created_at: String,
 }
 
@@ -157,6 +160,7 @@ pub struct RouteCreate {
     pub strip_prefix: bool,
     /// Credential id or name.
     pub credential: Option<String>,
+    pub authz: Option<RouteAuthz>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -169,6 +173,8 @@ pub struct RouteUpdate {
     pub strip_prefix: Option<bool>,
     /// Credential id or name; "" removes it.
     pub credential: Option<String>,
+    /// Replaces the route's authorization settings.
+    pub authz: Option<RouteAuthz>,
 }
 
 fn root() -> String {

@@ -101,9 +101,14 @@ impl Rule {
         if self.spiffe_path_prefix.is_some() && self.spiffe_trust_domain.is_none() {
             return Err("spiffe_path_prefix needs spiffe_trust_domain".into());
         }
-        for fp in [&self.fingerprint, &self.ca_fingerprint].into_iter().flatten() {
+        for fp in [&self.fingerprint, &self.ca_fingerprint]
+            .into_iter()
+            .flatten()
+        {
             if fp.len() != 64 || !fp.chars().all(|c| c.is_ascii_hexdigit()) {
-                return Err(format!("'{fp}' is not a SHA-256 fingerprint (64 hex characters)"));
+                return Err(format!(
+                    "'{fp}' is not a SHA-256 fingerprint (64 hex characters)"
+                ));
             }
         }
         if let Some(id) = &self.spiffe_id
@@ -116,8 +121,12 @@ impl Rule {
 
     /// Lower-cases fingerprints so comparisons are exact.
     pub fn normalised(mut self) -> Self {
-        self.fingerprint = self.fingerprint.map(|f| f.to_ascii_lowercase().replace(':', ""));
-        self.ca_fingerprint = self.ca_fingerprint.map(|f| f.to_ascii_lowercase().replace(':', ""));
+        self.fingerprint = self
+            .fingerprint
+            .map(|f| f.to_ascii_lowercase().replace(':', ""));
+        self.ca_fingerprint = self
+            .ca_fingerprint
+            .map(|f| f.to_ascii_lowercase().replace(':', ""));
         self
     }
 
@@ -151,7 +160,11 @@ impl Rule {
             return i.spiffe_id.as_deref() == Some(id.as_str());
         }
         if let Some(td) = &self.spiffe_trust_domain {
-            let Some(rest) = i.spiffe_id.as_deref().and_then(|s| s.strip_prefix("spiffe://")) else {
+            let Some(rest) = i
+                .spiffe_id
+                .as_deref()
+                .and_then(|s| s.strip_prefix("spiffe://"))
+            else {
                 return false;
             };
             let (domain, path) = rest.split_once('/').map_or((rest, ""), |(d, p)| (d, p));
@@ -165,7 +178,9 @@ impl Rule {
                     let path = path.trim_matches('/');
                     prefix.is_empty()
                         || path == prefix
-                        || path.strip_prefix(prefix).is_some_and(|r| r.starts_with('/'))
+                        || path
+                            .strip_prefix(prefix)
+                            .is_some_and(|r| r.starts_with('/'))
                 }
             };
         }
@@ -208,10 +223,15 @@ impl RuleDenial {
     pub fn reason(&self) -> String {
         match self {
             RuleDenial::Denied { scope, index } => {
-                format!("the client certificate matches {scope} deny rule #{}", index + 1)
+                format!(
+                    "the client certificate matches {scope} deny rule #{}",
+                    index + 1
+                )
             }
             RuleDenial::NotAllowed { scope } => {
-                format!("the client certificate is valid but matches none of the {scope} allow rules")
+                format!(
+                    "the client certificate is valid but matches none of the {scope} allow rules"
+                )
             }
             RuleDenial::NoVerifiedCertificate { scope } => {
                 format!("the {scope} allow rules need a verified client certificate")
@@ -221,7 +241,11 @@ impl RuleDenial {
 }
 
 /// Applies the gateway-wide and the route's rules in the documented order.
-pub fn evaluate(global: &[Rule], route: &[Rule], p: Option<&Presented<'_>>) -> Result<(), RuleDenial> {
+pub fn evaluate(
+    global: &[Rule],
+    route: &[Rule],
+    p: Option<&Presented<'_>>,
+) -> Result<(), RuleDenial> {
     for (scope, rules) in [("gateway-wide", global), ("route", route)] {
         if let Some(p) = p
             && let Some(index) = rules
@@ -232,7 +256,10 @@ pub fn evaluate(global: &[Rule], route: &[Rule], p: Option<&Presented<'_>>) -> R
         }
     }
     for (scope, rules) in [("gateway-wide", global), ("route", route)] {
-        let mut allows = rules.iter().filter(|r| r.effect == Effect::Allow).peekable();
+        let mut allows = rules
+            .iter()
+            .filter(|r| r.effect == Effect::Allow)
+            .peekable();
         if allows.peek().is_none() {
             continue;
         }
@@ -256,6 +283,8 @@ mod tests {
         CertInfo {
             subject: "O=Acme, OU=Payments, CN=svc-a".into(),
             issuer: "CN=Acme Issuing CA".into(),
+            subject_raw: vec![],
+            issuer_raw: vec![],
             serial_hex: "01".into(),
             not_before: 0,
             not_after: 0,
@@ -269,7 +298,10 @@ mod tests {
     }
 
     fn rule(effect: Effect, f: impl FnOnce(&mut Rule)) -> Rule {
-        let mut r = Rule { effect, ..Rule::default() };
+        let mut r = Rule {
+            effect,
+            ..Rule::default()
+        };
         f(&mut r);
         r.validate().unwrap();
         r
@@ -279,22 +311,36 @@ mod tests {
     fn each_matcher_kind() {
         let i = info();
         let cas = vec!["cd".repeat(32)];
-        let p = Presented { info: &i, verified: true, ca_fingerprints: &cas };
+        let p = Presented {
+            info: &i,
+            verified: true,
+            ca_fingerprints: &cas,
+        };
         let yes: Vec<Rule> = vec![
             rule(Effect::Allow, |r| r.fingerprint = Some("ab".repeat(32))),
             rule(Effect::Allow, |r| r.ca_fingerprint = Some("cd".repeat(32))),
             rule(Effect::Allow, |r| r.cn = Some("svc-a".into())),
             rule(Effect::Allow, |r| r.o = Some("Acme".into())),
             rule(Effect::Allow, |r| r.ou = Some("Payments".into())),
-            rule(Effect::Allow, |r| r.san_dns = Some("*.svc.acme.test".into())),
-            rule(Effect::Allow, |r| r.san_uri = Some("spiffe://acme.test/ns/prod/sa/svc-a".into())),
-            rule(Effect::Allow, |r| r.san_email = Some("OPS@acme.test".into())),
-            rule(Effect::Allow, |r| r.spiffe_id = Some("spiffe://acme.test/ns/prod/sa/svc-a".into())),
+            rule(Effect::Allow, |r| {
+                r.san_dns = Some("*.svc.acme.test".into())
+            }),
+            rule(Effect::Allow, |r| {
+                r.san_uri = Some("spiffe://acme.test/ns/prod/sa/svc-a".into())
+            }),
+            rule(Effect::Allow, |r| {
+                r.san_email = Some("OPS@acme.test".into())
+            }),
+            rule(Effect::Allow, |r| {
+                r.spiffe_id = Some("spiffe://acme.test/ns/prod/sa/svc-a".into())
+            }),
             rule(Effect::Allow, |r| {
                 r.spiffe_trust_domain = Some("acme.test".into());
                 r.spiffe_path_prefix = Some("/ns/prod".into());
             }),
-            rule(Effect::Allow, |r| r.issuer_cn = Some("Acme Issuing CA".into())),
+            rule(Effect::Allow, |r| {
+                r.issuer_cn = Some("Acme Issuing CA".into())
+            }),
         ];
         for r in &yes {
             assert!(r.matches(&p), "{r:?}");
@@ -307,7 +353,9 @@ mod tests {
                 r.spiffe_trust_domain = Some("acme.test".into());
                 r.spiffe_path_prefix = Some("/ns/pro".into());
             }),
-            rule(Effect::Allow, |r| r.spiffe_trust_domain = Some("other.test".into())),
+            rule(Effect::Allow, |r| {
+                r.spiffe_trust_domain = Some("other.test".into())
+            }),
             rule(Effect::Allow, |r| r.issuer_cn = Some("Acme".into())),
         ];
         for r in &no {
@@ -318,26 +366,58 @@ mod tests {
     #[test]
     fn order_deny_first_then_each_allow_list() {
         let i = info();
-        let p = Presented { info: &i, verified: true, ca_fingerprints: &[] };
+        let p = Presented {
+            info: &i,
+            verified: true,
+            ca_fingerprints: &[],
+        };
         let allow_o = rule(Effect::Allow, |r| r.o = Some("Acme".into()));
         let deny_cn = rule(Effect::Deny, |r| r.cn = Some("svc-a".into()));
         let allow_other = rule(Effect::Allow, |r| r.cn = Some("other".into()));
         assert_eq!(evaluate(&[], &[], Some(&p)), Ok(()));
         assert_eq!(evaluate(&[allow_o.clone()], &[], Some(&p)), Ok(()));
-        assert!(matches!(evaluate(&[allow_o.clone()], &[deny_cn], Some(&p)), Err(RuleDenial::Denied { scope: "route", .. })));
-        assert!(matches!(evaluate(&[allow_o.clone()], &[allow_other.clone()], Some(&p)), Err(RuleDenial::NotAllowed { scope: "route" })));
-        assert!(matches!(evaluate(&[allow_other], &[allow_o.clone()], Some(&p)), Err(RuleDenial::NotAllowed { scope: "gateway-wide" })));
-        let unverified = Presented { info: &i, verified: false, ca_fingerprints: &[] };
-        assert!(matches!(evaluate(&[], &[allow_o.clone()], Some(&unverified)), Err(RuleDenial::NoVerifiedCertificate { .. })));
-        assert!(matches!(evaluate(&[], &[allow_o], None), Err(RuleDenial::NoVerifiedCertificate { .. })));
+        assert!(matches!(
+            evaluate(&[allow_o.clone()], &[deny_cn], Some(&p)),
+            Err(RuleDenial::Denied { scope: "route", .. })
+        ));
+        assert!(matches!(
+            evaluate(&[allow_o.clone()], &[allow_other.clone()], Some(&p)),
+            Err(RuleDenial::NotAllowed { scope: "route" })
+        ));
+        assert!(matches!(
+            evaluate(&[allow_other], &[allow_o.clone()], Some(&p)),
+            Err(RuleDenial::NotAllowed {
+                scope: "gateway-wide"
+            })
+        ));
+        let unverified = Presented {
+            info: &i,
+            verified: false,
+            ca_fingerprints: &[],
+        };
+        assert!(matches!(
+            evaluate(&[], &[allow_o.clone()], Some(&unverified)),
+            Err(RuleDenial::NoVerifiedCertificate { .. })
+        ));
+        assert!(matches!(
+            evaluate(&[], &[allow_o], None),
+            Err(RuleDenial::NoVerifiedCertificate { .. })
+        ));
     }
 
     #[test]
     fn a_rule_has_exactly_one_matcher() {
         assert!(Rule::default().validate().is_err());
-        let two = Rule { cn: Some("a".into()), o: Some("b".into()), ..Rule::default() };
+        let two = Rule {
+            cn: Some("a".into()),
+            o: Some("b".into()),
+            ..Rule::default()
+        };
         assert!(two.validate().is_err());
-        let bad_fp = Rule { fingerprint: Some("xyz".into()), ..Rule::default() };
+        let bad_fp = Rule {
+            fingerprint: Some("xyz".into()),
+            ..Rule::default()
+        };
         assert!(bad_fp.validate().is_err());
     }
 }

@@ -11,8 +11,12 @@ use hyper::body::Incoming;
 
 use super::respond::ProxyError;
 use super::{ConnContext, RespBody, echo, headers};
+use crate::authz::rules::Presented;
+use crate::authz::{self, AuthMode, Denial, Identity, Request as AuthzRequest, RouteAuthz};
 use crate::gateway::State;
 use crate::routing::{Route, Upstream};
+use crate::snapshot::Snapshot;
+use crate::tls::{Mode, Verdict};
 
 /// Handles one request. Never fails: every error becomes a response.
 pub(super) async fn handle(
@@ -26,6 +30,8 @@ pub(super) async fn handle(
     let snapshot = state.snapshot.load_full();
     let host = request_host(&req);
     let mut route_name: Option<String> = None;
+    let mut identity: Option<Arc<Identity>> = None;
+    let mut bytes_in = 0;
     let result = match host {
         None => Err(ProxyError::NoHost),
         Some(host) => {
@@ -47,7 +53,15 @@ pub(super) async fn handle(
                 })
             } else if let Some(route) = snapshot.routes.find(&host, &path) {
                 route_name = Some(route.name.clone());
-                forward(req, &host, route, &conn, &state, &snapshot.timeouts).await
+                let mut req = req;
+                bytes_in = content_length(req.headers());
+                match authorize(&mut req, route, &conn, &state, &snapshot) {
+                    Ok(id) => {
+                        identity = id;
+                        forward(req, &host, route, &conn, &state, &snapshot.timeouts).await
+                    }
+                    Err(d) => Err(ProxyError::Denied(d)),
+                }
             } else {
                 Err(ProxyError::NoRoute {
                     host,
@@ -65,6 +79,15 @@ pub(super) async fn handle(
     };
     let route = route_name.as_deref().unwrap_or("-");
     let status = response.status().as_u16();
+    if let Some(id) = &identity {
+        let bytes_out = content_length(response.headers());
+        state
+            .authz
+            .record_usage(&id.id, route, status, bytes_in, bytes_out);
+        let policy = id.policy.as_ref().map_or("-", |p| p.name.as_str());
+        metrics::counter!("symbolon_policy_requests_total", "policy" => policy.to_string(), "route" => route.to_string(), "class" => status_class(status))
+            .increment(1);
+    }
     let elapsed = started.elapsed();
     metrics::counter!("symbolon_requests_total", "route" => route.to_string(), "status" => status.to_string())
         .increment(1);
@@ -92,6 +115,107 @@ pub(super) async fn handle(
         );
     }
     Ok(response)
+}
+
+fn content_length(h: &http::HeaderMap) -> u64 {
+    h.get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn status_class(status: u16) -> &'static str {
+    match status {
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// Settings for routes without their own `authz` (the gateway-wide rules still apply).
+const NO_ROUTE_AUTHZ: RouteAuthz = RouteAuthz {
+    auth: AuthMode::None,
+    rules: Vec::new(),
+    token_header: None,
+    strip_auth: false,
+    enforce: true,
+};
+
+/// Runs the authorization checks (see [`crate::authz`] for their order). Records clients that
+/// enforcement would reject, strips the token header when asked, and returns the identity.
+fn authorize(
+    req: &mut Request<Incoming>,
+    route: &Route,
+    conn: &ConnContext,
+    state: &State,
+    snapshot: &Snapshot,
+) -> Result<Option<Arc<Identity>>, Denial> {
+    let id = &conn.identity;
+    let fingerprint = id
+        .leaf
+        .as_ref()
+        .map_or("-", |l| l.fingerprint_sha256.as_str());
+    let subject = id.leaf.as_ref().map_or("-", |l| l.subject.as_str());
+    if conn.mode == Mode::Optional && id.verdict != Verdict::Success {
+        let reason = match id.verdict {
+            Verdict::Failed(r) => r.as_str(),
+            _ => "no_certificate",
+        };
+        state
+            .authz
+            .record_transition(&conn.domain, "-", fingerprint, subject, reason);
+    }
+    let az = match route.authz.as_deref() {
+        Some(az) => az,
+        None if snapshot.authz.global_rules.is_empty() => return Ok(None),
+        None => &NO_ROUTE_AUTHZ,
+    };
+    let header = az.token_header.as_deref().unwrap_or("authorization");
+    let token = req
+        .headers()
+        .get(header)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            if header.eq_ignore_ascii_case("authorization") {
+                v.strip_prefix("Bearer ").unwrap_or(v).trim().to_string()
+            } else {
+                v.trim().to_string()
+            }
+        })
+        .filter(|t| !t.is_empty());
+    let cert = id.leaf.as_ref().map(|info| Presented {
+        info,
+        verified: id.verdict == Verdict::Success,
+        ca_fingerprints: &conn.chain_cas,
+    });
+    let areq = AuthzRequest {
+        route: &route.name,
+        method: req.method().as_str(),
+        path: req.uri().path(),
+        cert,
+        token: token.as_deref(),
+    };
+    let result = authz::decide(&snapshot.authz, az, &areq, &state.authz);
+    if az.strip_auth && token.is_some() {
+        req.headers_mut().remove(header);
+    }
+    let outcome = match &result {
+        Ok(_) => "allowed",
+        Err(d) => d.code,
+    };
+    metrics::counter!("symbolon_authz_decisions_total", "route" => route.name.clone(), "decision" => outcome)
+        .increment(1);
+    match result {
+        Ok(identity) => Ok(identity),
+        Err(d) if !az.enforce => {
+            state
+                .authz
+                .record_transition(&conn.domain, &route.name, fingerprint, subject, d.code);
+            Ok(None)
+        }
+        Err(d) => Err(d),
+    }
 }
 
 /// The lower-case host of a request, without the port: from the URI (HTTP/2) or the Host header.

@@ -39,7 +39,11 @@ pub struct ConnContext {
     pub sni: Option<String>,
     /// Name of the domain whose trust authenticated this connection.
     pub domain: String,
+    /// The domain's mTLS mode when the connection was made.
+    pub mode: Mode,
     pub identity: ClientIdentity,
+    /// Fingerprints of the CA certificates on the verified chain (for CA rules).
+    pub chain_cas: Vec<String>,
 }
 
 /// Accepts connections until `shutdown` turns true, then hands back `graceful`, which watches
@@ -133,11 +137,19 @@ async fn serve_connection(state: Arc<State>, tcp: TcpStream, peer: SocketAddr, w
     }
     metrics::counter!("symbolon_handshakes_total", "result" => "accepted", "reason" => reason)
         .increment(1);
+    let chain_cas = match (&identity.leaf, peer_certs) {
+        (Some(leaf), Some(certs)) if identity.verdict == Verdict::Success => {
+            domain.chain_cas(certs, leaf)
+        }
+        _ => Vec::new(),
+    };
     let ctx = Arc::new(ConnContext {
         peer,
         sni,
         domain: domain.name.clone(),
+        mode: domain.mode,
         identity,
+        chain_cas,
     });
     drop(snapshot);
     let svc_state = state.clone();

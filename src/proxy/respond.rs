@@ -24,6 +24,8 @@ pub enum ProxyError {
     UpstreamTimeout { upstream: String, secs: f64 },
     #[error("the request cannot be forwarded: {detail}")]
     BadRequest { detail: String },
+    #[error("{}", .0.message)]
+    Denied(crate::authz::Denial),
 }
 
 impl ProxyError {
@@ -36,6 +38,9 @@ impl ProxyError {
                 StatusCode::BAD_GATEWAY
             }
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Denied(d) => {
+                StatusCode::from_u16(d.status).unwrap_or(StatusCode::FORBIDDEN)
+            }
         }
     }
 
@@ -48,6 +53,7 @@ impl ProxyError {
             ProxyError::UpstreamFailed { .. } => "upstream_error",
             ProxyError::UpstreamTimeout { .. } => "upstream_timeout",
             ProxyError::BadRequest { .. } => "bad_request",
+            ProxyError::Denied(d) => d.code,
         }
     }
 
@@ -66,11 +72,15 @@ impl ProxyError {
                 "the upstream is slow or stuck; raise timeouts.upstream_response if that is expected".into()
             }
             ProxyError::BadRequest { .. } => "fix the request".into(),
+            ProxyError::Denied(d) => d.hint.clone(),
         }
     }
 
     /// The JSON error response.
     pub fn into_response(self) -> Response<RespBody> {
+        if let ProxyError::Denied(d) = &self {
+            return denial_response(d);
+        }
         let body = serde_json::json!({
             "error": { "code": self.code(), "message": self.to_string(), "hint": self.hint() }
         });
@@ -91,5 +101,21 @@ pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<R
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    resp
+}
+
+/// The response for an authorization refusal (403 or 429), with its extra headers.
+pub fn denial_response(d: &crate::authz::Denial) -> Response<RespBody> {
+    let mut error = serde_json::json!({ "code": d.code, "message": d.message, "hint": d.hint });
+    if let Some(reset) = &d.reset {
+        error["reset"] = serde_json::Value::String(reset.clone());
+    }
+    let status = StatusCode::from_u16(d.status).unwrap_or(StatusCode::FORBIDDEN);
+    let mut resp = json_response(status, &serde_json::json!({ "error": error }));
+    for (name, value) in &d.headers {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            resp.headers_mut().insert(*name, v);
+        }
+    }
     resp
 }

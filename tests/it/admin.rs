@@ -533,6 +533,14 @@ async fn openapi_document_lists_every_endpoint() {
         ("/api/v1/audit", &["get"]),
         ("/api/v1/export", &["get"]),
         ("/api/v1/import", &["post"]),
+        ("/api/v1/policies", &["get", "post"]),
+        ("/api/v1/policies/{id}", &["get", "put", "delete"]),
+        ("/api/v1/identities", &["get", "post"]),
+        ("/api/v1/identities/{id}", &["get", "patch", "delete"]),
+        ("/api/v1/identities/{id}/usage", &["get"]),
+        ("/api/v1/self-service/identities", &["post"]),
+        ("/api/v1/authz/global-rules", &["get", "put"]),
+        ("/api/v1/transition-report", &["get"]),
     ];
     for (path, methods) in want {
         let item = paths

@@ -1,0 +1,696 @@
+//! Admin API for authorization: policies, identities (with usage), gateway-wide rules, the
+//! transition report and self-service enrollment of identities.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{Actor, ApiError, App, Change};
+use crate::authz::{PolicySpec, Rule, TransitionEntry, Usage};
+use crate::store::{self, IdentityRow, PolicyRow, StoreState, Table};
+
+type Res<T> = Result<T, ApiError>;
+type Body<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
+
+pub(super) fn routes(r: Router<Arc<App>>) -> Router<Arc<App>> {
+    r.route("/api/v1/policies", get(list_policies).post(create_policy))
+        .route(
+            "/api/v1/policies/{id}",
+            get(get_policy).put(replace_policy).delete(delete_policy),
+        )
+        .route(
+            "/api/v1/identities",
+            get(list_identities).post(create_identity),
+        )
+        .route(
+            "/api/v1/identities/{id}",
+            get(get_identity)
+                .patch(update_identity)
+                .delete(delete_identity),
+        )
+        .route("/api/v1/identities/{id}/usage", get(identity_usage))
+        .route("/api/v1/self-service/identities", post(self_service))
+        .route(
+            "/api/v1/authz/global-rules",
+            get(get_global_rules).put(put_global_rules),
+        )
+        .route("/api/v1/transition-report", get(transition_report))
+}
+
+/// A policy: access rights, rate limit and quota for the identities that use it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PolicyView {
+    pub id: String,
+    pub name: String,
+    #[serde(flatten)]
+    pub spec: PolicySpec,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct PolicyBody {
+    pub name: String,
+    #[serde(flatten)]
+    pub spec: PolicySpec,
+}
+
+/// An identity: a key bound to a client certificate (by fingerprint) and/or a token.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct IdentityView {
+    pub id: String,
+    pub name: String,
+    /// SHA-256 fingerprint of the bound client certificate.
+    pub fingerprint: Option<String>,
+    /// Whether a token is set (the token itself is shown only when created).
+    pub has_token: bool,
+    pub policy: Option<String>,
+    pub active: bool,
+    pub expires_at: Option<String>,
+    pub created_at: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct IdentityCreate {
+    pub name: String,
+    /// The client's public certificate (PEM). A PEM that contains a private key is refused.
+    pub certificate_pem: Option<String>,
+    /// Or the certificate's SHA-256 fingerprint (hex).
+    pub fingerprint: Option<String>,
+    /// Also create a token for this identity (returned once).
+    #[serde(default)]
+    pub token: bool,
+    /// Policy id or name.
+    pub policy: Option<String>,
+    #[serde(default = "yes")]
+    pub active: bool,
+    /// RFC 3339.
+    pub expires_at: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct IdentityUpdate {
+    /// Policy id or name; "" removes it.
+    pub policy: Option<String>,
+    pub active: Option<bool>,
+    /// RFC 3339; "" removes the expiry.
+    pub expires_at: Option<String>,
+    /// Bind to another certificate (public PEM).
+    pub certificate_pem: Option<String>,
+    /// Replace the token (the new one is returned once).
+    #[serde(default)]
+    pub rotate_token: bool,
+}
+
+/// The identity, and its token when one was just created.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct IdentityCreated {
+    pub identity: IdentityView,
+    /// Shown once; only its SHA-256 is stored.
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct GlobalRules {
+    /// Rules applied to every route before its own (see the evaluation order).
+    pub rules: Vec<Rule>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct SelfServiceBody {
+    pub name: String,
+    /// The client's public certificate (PEM).
+    pub certificate_pem: String,
+    /// A policy marked `self_service`.
+    pub policy: String,
+}
+
+fn json_or<T>(body: Body<T>) -> Res<T> {
+    body.map(|Json(t)| t).map_err(ApiError::from)
+}
+
+fn find<'a, T>(rows: &'a [T], key: &str, id: impl Fn(&T) -> (&str, &str)) -> Option<&'a T> {
+    rows.iter()
+        .find(|r| id(r).0 == key)
+        .or_else(|| rows.iter().find(|r| id(r).1 == key))
+}
+
+fn policy_key(p: &PolicyRow) -> (&str, &str) {
+    (&p.id, &p.name)
+}
+fn identity_key(i: &IdentityRow) -> (&str, &str) {
+    (&i.id, &i.name)
+}
+
+fn check_name(kind: &str, name: &str) -> Res<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "bad_name",
+            format!("{kind} name '{name}' is not valid"),
+            "use 1 to 128 letters, digits, '-', '_', '.' or '@'",
+        ))
+    }
+}
+
+fn policy_view(p: &PolicyRow) -> PolicyView {
+    PolicyView {
+        id: p.id.clone(),
+        name: p.name.clone(),
+        spec: serde_json::from_str(&p.spec).unwrap_or_default(),
+        created_at: p.created_at.clone(),
+        updated_at: p.updated_at.clone(),
+    }
+}
+
+fn identity_view(i: &IdentityRow, st: &StoreState) -> IdentityView {
+    IdentityView {
+        id: i.id.clone(),
+        name: i.name.clone(),
+        fingerprint: i.fingerprint.clone(),
+        has_token: i.token_sha256.is_some(),
+        policy: i
+            .policy_id
+            .as_deref()
+            .and_then(|id| st.policies.iter().find(|p| p.id == id))
+            .map(|p| p.name.clone()),
+        active: i.active,
+        expires_at: i.expires_at.clone(),
+        created_at: i.created_at.clone(),
+    }
+}
+
+/// The fingerprint of a public certificate. A PEM with a private key is refused: a client must
+/// never send its key anywhere.
+pub(super) fn public_cert_fingerprint(pem: &str) -> Res<String> {
+    if pem.contains("PRIVATE KEY") {
+        return Err(ApiError::invalid(
+            "private_key_not_allowed",
+            "certificate_pem contains a private key; only the public certificate may be uploaded",
+            "send only the '-----BEGIN CERTIFICATE-----' block, and keep the key on the client (treat this key as exposed if it was sent anywhere)",
+        ));
+    }
+    let certs = crate::pki::parse_certs(pem.as_bytes(), Path::new("certificate_pem"))
+        .map_err(|e| ApiError::pki("certificate_pem", e))?;
+    let first = certs.first().ok_or_else(|| {
+        ApiError::invalid(
+            "malformed_pem",
+            "certificate_pem is empty",
+            "send a PEM certificate",
+        )
+    })?;
+    let info = crate::pki::CertInfo::parse(first).map_err(|e| {
+        ApiError::invalid(
+            "malformed_pem",
+            format!("certificate_pem: {e}"),
+            "send a PEM certificate",
+        )
+    })?;
+    if info.is_ca {
+        return Err(ApiError::invalid(
+            "ca_certificate",
+            format!(
+                "certificate_pem is a CA certificate ({}); an identity binds a client certificate",
+                info.subject
+            ),
+            "send the client's own certificate",
+        ));
+    }
+    Ok(info.fingerprint_sha256)
+}
+
+fn check_fingerprint(fp: &str) -> Res<String> {
+    let fp = fp.to_ascii_lowercase().replace(':', "");
+    if fp.len() == 64 && fp.chars().all(|c| c.is_ascii_hexdigit()) {
+        Ok(fp)
+    } else {
+        Err(ApiError::invalid(
+            "bad_fingerprint",
+            format!("'{fp}' is not a SHA-256 fingerprint"),
+            "give 64 hex characters, as `openssl x509 -noout -fingerprint -sha256` prints them",
+        ))
+    }
+}
+
+fn check_expiry(t: &str) -> Res<()> {
+    time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+        .map(|_| ())
+        .map_err(|_| {
+            ApiError::invalid(
+                "bad_time",
+                format!("expires_at '{t}' is not an RFC 3339 time"),
+                "write it as 2027-01-31T00:00:00Z",
+            )
+        })
+}
+
+/// A new token and its SHA-256 (hex).
+fn new_token() -> Res<(String, String)> {
+    let mut bytes = [0u8; 24];
+    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the random number generator failed",
+            "",
+        )
+    })?;
+    let token = format!("sym_{}", crate::pki::hex(&bytes));
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+    Ok((token, crate::pki::hex(digest.as_ref())))
+}
+
+fn conflict_on_fingerprint(st: &StoreState, fp: &str, except: &str) -> Res<()> {
+    match st
+        .identities
+        .iter()
+        .find(|i| i.fingerprint.as_deref() == Some(fp) && i.id != except)
+    {
+        Some(other) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "certificate_in_use",
+            format!(
+                "this certificate is already bound to identity '{}'",
+                other.name
+            ),
+            "one certificate identifies one identity; update or delete the other one",
+        )),
+        None => Ok(()),
+    }
+}
+
+// === policies ===
+
+#[utoipa::path(get, path = "/api/v1/policies", tag = "authz", responses((status = 200, body = [PolicyView])))]
+pub(super) async fn list_policies(State(app): State<Arc<App>>) -> Res<Json<Vec<PolicyView>>> {
+    let st = app.state.store.state().await?;
+    Ok(Json(st.policies.iter().map(policy_view).collect()))
+}
+
+#[utoipa::path(post, path = "/api/v1/policies", tag = "authz", request_body = PolicyBody,
+    responses((status = 201, body = PolicyView), (status = 409), (status = 422)))]
+pub(super) async fn create_policy(
+    State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
+    body: Body<PolicyBody>,
+) -> Res<Response> {
+    let req = json_or(body)?;
+    check_name("policy", &req.name)?;
+    req.spec
+        .validate()
+        .map_err(|e| ApiError::invalid("bad_policy", e, "see the PolicyBody schema"))?;
+    let mut ch = Change::begin(&app).await?;
+    let st = store::load_all(&mut ch.tx).await?;
+    if st.policies.iter().any(|p| p.name == req.name) {
+        return Err(ApiError::duplicate("policy", &req.name));
+    }
+    let now = store::now();
+    let spec = serde_json::to_string(&req.spec).unwrap_or_default();
+    let row = PolicyRow {
+        id: store::new_id(),
+        name: req.name,
+        spec: spec.clone(),
+        created_at: now.clone(),
+        updated_at: now,
+    };
+    store::upsert_policy(&mut ch.tx, &row).await?;
+    ch.commit(&actor, "policy.create", &row.name, &spec).await?;
+    Ok((StatusCode::CREATED, Json(policy_view(&row))).into_response())
+}
+
+#[utoipa::path(get, path = "/api/v1/policies/{id}", tag = "authz", params(("id" = String, Path, description = "id or name")),
+    responses((status = 200, body = PolicyView), (status = 404)))]
+pub(super) async fn get_policy(
+    State(app): State<Arc<App>>,
+    UrlPath(id): UrlPath<String>,
+) -> Res<Json<PolicyView>> {
+    let st = app.state.store.state().await?;
+    let p =
+        find(&st.policies, &id, policy_key).ok_or_else(|| ApiError::not_found("policy", &id))?;
+    Ok(Json(policy_view(p)))
+}
+
+#[utoipa::path(put, path = "/api/v1/policies/{id}", tag = "authz", request_body = PolicyBody, params(("id" = String, Path, description = "id or name")),
+    responses((status = 200, body = PolicyView), (status = 404), (status = 422)))]
+pub(super) async fn replace_policy(
+    State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
+    UrlPath(id): UrlPath<String>,
+    body: Body<PolicyBody>,
+) -> Res<Json<PolicyView>> {
+    let req = json_or(body)?;
+    check_name("policy", &req.name)?;
+    req.spec
+        .validate()
+        .map_err(|e| ApiError::invalid("bad_policy", e, "see the PolicyBody schema"))?;
+    let mut ch = Change::begin(&app).await?;
+    let st = store::load_all(&mut ch.tx).await?;
+    let mut row = find(&st.policies, &id, policy_key)
+        .ok_or_else(|| ApiError::not_found("policy", &id))?
+        .clone();
+    if st
+        .policies
+        .iter()
+        .any(|p| p.name == req.name && p.id != row.id)
+    {
+        return Err(ApiError::duplicate("policy", &req.name));
+    }
+    row.name = req.name;
+    row.spec = serde_json::to_string(&req.spec).unwrap_or_default();
+    row.updated_at = store::now();
+    store::upsert_policy(&mut ch.tx, &row).await?;
+    ch.commit(&actor, "policy.update", &row.name, &row.spec)
+        .await?;
+    Ok(Json(policy_view(&row)))
+}
+
+#[utoipa::path(delete, path = "/api/v1/policies/{id}", tag = "authz", params(("id" = String, Path, description = "id or name")),
+    responses((status = 204), (status = 404), (status = 409)))]
+pub(super) async fn delete_policy(
+    State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
+    UrlPath(id): UrlPath<String>,
+) -> Res<StatusCode> {
+    let mut ch = Change::begin(&app).await?;
+    let st = store::load_all(&mut ch.tx).await?;
+    let p = find(&st.policies, &id, policy_key)
+        .ok_or_else(|| ApiError::not_found("policy", &id))?
+        .clone();
+    let users: Vec<&str> = st
+        .identities
+        .iter()
+        .filter(|i| i.policy_id.as_deref() == Some(&p.id))
+        .map(|i| i.name.as_str())
+        .take(5)
+        .collect();
+    if !users.is_empty() {
+        return Err(ApiError::in_use(
+            format!(
+                "policy '{}' is used by identities {}",
+                p.name,
+                users.join(", ")
+            ),
+            "move those identities to another policy first",
+        ));
+    }
+    store::delete_row(&mut ch.tx, Table::Policies, &p.id).await?;
+    ch.commit(&actor, "policy.delete", &p.name, "").await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// === identities ===
+
+#[utoipa::path(get, path = "/api/v1/identities", tag = "authz", responses((status = 200, body = [IdentityView])))]
+pub(super) async fn list_identities(State(app): State<Arc<App>>) -> Res<Json<Vec<IdentityView>>> {
+    let st = app.state.store.state().await?;
+    Ok(Json(
+        st.identities
+            .iter()
+            .map(|i| identity_view(i, &st))
+            .collect(),
+    ))
+}
+
+async fn insert_identity(
+    app: &App,
+    actor: &Actor,
+    req: IdentityCreate,
+    action: &str,
+    self_service: bool,
+) -> Res<Response> {
+    check_name("identity", &req.name)?;
+    let fingerprint = match (&req.certificate_pem, &req.fingerprint) {
+        (Some(pem), _) => Some(public_cert_fingerprint(pem)?),
+        (None, Some(fp)) => Some(check_fingerprint(fp)?),
+        (None, None) => None,
+    };
+    if fingerprint.is_none() && !req.token {
+        return Err(ApiError::invalid(
+            "no_credential",
+            "an identity needs a certificate (certificate_pem or fingerprint) or a token",
+            "send certificate_pem, or set token: true",
+        ));
+    }
+    if let Some(t) = &req.expires_at {
+        check_expiry(t)?;
+    }
+    let mut ch = Change::begin(app).await?;
+    let st = store::load_all(&mut ch.tx).await?;
+    if st.identities.iter().any(|i| i.name == req.name) {
+        return Err(ApiError::duplicate("identity", &req.name));
+    }
+    if let Some(fp) = &fingerprint {
+        conflict_on_fingerprint(&st, fp, "")?;
+    }
+    let policy_id = match &req.policy {
+        Some(k) => {
+            let p = find(&st.policies, k, policy_key)
+                .ok_or_else(|| ApiError::not_found("policy", k))?;
+            if self_service
+                && !serde_json::from_str::<PolicySpec>(&p.spec).is_ok_and(|s| s.self_service)
+            {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "not_self_service",
+                    format!("policy '{}' is not open to self-service", p.name),
+                    "ask the operator for a policy with self_service = true",
+                ));
+            }
+            Some(p.id.clone())
+        }
+        None => None,
+    };
+    let (token, token_sha256) = if req.token {
+        let (t, h) = new_token()?;
+        (Some(t), Some(h))
+    } else {
+        (None, None)
+    };
+    let row = IdentityRow {
+        id: store::new_id(),
+        name: req.name,
+        fingerprint,
+        token_sha256,
+        policy_id,
+        active: req.active,
+        expires_at: req.expires_at,
+        created_at: store::now(),
+    };
+    store::upsert_identity(&mut ch.tx, &row).await?;
+    ch.commit(
+        actor,
+        action,
+        &row.name,
+        row.fingerprint.as_deref().unwrap_or("token"),
+    )
+    .await?;
+    let st = app.state.store.state().await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(IdentityCreated {
+            identity: identity_view(&row, &st),
+            token,
+        }),
+    )
+        .into_response())
+}
+
+#[utoipa::path(post, path = "/api/v1/identities", tag = "authz", request_body = IdentityCreate,
+    responses((status = 201, body = IdentityCreated), (status = 409), (status = 422)))]
+pub(super) async fn create_identity(
+    State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
+    body: Body<IdentityCreate>,
+) -> Res<Response> {
+    let req = json_or(body)?;
+    insert_identity(&app, &actor, req, "identity.create", false).await
+}
+
+#[utoipa::path(post, path = "/api/v1/self-service/identities", tag = "authz", request_body = SelfServiceBody,
+    responses((status = 201, body = IdentityCreated), (status = 403), (status = 422)))]
+pub(super) async fn self_service(
+    State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
+    body: Body<SelfServiceBody>,
+) -> Res<Response> {
+    let req = json_or(body)?;
+    let create = IdentityCreate {
+        name: req.name,
+        certificate_pem: Some(req.certificate_pem),
+        fingerprint: None,
+        token: false,
+        policy: Some(req.policy),
+        active: true,
+        expires_at: None,
+    };
+    insert_identity(&app, &actor, create, "identity.self_service", true).await
+}
+
+#[utoipa::path(get, path = "/api/v1/identities/{id}", tag = "authz", params(("id" = String, Path, description = "id or name")),
+    responses((status = 200, body = IdentityView), (status = 404)))]
+pub(super) async fn get_identity(
+    State(app): State<Arc<App>>,
+    UrlPath(id): UrlPath<String>,
+) -> Res<Json<IdentityView>> {
+    let st = app.state.store.state().await?;
+    let i = find(&st.identities, &id, identity_key)
+        .ok_or_else(|| ApiError::not_found("identity", &id))?;
+    Ok(Json(identity_view(i, &st)))
+}
+
+#[utoipa::path(patch, path = "/api/v1/identities/{id}", tag = "authz", request_body = IdentityUpdate, params(("id" = String, Path, description = "id or name")),
+    responses((status = 200, body = IdentityCreated), (status = 404), (status = 422)))]
+pub(super) async fn update_identity(
+    State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
+    UrlPath(id): UrlPath<String>,
+    body: Body<IdentityUpdate>,
+) -> Res<Json<IdentityCreated>> {
+    let req = json_or(body)?;
+    let mut ch = Change::begin(&app).await?;
+    let st = store::load_all(&mut ch.tx).await?;
+    let mut row = find(&st.identities, &id, identity_key)
+        .ok_or_else(|| ApiError::not_found("identity", &id))?
+        .clone();
+    let mut what = Vec::new();
+    if let Some(p) = req.policy {
+        row.policy_id = if p.is_empty() {
+            None
+        } else {
+            Some(
+                find(&st.policies, &p, policy_key)
+                    .ok_or_else(|| ApiError::not_found("policy", &p))?
+                    .id
+                    .clone(),
+            )
+        };
+        what.push(format!("policy {p}"));
+    }
+    if let Some(a) = req.active {
+        row.active = a;
+        what.push(format!("active {a}"));
+    }
+    if let Some(t) = req.expires_at {
+        if t.is_empty() {
+            row.expires_at = None;
+        } else {
+            check_expiry(&t)?;
+            row.expires_at = Some(t.clone());
+        }
+        what.push(format!("expires_at {t}"));
+    }
+    if let Some(pem) = req.certificate_pem {
+        let fp = public_cert_fingerprint(&pem)?;
+        conflict_on_fingerprint(&st, &fp, &row.id)?;
+        what.push(format!("certificate {fp}"));
+        row.fingerprint = Some(fp);
+    }
+    let mut token = None;
+    if req.rotate_token {
+        let (t, h) = new_token()?;
+        token = Some(t);
+        row.token_sha256 = Some(h);
+        what.push("token rotated".into());
+    }
+    store::upsert_identity(&mut ch.tx, &row).await?;
+    ch.commit(&actor, "identity.update", &row.name, &what.join(", "))
+        .await?;
+    let st = app.state.store.state().await?;
+    Ok(Json(IdentityCreated {
+        identity: identity_view(&row, &st),
+        token,
+    }))
+}
+
+#[utoipa::path(delete, path = "/api/v1/identities/{id}", tag = "authz", params(("id" = String, Path, description = "id or name")),
+    responses((status = 204), (status = 404)))]
+pub(super) async fn delete_identity(
+    State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
+    UrlPath(id): UrlPath<String>,
+) -> Res<StatusCode> {
+    let mut ch = Change::begin(&app).await?;
+    let st = store::load_all(&mut ch.tx).await?;
+    let i = find(&st.identities, &id, identity_key)
+        .ok_or_else(|| ApiError::not_found("identity", &id))?
+        .clone();
+    store::delete_row(&mut ch.tx, Table::Identities, &i.id).await?;
+    ch.commit(&actor, "identity.delete", &i.name, "").await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/api/v1/identities/{id}/usage", tag = "authz", params(("id" = String, Path, description = "id or name")),
+    responses((status = 200, body = [Usage]), (status = 404)))]
+pub(super) async fn identity_usage(
+    State(app): State<Arc<App>>,
+    UrlPath(id): UrlPath<String>,
+) -> Res<Json<Vec<Usage>>> {
+    let st = app.state.store.state().await?;
+    let i = find(&st.identities, &id, identity_key)
+        .ok_or_else(|| ApiError::not_found("identity", &id))?;
+    Ok(Json(app.state.authz.usage(&i.id)))
+}
+
+// === gateway-wide rules, transition report ===
+
+#[utoipa::path(get, path = "/api/v1/authz/global-rules", tag = "authz", responses((status = 200, body = GlobalRules)))]
+pub(super) async fn get_global_rules(State(app): State<Arc<App>>) -> Res<Json<GlobalRules>> {
+    let st = app.state.store.state().await?;
+    let rules = st
+        .global_rules
+        .as_deref()
+        .and_then(|j| serde_json::from_str(j).ok())
+        .unwrap_or_default();
+    Ok(Json(GlobalRules { rules }))
+}
+
+#[utoipa::path(put, path = "/api/v1/authz/global-rules", tag = "authz", request_body = GlobalRules,
+    responses((status = 200, body = GlobalRules), (status = 422)))]
+pub(super) async fn put_global_rules(
+    State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
+    body: Body<GlobalRules>,
+) -> Res<Json<GlobalRules>> {
+    let req = json_or(body)?;
+    for (i, r) in req.rules.iter().enumerate() {
+        r.validate().map_err(|e| {
+            ApiError::invalid(
+                "bad_rule",
+                format!("rules[{i}]: {e}"),
+                "see the Rule schema",
+            )
+        })?;
+    }
+    let rules: Vec<Rule> = req.rules.into_iter().map(Rule::normalised).collect();
+    let json = serde_json::to_string(&rules).unwrap_or_default();
+    let mut ch = Change::begin(&app).await?;
+    store::set_setting(&mut ch.tx, "global_rules", &json).await?;
+    ch.commit(&actor, "authz.global_rules", "gateway", &json)
+        .await?;
+    Ok(Json(GlobalRules { rules }))
+}
+
+#[utoipa::path(get, path = "/api/v1/transition-report", tag = "authz",
+    responses((status = 200, description = "Client certificates that would be rejected if enforcement were switched on, most frequent first", body = [TransitionEntry])))]
+pub(super) async fn transition_report(
+    State(app): State<Arc<App>>,
+) -> Res<Json<Vec<TransitionEntry>>> {
+    Ok(Json(app.state.authz.transition_report()))
+}
