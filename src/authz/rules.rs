@@ -364,6 +364,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::cloned_ref_to_slice_refs)]
     fn order_deny_first_then_each_allow_list() {
         let i = info();
         let p = Presented {

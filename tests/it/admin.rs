@@ -7,32 +7,37 @@ use symbolon::client::AdminClient;
 
 use crate::support::*;
 
-struct Api {
-    client: AdminClient,
+pub struct Api {
+    pub client: AdminClient,
 }
 
 impl Api {
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let body = body.map(|b| ("application/json", b.to_string().into_bytes()));
         let (status, bytes) = self.client.call(method, path, body).await.unwrap();
         let v = serde_json::from_slice(&bytes)
             .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()));
         (status, v)
     }
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
         self.call(Method::GET, path, None).await
     }
-    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
         self.call(Method::POST, path, Some(body)).await
     }
-    async fn ok(&self, method: Method, path: &str, body: Option<Value>) -> Value {
+    pub async fn ok(&self, method: Method, path: &str, body: Option<Value>) -> Value {
         let (status, v) = self.call(method.clone(), path, body).await;
         assert!(status.is_success(), "{method} {path}: {status} {v}");
         v
     }
 }
 
-fn code(v: &Value) -> &str {
+pub fn code(v: &Value) -> &str {
     v["error"]["code"]
         .as_str()
         .unwrap_or_else(|| panic!("not an error body: {v}"))

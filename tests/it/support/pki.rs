@@ -27,6 +27,8 @@ pub struct LeafSpec {
     pub cn: String,
     pub dns: Vec<String>,
     pub spiffe: Option<String>,
+    pub ou: Option<String>,
+    pub email: Option<String>,
     pub eku: Eku,
     pub not_before: OffsetDateTime,
     pub not_after: OffsetDateTime,
@@ -39,6 +41,8 @@ impl LeafSpec {
             cn: cn.into(),
             dns: vec![],
             spiffe: None,
+            ou: None,
+            email: None,
             eku: Eku::Client,
             not_before: now - Duration::hours(1),
             not_after: now + Duration::days(1),
@@ -55,6 +59,21 @@ impl LeafSpec {
 
     pub fn spiffe(mut self, id: &str) -> Self {
         self.spiffe = Some(id.into());
+        self
+    }
+
+    pub fn ou(mut self, ou: &str) -> Self {
+        self.ou = Some(ou.into());
+        self
+    }
+
+    pub fn email(mut self, email: &str) -> Self {
+        self.email = Some(email.into());
+        self
+    }
+
+    pub fn dns(mut self, name: &str) -> Self {
+        self.dns.push(name.into());
         self
     }
 
@@ -153,8 +172,16 @@ impl TestCa {
         let mut p = CertificateParams::new(spec.dns.clone()).unwrap();
         p.distinguished_name
             .push(DnType::OrganizationName, "Symbolon tests");
+        if let Some(ou) = &spec.ou {
+            p.distinguished_name
+                .push(DnType::OrganizationalUnitName, ou.as_str());
+        }
         p.distinguished_name
             .push(DnType::CommonName, spec.cn.as_str());
+        if let Some(e) = &spec.email {
+            p.subject_alt_names
+                .push(SanType::Rfc822Name(e.as_str().try_into().unwrap()));
+        }
         if let Some(id) = &spec.spiffe {
             p.subject_alt_names
                 .push(SanType::URI(id.as_str().try_into().unwrap()));

@@ -18,6 +18,8 @@ use tokio::sync::{Notify, mpsc};
 pub struct Upstream {
     pub addr: SocketAddr,
     release: Arc<Notify>,
+    /// Requests received so far.
+    pub hits: Arc<std::sync::atomic::AtomicU64>,
 }
 
 type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
@@ -28,25 +30,39 @@ impl Upstream {
         let addr = listener.local_addr().unwrap();
         let release = Arc::new(Notify::new());
         let rel = release.clone();
+        let hits = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = hits.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((tcp, peer)) = listener.accept().await else {
                     return;
                 };
                 let rel = rel.clone();
+                let counter = counter.clone();
                 tokio::spawn(async move {
-                    let svc = service_fn(move |req| handle(req, peer, rel.clone()));
+                    let svc = service_fn(move |req| {
+                        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        handle(req, peer, rel.clone())
+                    });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(tcp), svc)
                         .await;
                 });
             }
         });
-        Self { addr, release }
+        Self {
+            addr,
+            release,
+            hits,
+        }
     }
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    pub fn hits(&self) -> u64 {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn release(&self) {
