@@ -48,8 +48,13 @@ pub struct ApiArgs {
     #[arg(long = "admin-key", global = true, env = "SYMBOLON_ADMIN_KEY")]
     pub admin_key: Option<PathBuf>,
     /// Bearer token instead of the admin certificate.
-    #[arg(long, global = true, env = "SYMBOLON_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
+    #[arg(
+        long = "token",
+        global = true,
+        env = "SYMBOLON_TOKEN",
+        hide_env_values = true
+    )]
+    pub api_token: Option<String>,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
@@ -86,6 +91,17 @@ pub enum Command {
     /// Routes: host + path prefix → upstream.
     #[command(subcommand)]
     Route(RouteCmd),
+    /// Authorization policies: access rights, rate limit, quota.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
+    /// Identities: keys bound to a client certificate and/or a token, with a policy.
+    #[command(subcommand)]
+    Identity(IdentityCmd),
+    /// Gateway-wide static mTLS rules (applied before each route's own).
+    #[command(subcommand)]
+    Rules(RulesCmd),
+    /// Client certificates that would be rejected if enforcement were switched on.
+    TransitionReport,
     /// Print everything the store holds as TOML (private keys left out).
     Export {
         /// Write to this file instead of standard output.
@@ -187,6 +203,110 @@ pub enum DomainCmd {
     },
 }
 
+/// Policy contents, as flags.
+#[derive(Debug, clap::Args)]
+pub struct PolicyArgs {
+    /// Token bucket: N requests per period, e.g. 100/1m.
+    #[arg(long)]
+    pub rate_limit: Option<String>,
+    /// Quota: N requests per day, month or fixed window, e.g. 10000/day.
+    #[arg(long)]
+    pub quota: Option<String>,
+    /// Access right ROUTE[:METHODS[:PREFIXES]], e.g. orders:GET,POST:/orders,/carts (repeatable;
+    /// none = every route).
+    #[arg(long)]
+    pub access: Vec<String>,
+    /// Allow self-service enrollment with this policy.
+    #[arg(long)]
+    pub self_service: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCmd {
+    Create {
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        spec: PolicyArgs,
+    },
+    List,
+    Show {
+        id: String,
+    },
+    /// Replace the policy's contents.
+    Update {
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        spec: PolicyArgs,
+    },
+    Delete {
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IdentityCmd {
+    /// Create an identity bound to a public certificate (never a key) and/or a token.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// The client's public certificate (PEM).
+        #[arg(long)]
+        cert: Option<PathBuf>,
+        /// Or its SHA-256 fingerprint.
+        #[arg(long)]
+        fingerprint: Option<String>,
+        /// Also create a token (printed once).
+        #[arg(long)]
+        with_token: bool,
+        #[arg(long)]
+        policy: Option<String>,
+        /// RFC 3339.
+        #[arg(long)]
+        expires_at: Option<String>,
+        #[arg(long)]
+        inactive: bool,
+    },
+    List,
+    Show {
+        id: String,
+    },
+    Update {
+        id: String,
+        #[arg(long)]
+        policy: Option<String>,
+        #[arg(long)]
+        active: Option<bool>,
+        /// RFC 3339; "" removes the expiry.
+        #[arg(long)]
+        expires_at: Option<String>,
+        /// Bind to another public certificate.
+        #[arg(long)]
+        cert: Option<PathBuf>,
+        /// Replace the token (the new one is printed once).
+        #[arg(long)]
+        rotate_token: bool,
+    },
+    Delete {
+        id: String,
+    },
+    /// Requests, status classes, bytes and last seen, per route.
+    Usage {
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RulesCmd {
+    Show,
+    /// Replace the gateway-wide rules with a JSON list of rules.
+    Set {
+        file: PathBuf,
+    },
+}
+
 #[derive(Debug, Subcommand)]
 pub enum CredentialCmd {
     Upload {
@@ -218,6 +338,9 @@ pub enum RouteCmd {
         strip_prefix: bool,
         #[arg(long)]
         credential: Option<String>,
+        /// Authorization settings as a JSON file (auth, rules, token_header, strip_auth, enforce).
+        #[arg(long)]
+        authz: Option<PathBuf>,
     },
     List,
     Show {
@@ -237,6 +360,9 @@ pub enum RouteCmd {
         strip_prefix: Option<bool>,
         #[arg(long)]
         credential: Option<String>,
+        /// Authorization settings as a JSON file.
+        #[arg(long)]
+        authz: Option<PathBuf>,
     },
     Delete {
         id: String,
@@ -374,4 +500,17 @@ fn print_welcome(data: &DataDir, gateway: &Gateway) {
             .unwrap_or_else(|| "(off)".into()),
         cfg = data.config.display(),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    /// Catches clashing flags (a command's own flag against a global one) at test time.
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
 }

@@ -10,7 +10,8 @@ use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::cli::{
-    ApiArgs, BundleCmd, Command, CredentialCmd, DomainCmd, EXIT_UNAVAILABLE, RouteCmd,
+    ApiArgs, BundleCmd, Command, CredentialCmd, DomainCmd, EXIT_UNAVAILABLE, IdentityCmd,
+    PolicyArgs, PolicyCmd, RouteCmd, RulesCmd,
 };
 use crate::client::{AdminClient, ClientError, ClientOptions};
 
@@ -68,7 +69,7 @@ async fn run_inner(command: Command, data_dir: &Path, api: &ApiArgs) -> Result<(
         cacert: &cacert,
         cert: Some(&cert),
         key: Some(&key),
-        token: api.token.clone(),
+        token: api.api_token.clone(),
     })
     .map_err(|e| {
         eprintln!("error: {e}");
@@ -87,37 +88,108 @@ async fn run_inner(command: Command, data_dir: &Path, api: &ApiArgs) -> Result<(
         "strip_prefix",
         "credential",
     ];
+    const POLICY: &[&str] = &[
+        "id",
+        "name",
+        "access",
+        "rate_limit",
+        "quota",
+        "self_service",
+    ];
+    const RULE: &[&str] = &[
+        "effect",
+        "fingerprint",
+        "ca_fingerprint",
+        "cn",
+        "o",
+        "ou",
+        "san_dns",
+        "san_uri",
+        "san_email",
+        "spiffe_id",
+        "spiffe_trust_domain",
+        "issuer_cn",
+    ];
     let out = match command {
         Command::Bundle(b) => match b {
-            BundleCmd::Upload { name, file, require } => {
+            BundleCmd::Upload {
+                name,
+                file,
+                require,
+            } => {
                 let pem = read(&file)?;
-                Out::Table(c.json(Method::POST, "/api/v1/mtls/bundles", json!({"name": name, "pem": pem, "require": require})).await?, BUNDLE)
+                Out::Table(
+                    c.json(
+                        Method::POST,
+                        "/api/v1/mtls/bundles",
+                        json!({"name": name, "pem": pem, "require": require}),
+                    )
+                    .await?,
+                    BUNDLE,
+                )
             }
             BundleCmd::List => Out::Table(c.get("/api/v1/mtls/bundles").await?, BUNDLE),
-            BundleCmd::Show { id } => Out::Table(c.get(&format!("/api/v1/mtls/bundles/{}", enc(&id))).await?, BUNDLE),
+            BundleCmd::Show { id } => Out::Table(
+                c.get(&format!("/api/v1/mtls/bundles/{}", enc(&id))).await?,
+                BUNDLE,
+            ),
             BundleCmd::Update { id, name, require } => Out::Table(
-                c.json(Method::PATCH, &format!("/api/v1/mtls/bundles/{}", enc(&id)), json!({"name": name, "require": require})).await?,
+                c.json(
+                    Method::PATCH,
+                    &format!("/api/v1/mtls/bundles/{}", enc(&id)),
+                    json!({"name": name, "require": require}),
+                )
+                .await?,
                 BUNDLE,
             ),
             BundleCmd::Replace { id, file } => {
                 let pem = read(&file)?;
-                Out::Table(c.json(Method::PUT, &format!("/api/v1/mtls/bundles/{}/pem", enc(&id)), json!({"pem": pem})).await?, BUNDLE)
+                Out::Table(
+                    c.json(
+                        Method::PUT,
+                        &format!("/api/v1/mtls/bundles/{}/pem", enc(&id)),
+                        json!({"pem": pem}),
+                    )
+                    .await?,
+                    BUNDLE,
+                )
             }
             BundleCmd::Attach { id, domain } => Out::Table(
-                c.json(Method::POST, &format!("/api/v1/mtls/bundles/{}/domains", enc(&id)), json!({"domain": domain})).await?,
+                c.json(
+                    Method::POST,
+                    &format!("/api/v1/mtls/bundles/{}/domains", enc(&id)),
+                    json!({"domain": domain}),
+                )
+                .await?,
                 BUNDLE,
             ),
             BundleCmd::Detach { id, domain } => Out::Table(
-                c.send(Method::DELETE, &format!("/api/v1/mtls/bundles/{}/domains/{}", enc(&id), enc(&domain)), None).await?,
+                c.send(
+                    Method::DELETE,
+                    &format!("/api/v1/mtls/bundles/{}/domains/{}", enc(&id), enc(&domain)),
+                    None,
+                )
+                .await?,
                 BUNDLE,
             ),
             BundleCmd::Delete { id } => {
-                c.send(Method::DELETE, &format!("/api/v1/mtls/bundles/{}", enc(&id)), None).await?;
+                c.send(
+                    Method::DELETE,
+                    &format!("/api/v1/mtls/bundles/{}", enc(&id)),
+                    None,
+                )
+                .await?;
                 Out::Done(format!("bundle {id} deleted"))
             }
         },
         Command::Domain(d) => match d {
-            DomainCmd::Create { hostname, cert, key, bundle, mtls } => {
+            DomainCmd::Create {
+                hostname,
+                cert,
+                key,
+                bundle,
+                mtls,
+            } => {
                 let (cert_pem, key_pem) = (read(&cert)?, read(&key)?);
                 Out::Table(
                     c.json(Method::POST, "/api/v1/domains", json!({"hostname": hostname, "cert_pem": cert_pem, "key_pem": key_pem, "bundle": bundle, "mtls": mtls})).await?,
@@ -125,8 +197,17 @@ async fn run_inner(command: Command, data_dir: &Path, api: &ApiArgs) -> Result<(
                 )
             }
             DomainCmd::List => Out::Table(c.get("/api/v1/domains").await?, DOMAIN),
-            DomainCmd::Show { id } => Out::Table(c.get(&format!("/api/v1/domains/{}", enc(&id))).await?, DOMAIN),
-            DomainCmd::Update { id, cert, key, bundle, mtls } => {
+            DomainCmd::Show { id } => Out::Table(
+                c.get(&format!("/api/v1/domains/{}", enc(&id))).await?,
+                DOMAIN,
+            ),
+            DomainCmd::Update {
+                id,
+                cert,
+                key,
+                bundle,
+                mtls,
+            } => {
                 let cert_pem = cert.as_deref().map(read).transpose()?;
                 let key_pem = key.as_deref().map(read).transpose()?;
                 Out::Table(
@@ -135,37 +216,209 @@ async fn run_inner(command: Command, data_dir: &Path, api: &ApiArgs) -> Result<(
                 )
             }
             DomainCmd::Delete { id } => {
-                c.send(Method::DELETE, &format!("/api/v1/domains/{}", enc(&id)), None).await?;
+                c.send(
+                    Method::DELETE,
+                    &format!("/api/v1/domains/{}", enc(&id)),
+                    None,
+                )
+                .await?;
                 Out::Done(format!("domain {id} deleted"))
             }
         },
         Command::Credential(cr) => match cr {
             CredentialCmd::Upload { cert, key, name } => {
                 let (cert_pem, key_pem) = (read(&cert)?, read(&key)?);
-                Out::Table(c.json(Method::POST, "/api/v1/credentials", json!({"name": name, "cert_pem": cert_pem, "key_pem": key_pem})).await?, CRED)
+                Out::Table(
+                    c.json(
+                        Method::POST,
+                        "/api/v1/credentials",
+                        json!({"name": name, "cert_pem": cert_pem, "key_pem": key_pem}),
+                    )
+                    .await?,
+                    CRED,
+                )
             }
             CredentialCmd::List => Out::Table(c.get("/api/v1/credentials").await?, CRED),
             CredentialCmd::Delete { id } => {
-                c.send(Method::DELETE, &format!("/api/v1/credentials/{}", enc(&id)), None).await?;
+                c.send(
+                    Method::DELETE,
+                    &format!("/api/v1/credentials/{}", enc(&id)),
+                    None,
+                )
+                .await?;
                 Out::Done(format!("credential {id} deleted"))
             }
         },
         Command::Route(r) => match r {
-            RouteCmd::Create { name, upstream, host, path_prefix, strip_prefix, credential } => Out::Table(
-                c.json(Method::POST, "/api/v1/routes", json!({"name": name, "upstream": upstream, "host": host, "path_prefix": path_prefix, "strip_prefix": strip_prefix, "credential": credential})).await?,
-                ROUTE,
-            ),
+            RouteCmd::Create {
+                name,
+                upstream,
+                host,
+                path_prefix,
+                strip_prefix,
+                credential,
+                authz,
+            } => {
+                let authz = authz.as_deref().map(read_json).transpose()?;
+                Out::Table(
+                    c.json(Method::POST, "/api/v1/routes", json!({"name": name, "upstream": upstream, "host": host, "path_prefix": path_prefix, "strip_prefix": strip_prefix, "credential": credential, "authz": authz})).await?,
+                    ROUTE,
+                )
+            }
             RouteCmd::List => Out::Table(c.get("/api/v1/routes").await?, ROUTE),
-            RouteCmd::Show { id } => Out::Table(c.get(&format!("/api/v1/routes/{}", enc(&id))).await?, ROUTE),
-            RouteCmd::Update { id, name, upstream, host, path_prefix, strip_prefix, credential } => Out::Table(
-                c.json(Method::PATCH, &format!("/api/v1/routes/{}", enc(&id)), json!({"name": name, "upstream": upstream, "host": host, "path_prefix": path_prefix, "strip_prefix": strip_prefix, "credential": credential})).await?,
-                ROUTE,
-            ),
+            RouteCmd::Show { id } => {
+                Out::Table(c.get(&format!("/api/v1/routes/{}", enc(&id))).await?, ROUTE)
+            }
+            RouteCmd::Update {
+                id,
+                name,
+                upstream,
+                host,
+                path_prefix,
+                strip_prefix,
+                credential,
+                authz,
+            } => {
+                let authz = authz.as_deref().map(read_json).transpose()?;
+                Out::Table(
+                    c.json(Method::PATCH, &format!("/api/v1/routes/{}", enc(&id)), json!({"name": name, "upstream": upstream, "host": host, "path_prefix": path_prefix, "strip_prefix": strip_prefix, "credential": credential, "authz": authz})).await?,
+                    ROUTE,
+                )
+            }
             RouteCmd::Delete { id } => {
-                c.send(Method::DELETE, &format!("/api/v1/routes/{}", enc(&id)), None).await?;
+                c.send(
+                    Method::DELETE,
+                    &format!("/api/v1/routes/{}", enc(&id)),
+                    None,
+                )
+                .await?;
                 Out::Done(format!("route {id} deleted"))
             }
         },
+        Command::Policy(p) => match p {
+            PolicyCmd::Create { name, spec } => {
+                let mut body = policy_body(&spec)?;
+                body["name"] = json!(name);
+                Out::Table(
+                    c.json(Method::POST, "/api/v1/policies", body).await?,
+                    POLICY,
+                )
+            }
+            PolicyCmd::List => Out::Table(c.get("/api/v1/policies").await?, POLICY),
+            PolicyCmd::Show { id } => Out::Table(
+                c.get(&format!("/api/v1/policies/{}", enc(&id))).await?,
+                POLICY,
+            ),
+            PolicyCmd::Update { id, name, spec } => {
+                let mut body = policy_body(&spec)?;
+                body["name"] = json!(name.unwrap_or_else(|| id.clone()));
+                Out::Table(
+                    c.json(Method::PUT, &format!("/api/v1/policies/{}", enc(&id)), body)
+                        .await?,
+                    POLICY,
+                )
+            }
+            PolicyCmd::Delete { id } => {
+                c.send(
+                    Method::DELETE,
+                    &format!("/api/v1/policies/{}", enc(&id)),
+                    None,
+                )
+                .await?;
+                Out::Done(format!("policy {id} deleted"))
+            }
+        },
+        Command::Identity(i) => match i {
+            IdentityCmd::Create {
+                name,
+                cert,
+                fingerprint,
+                with_token,
+                policy,
+                expires_at,
+                inactive,
+            } => {
+                let pem = cert.as_deref().map(read).transpose()?;
+                let v = c
+                    .json(Method::POST, "/api/v1/identities", json!({"name": name, "certificate_pem": pem, "fingerprint": fingerprint, "token": with_token, "policy": policy, "expires_at": expires_at, "active": !inactive}))
+                    .await?;
+                identity_out(v)
+            }
+            IdentityCmd::List => Out::Table(c.get("/api/v1/identities").await?, IDENTITY),
+            IdentityCmd::Show { id } => Out::Table(
+                c.get(&format!("/api/v1/identities/{}", enc(&id))).await?,
+                IDENTITY,
+            ),
+            IdentityCmd::Update {
+                id,
+                policy,
+                active,
+                expires_at,
+                cert,
+                rotate_token,
+            } => {
+                let pem = cert.as_deref().map(read).transpose()?;
+                let v = c
+                    .json(Method::PATCH, &format!("/api/v1/identities/{}", enc(&id)), json!({"policy": policy, "active": active, "expires_at": expires_at, "certificate_pem": pem, "rotate_token": rotate_token}))
+                    .await?;
+                identity_out(v)
+            }
+            IdentityCmd::Delete { id } => {
+                c.send(
+                    Method::DELETE,
+                    &format!("/api/v1/identities/{}", enc(&id)),
+                    None,
+                )
+                .await?;
+                Out::Done(format!("identity {id} deleted"))
+            }
+            IdentityCmd::Usage { id } => Out::Table(
+                c.get(&format!("/api/v1/identities/{}/usage", enc(&id)))
+                    .await?,
+                &[
+                    "route",
+                    "requests",
+                    "status_2xx",
+                    "status_3xx",
+                    "status_4xx",
+                    "status_5xx",
+                    "bytes_in",
+                    "bytes_out",
+                    "last_seen",
+                ],
+            ),
+        },
+        Command::Rules(r) => match r {
+            RulesCmd::Show => Out::Table(
+                c.get("/api/v1/authz/global-rules").await?["rules"].clone(),
+                RULE,
+            ),
+            RulesCmd::Set { file } => {
+                let rules = read_json(&file)?;
+                Out::Table(
+                    c.json(
+                        Method::PUT,
+                        "/api/v1/authz/global-rules",
+                        json!({"rules": rules}),
+                    )
+                    .await?["rules"]
+                        .clone(),
+                    RULE,
+                )
+            }
+        },
+        Command::TransitionReport => Out::Table(
+            c.get("/api/v1/transition-report").await?,
+            &[
+                "domain",
+                "route",
+                "fingerprint",
+                "subject",
+                "reason",
+                "count",
+                "last_seen",
+            ],
+        ),
         Command::Export { output } => {
             let text = c.text("/api/v1/export").await?;
             match output {
@@ -181,9 +434,20 @@ async fn run_inner(command: Command, data_dir: &Path, api: &ApiArgs) -> Result<(
         }
         Command::Import { file } => {
             let text = inline_keys(&file)?;
-            Out::Table(c.send(Method::POST, "/api/v1/import", Some(("application/toml", text.into_bytes()))).await?, &["created", "updated", "unchanged"])
+            Out::Table(
+                c.send(
+                    Method::POST,
+                    "/api/v1/import",
+                    Some(("application/toml", text.into_bytes())),
+                )
+                .await?,
+                &["created", "updated", "unchanged"],
+            )
         }
-        Command::Audit { limit } => Out::Table(c.get(&format!("/api/v1/audit?limit={limit}")).await?, &["at", "actor", "action", "target", "detail"]),
+        Command::Audit { limit } => Out::Table(
+            c.get(&format!("/api/v1/audit?limit={limit}")).await?,
+            &["at", "actor", "action", "target", "detail"],
+        ),
         Command::Serve { .. } | Command::AdminToken { .. } => return Ok(()),
     };
     match out {
@@ -196,6 +460,69 @@ async fn run_inner(command: Command, data_dir: &Path, api: &ApiArgs) -> Result<(
         Out::Done(msg) => println!("{msg}"),
     }
     Ok(())
+}
+
+const IDENTITY: &[&str] = &[
+    "id",
+    "name",
+    "fingerprint",
+    "has_token",
+    "policy",
+    "active",
+    "expires_at",
+];
+
+/// Prints an identity; a new token goes to stdout once, with a warning on stderr.
+fn identity_out(v: Value) -> Out {
+    if let Some(t) = v["token"].as_str() {
+        eprintln!("token (shown once; store it now): {t}");
+    }
+    Out::Table(v["identity"].clone(), IDENTITY)
+}
+
+fn read_json(path: &Path) -> Result<Value, u8> {
+    serde_json::from_str(&read(path)?).map_err(|e| {
+        eprintln!("error: {} is not valid JSON: {e}", path.display());
+        EXIT_USAGE
+    })
+}
+
+/// `N/PERIOD` → (N, PERIOD).
+fn per(flag: &str, s: &str) -> Result<(u64, String), u8> {
+    let parsed = s
+        .split_once('/')
+        .and_then(|(n, p)| Some((n.trim().parse::<u64>().ok()?, p.trim().to_string())));
+    parsed.ok_or_else(|| {
+        eprintln!("error: --{flag} '{s}' must look like 100/1m or 10000/day");
+        EXIT_USAGE
+    })
+}
+
+fn policy_body(a: &PolicyArgs) -> Result<Value, u8> {
+    let mut body = json!({"self_service": a.self_service});
+    if let Some(r) = &a.rate_limit {
+        let (n, p) = per("rate-limit", r)?;
+        body["rate_limit"] = json!({"requests": n, "per": p});
+    }
+    if let Some(q) = &a.quota {
+        let (n, p) = per("quota", q)?;
+        body["quota"] = json!({"requests": n, "period": p});
+    }
+    let access: Vec<Value> = a
+        .access
+        .iter()
+        .map(|s| {
+            let mut parts = s.splitn(3, ':');
+            let route = parts.next().unwrap_or_default();
+            let list = |p: Option<&str>| -> Vec<String> {
+                p.map(|x| x.split(',').filter(|v| !v.is_empty()).map(str::to_string).collect())
+                    .unwrap_or_default()
+            };
+            json!({"route": route, "methods": list(parts.next()), "path_prefixes": list(parts.next())})
+        })
+        .collect();
+    body["access"] = json!(access);
+    Ok(body)
 }
 
 /// Reads each `key_file` of an import file (relative to the file) into `key_pem`.

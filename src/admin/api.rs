@@ -1010,6 +1010,46 @@ pub struct Declarative {
     pub credentials: Vec<DeclCredential>,
     #[serde(default, rename = "routes")]
     pub routes: Vec<DeclRoute>,
+    #[serde(default, rename = "policies")]
+    pub policies: Vec<DeclPolicy>,
+    #[serde(default, rename = "identities")]
+    pub identities: Vec<DeclIdentity>,
+    /// Gateway-wide static rules; absent: left as they are.
+    #[serde(
+        default,
+        rename = "global_rules",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub global_rules: Option<Vec<crate::authz::Rule>>,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DeclPolicy {
+    pub name: String,
+    #[serde(flatten)]
+    pub spec: crate::authz::PolicySpec,
+}
+
+/// An identity. Tokens are carried as their SHA-256 (the token itself is never stored).
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DeclIdentity {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    #[serde(default = "yes")]
+    pub active: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -1120,6 +1160,35 @@ fn declarative(st: &StoreState) -> Declarative {
                     .and_then(|j| serde_json::from_str(j).ok()),
             })
             .collect(),
+        policies: st
+            .policies
+            .iter()
+            .map(|p| DeclPolicy {
+                name: p.name.clone(),
+                spec: serde_json::from_str(&p.spec).unwrap_or_default(),
+            })
+            .collect(),
+        identities: st
+            .identities
+            .iter()
+            .map(|i| DeclIdentity {
+                name: i.name.clone(),
+                fingerprint: i.fingerprint.clone(),
+                token_sha256: i.token_sha256.clone(),
+                policy: i
+                    .policy_id
+                    .as_deref()
+                    .and_then(|id| st.policies.iter().find(|p| p.id == id))
+                    .map(|p| p.name.clone()),
+                active: i.active,
+                expires_at: i.expires_at.clone(),
+            })
+            .collect(),
+        global_rules: st
+            .global_rules
+            .as_deref()
+            .and_then(|j| serde_json::from_str::<Vec<crate::authz::Rule>>(j).ok())
+            .filter(|r| !r.is_empty()),
     }
 }
 
@@ -1374,6 +1443,7 @@ async fn import(
             }
         }
     }
+    import_authz(&mut ch, &st, &decl, &mut report, &now).await?;
     let detail = format!(
         "created {}, updated {}, unchanged {}",
         report.created.len(),
@@ -1383,4 +1453,146 @@ async fn import(
     ch.commit(&actor, "config.import", "declarative", &detail)
         .await?;
     Ok(Json(report))
+}
+
+/// The authorization part of an import: policies, identities, gateway-wide rules.
+async fn import_authz(
+    ch: &mut Change<'_>,
+    st: &StoreState,
+    decl: &Declarative,
+    report: &mut ImportReport,
+    now: &str,
+) -> Res<()> {
+    use crate::store::{IdentityRow, PolicyRow};
+    let mut policy_ids = std::collections::HashMap::new();
+    for p in &decl.policies {
+        check_name("policy", &p.name)?;
+        p.spec.validate().map_err(|e| {
+            ApiError::invalid(
+                "bad_policy",
+                format!("policy '{}': {e}", p.name),
+                "see the PolicyBody schema",
+            )
+        })?;
+        let spec = serde_json::to_string(&p.spec).unwrap_or_default();
+        match st.policies.iter().find(|x| x.name == p.name) {
+            Some(x)
+                if serde_json::from_str::<crate::authz::PolicySpec>(&x.spec)
+                    .ok()
+                    .as_ref()
+                    == Some(&p.spec) =>
+            {
+                policy_ids.insert(p.name.clone(), x.id.clone());
+                report.unchanged.push(format!("policy {}", p.name));
+            }
+            Some(x) => {
+                let row = PolicyRow {
+                    spec,
+                    updated_at: now.to_string(),
+                    ..x.clone()
+                };
+                store::upsert_policy(&mut ch.tx, &row).await?;
+                policy_ids.insert(p.name.clone(), x.id.clone());
+                report.updated.push(format!("policy {}", p.name));
+            }
+            None => {
+                let row = PolicyRow {
+                    id: store::new_id(),
+                    name: p.name.clone(),
+                    spec,
+                    created_at: now.to_string(),
+                    updated_at: now.to_string(),
+                };
+                store::upsert_policy(&mut ch.tx, &row).await?;
+                policy_ids.insert(p.name.clone(), row.id.clone());
+                report.created.push(format!("policy {}", p.name));
+            }
+        }
+    }
+    for i in &decl.identities {
+        check_name("identity", &i.name)?;
+        let policy_id = match &i.policy {
+            None => None,
+            Some(n) => Some(
+                policy_ids
+                    .get(n)
+                    .cloned()
+                    .or_else(|| {
+                        st.policies
+                            .iter()
+                            .find(|p| &p.name == n)
+                            .map(|p| p.id.clone())
+                    })
+                    .ok_or_else(|| ApiError::not_found("policy", n))?,
+            ),
+        };
+        let fingerprint = i
+            .fingerprint
+            .as_ref()
+            .map(|f| f.to_ascii_lowercase().replace(':', ""));
+        let existing = st.identities.iter().find(|x| x.name == i.name);
+        let row = IdentityRow {
+            id: existing.map(|x| x.id.clone()).unwrap_or_else(store::new_id),
+            name: i.name.clone(),
+            fingerprint,
+            token_sha256: i.token_sha256.clone(),
+            policy_id,
+            active: i.active,
+            expires_at: i.expires_at.clone(),
+            created_at: existing
+                .map(|x| x.created_at.clone())
+                .unwrap_or_else(|| now.to_string()),
+        };
+        match existing {
+            Some(x)
+                if x.fingerprint == row.fingerprint
+                    && x.token_sha256 == row.token_sha256
+                    && x.policy_id == row.policy_id
+                    && x.active == row.active
+                    && x.expires_at == row.expires_at =>
+            {
+                report.unchanged.push(format!("identity {}", i.name))
+            }
+            Some(_) => {
+                store::upsert_identity(&mut ch.tx, &row).await?;
+                report.updated.push(format!("identity {}", i.name));
+            }
+            None => {
+                store::upsert_identity(&mut ch.tx, &row).await?;
+                report.created.push(format!("identity {}", i.name));
+            }
+        }
+    }
+    let Some(rules) = &decl.global_rules else {
+        return Ok(());
+    };
+    let rules: Vec<crate::authz::Rule> = rules
+        .iter()
+        .cloned()
+        .map(crate::authz::Rule::normalised)
+        .collect();
+    for (n, r) in rules.iter().enumerate() {
+        r.validate().map_err(|e| {
+            ApiError::invalid(
+                "bad_rule",
+                format!("global_rules[{n}]: {e}"),
+                "see the Rule schema",
+            )
+        })?;
+    }
+    let current: Vec<crate::authz::Rule> = st
+        .global_rules
+        .as_deref()
+        .and_then(|j| serde_json::from_str(j).ok())
+        .unwrap_or_default();
+    if current != rules {
+        store::set_setting(
+            &mut ch.tx,
+            "global_rules",
+            &serde_json::to_string(&rules).unwrap_or_default(),
+        )
+        .await?;
+        report.updated.push("global rules".into());
+    }
+    Ok(())
 }

@@ -38,7 +38,7 @@ impl ApiError {
             StatusCode::NOT_FOUND,
             "not_found",
             format!("no {kind} with id or name '{key}'"),
-            format!("list them with GET on the {kind}s collection"),
+            "list what exists with a GET on the collection (or `symbolon ... list`)",
         )
     }
 

@@ -80,7 +80,14 @@ pub(super) async fn handle(
     let route = route_name.as_deref().unwrap_or("-");
     let status = response.status().as_u16();
     if let Some(id) = &identity {
-        let bytes_out = content_length(response.headers());
+        let bytes_out = {
+            use hyper::body::Body as _;
+            response
+                .body()
+                .size_hint()
+                .exact()
+                .unwrap_or_else(|| content_length(response.headers()))
+        };
         state
             .authz
             .record_usage(&id.id, route, status, bytes_in, bytes_out);

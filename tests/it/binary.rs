@@ -525,3 +525,141 @@ fn cli_against_a_live_server() {
     assert_eq!(code, 69, "{err}");
     assert!(err.contains("cannot reach the admin API"), "{err}");
 }
+
+#[test]
+fn cli_manages_policies_identities_and_rules() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut args = vec!["serve", "--data-dir", "data"];
+    args.extend(PORTS);
+    let p = Process::spawn(&args, dir);
+    let server = format!("https://127.0.0.1:{}", p.admin_addr.unwrap().port());
+    let run = |extra: &[&str]| {
+        let mut a = vec!["--data-dir", "data", "--server", server.as_str()];
+        a.extend_from_slice(extra);
+        cli(dir, &a)
+    };
+    let (code, out, err) = run(&[
+        "policy",
+        "create",
+        "--name",
+        "partners",
+        "--rate-limit",
+        "100/1m",
+        "--quota",
+        "1000/day",
+        "--access",
+        "api:GET,POST:/api",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("partners") && out.contains("\"per\":\"1m\""),
+        "{out}"
+    );
+    let (code, _, err) = run(&[
+        "policy",
+        "create",
+        "--name",
+        "broken",
+        "--rate-limit",
+        "lots",
+    ]);
+    assert_eq!(code, 64, "{err}");
+    let (code, out, err) = run(&[
+        "identity",
+        "create",
+        "--name",
+        "demo",
+        "--cert",
+        "data/client.pem",
+        "--policy",
+        "partners",
+        "--with-token",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("token (shown once") && err.contains("sym_"),
+        "{err}"
+    );
+    assert!(out.contains("demo") && out.contains("partners"), "{out}");
+    let (code, _, err) = run(&[
+        "identity",
+        "create",
+        "--name",
+        "leaky",
+        "--cert",
+        "data/client.key",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("private_key_not_allowed"), "{err}");
+    std::fs::write(
+        dir.join("rules.json"),
+        r#"[{"effect": "deny", "cn": "blocked"}]"#,
+    )
+    .unwrap();
+    let (code, out, _) = run(&["rules", "set", "rules.json"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("deny") && out.contains("blocked"));
+    std::fs::write(dir.join("authz.json"), r#"{"auth": "mtls"}"#).unwrap();
+    let (code, _, err) = run(&[
+        "route",
+        "create",
+        "--name",
+        "api",
+        "--upstream",
+        "builtin:echo",
+        "--path-prefix",
+        "/api",
+        "--authz",
+        "authz.json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    // The demo client is that identity: its request is counted.
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--cacert",
+            "data/ca.pem",
+            "--cert",
+            "data/client.pem",
+            "--key",
+            "data/client.key",
+        ])
+        .arg(format!("https://localhost:{}/api/x", p.tls_addr.port()))
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        body.contains("SUCCESS"),
+        "{body} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, out, _) = run(&["--json", "identity", "usage", "demo"]);
+    assert_eq!(code, 0);
+    let usage: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(usage[0]["requests"], 1);
+    let (code, out, _) = run(&["identity", "update", "demo", "--active", "false"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("false"));
+    let (code, _, _) = run(&["transition-report"]);
+    assert_eq!(code, 0);
+    // Export and re-import: idempotent, authorization included.
+    let (code, _, _) = run(&["export", "-o", "all.toml"]);
+    assert_eq!(code, 0);
+    let text = std::fs::read_to_string(dir.join("all.toml")).unwrap();
+    assert!(
+        text.contains("[[policies]]")
+            && text.contains("[[identities]]")
+            && text.contains("[[global_rules]]"),
+        "{text}"
+    );
+    let (code, out, err) = run(&["import", "all.toml"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("created: -") && out.contains("updated: -"),
+        "{out}"
+    );
+    let (code, _, _) = run(&["policy", "delete", "partners"]);
+    assert_eq!(code, 1, "a policy in use cannot be deleted");
+}
