@@ -144,6 +144,8 @@ pub struct Gateway {
 impl Gateway {
     /// Loads the config, validates it, binds the listeners and starts serving.
     pub async fn start(config_path: &Path, overrides: Overrides) -> Result<Self, GatewayError> {
+        // The recorder must exist before snapshots register their metric handles.
+        let _ = crate::telemetry::metrics_handle();
         let mut config = Config::load(config_path)?;
         config.listen = overrides.listen.unwrap_or(config.listen);
         config.metrics_listen = overrides.metrics_listen.unwrap_or(config.metrics_listen);

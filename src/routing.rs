@@ -28,6 +28,8 @@ pub struct Route {
     pub upstream: Upstream,
     pub strip_prefix: bool,
     pub authz: Option<std::sync::Arc<crate::authz::RouteAuthz>>,
+    /// `symbolon_authz_decisions_total{decision="allowed"}` for this route, registered once.
+    pub allowed: metrics::Counter,
 }
 
 /// A problem with a route in the configuration.
@@ -101,6 +103,7 @@ impl Route {
             }
             None => None,
         };
+        let allowed = metrics::counter!("symbolon_authz_decisions_total", "route" => name.clone(), "decision" => "allowed");
         Ok(Self {
             name,
             host,
@@ -108,6 +111,7 @@ impl Route {
             upstream,
             strip_prefix: rc.strip_prefix,
             authz,
+            allowed,
         })
     }
 

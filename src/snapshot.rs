@@ -374,11 +374,7 @@ fn authz_from_store(store: &StoreState) -> Result<crate::authz::AuthzSnapshot, S
             .and_then(|r| crate::config::parse_duration(&r.per).ok());
         policies.insert(
             p.id.clone(),
-            Arc::new(NamedPolicy {
-                name: p.name.clone(),
-                spec,
-                rate_per,
-            }),
+            Arc::new(NamedPolicy::new(p.name.clone(), spec, rate_per)),
         );
     }
     let mut snap = AuthzSnapshot::default();

@@ -1509,6 +1509,8 @@ async fn import_authz(
             }
         }
     }
+    let by_name: std::collections::HashMap<&str, &IdentityRow> =
+        st.identities.iter().map(|i| (i.name.as_str(), i)).collect();
     for i in &decl.identities {
         check_name("identity", &i.name)?;
         let policy_id = match &i.policy {
@@ -1530,7 +1532,7 @@ async fn import_authz(
             .fingerprint
             .as_ref()
             .map(|f| f.to_ascii_lowercase().replace(':', ""));
-        let existing = st.identities.iter().find(|x| x.name == i.name);
+        let existing = by_name.get(i.name.as_str()).copied();
         let row = IdentityRow {
             id: existing.map(|x| x.id.clone()).unwrap_or_else(store::new_id),
             name: i.name.clone(),

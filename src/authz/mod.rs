@@ -9,7 +9,8 @@
 //!    or either (`mtls_or_token`). `none` skips steps 2–5.
 //! 3. The identity must be active and unexpired.
 //! 4. Its policy's access rights must cover the route, the method and the path.
-//! 5. Its rate limit (token bucket), then its quota (per day, month or fixed window).
+//! 5. Its quota (per day, month or fixed window; used up → 403 `quota_exceeded`), then its rate
+//!    limit (token bucket; empty → 429 `rate_limited`). A refused request uses neither.
 //!
 //! A route with `enforce = false` runs every check but lets the request through; what would have
 //! been refused goes to the transition report.
@@ -193,6 +194,43 @@ pub struct NamedPolicy {
     pub spec: PolicySpec,
     /// Parsed `rate_limit.per`.
     pub rate_per: Option<Duration>,
+    /// `symbolon_policy_requests_total` handles per route (2xx, 3xx, 4xx, 5xx), registered on
+    /// first use so the hot path neither allocates nor hashes labels.
+    counters: std::sync::RwLock<HashMap<String, [metrics::Counter; 4]>>,
+}
+
+impl NamedPolicy {
+    pub fn new(name: String, spec: PolicySpec, rate_per: Option<Duration>) -> Self {
+        Self {
+            name,
+            spec,
+            rate_per,
+            counters: Default::default(),
+        }
+    }
+
+    /// Counts a response of `status` on `route` for this policy (bounded labels: policy,
+    /// route, status class).
+    pub fn count(&self, route: &str, status: u16) {
+        let class = match status {
+            200..=299 => 0,
+            300..=399 => 1,
+            400..=499 => 2,
+            _ => 3,
+        };
+        if let Ok(map) = self.counters.read()
+            && let Some(c) = map.get(route)
+        {
+            c[class].increment(1);
+            return;
+        }
+        let make = |class: &'static str| metrics::counter!("symbolon_policy_requests_total", "policy" => self.name.clone(), "route" => route.to_string(), "class" => class);
+        let counters = [make("2xx"), make("3xx"), make("4xx"), make("5xx")];
+        counters[class].increment(1);
+        if let Ok(mut map) = self.counters.write() {
+            map.insert(route.to_string(), counters);
+        }
+    }
 }
 
 /// Everything authorization needs, built with each snapshot.
@@ -240,21 +278,35 @@ pub struct Request<'a> {
 }
 
 /// Runtime counters that outlive snapshots: rate-limit buckets, quota use, usage, and the
-/// transition report.
+/// transition report. One lock and one hash lookup per request for admission, one for usage.
 #[derive(Debug, Default)]
 pub struct Runtime {
-    buckets: Mutex<HashMap<String, Bucket>>,
-    quotas: Mutex<HashMap<String, QuotaUse>>,
-    /// Identities whose quota use changed since the last save.
-    quota_dirty: Mutex<std::collections::HashSet<String>>,
-    usage: Mutex<HashMap<(String, String), Usage>>,
+    ids: Mutex<HashMap<String, IdState>>,
     transition: Mutex<HashMap<TransitionKey, TransitionEntry>>,
+}
+
+#[derive(Debug, Default)]
+struct IdState {
+    bucket: Option<Bucket>,
+    quota: QuotaUse,
+    /// Quota use changed since the last save.
+    quota_dirty: bool,
+    usage: HashMap<String, UsageCounters>,
 }
 
 #[derive(Debug)]
 struct Bucket {
     tokens: f64,
     at: Instant,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct UsageCounters {
+    requests: u64,
+    classes: [u64; 4],
+    bytes_in: u64,
+    bytes_out: u64,
+    last_seen: i64,
 }
 
 /// Quota use of one identity in its current window.
@@ -309,60 +361,82 @@ fn unix_now() -> i64 {
         .unwrap_or_default()
 }
 
+/// Why admission failed.
+enum Refused {
+    /// Over the rate limit: a token is available after this long.
+    Rate(Duration),
+    /// Quota used up: (window end, used).
+    Quota(i64, u64),
+}
+
 impl Runtime {
     /// Restores persisted quota use (at start).
     pub fn load_quotas(&self, rows: impl IntoIterator<Item = (String, QuotaUse)>) {
-        lock(&self.quotas).extend(rows);
+        let mut ids = lock(&self.ids);
+        for (id, q) in rows {
+            ids.entry(id).or_default().quota = q;
+        }
     }
 
     /// Quota use changed since the last call, to persist.
     pub fn quota_rows(&self) -> Vec<(String, QuotaUse)> {
-        let dirty: Vec<String> = lock(&self.quota_dirty).drain().collect();
-        let quotas = lock(&self.quotas);
-        dirty
-            .into_iter()
-            .filter_map(|id| quotas.get(&id).map(|q| (id, *q)))
+        let mut ids = lock(&self.ids);
+        ids.iter_mut()
+            .filter(|(_, s)| s.quota_dirty)
+            .map(|(id, s)| {
+                s.quota_dirty = false;
+                (id.clone(), s.quota)
+            })
             .collect()
     }
 
-    /// Takes a token from the identity's bucket, or says when one will be available.
-    fn take_token(&self, id: &str, limit: u32, per: Duration) -> Result<u32, Duration> {
-        let rate = f64::from(limit) / per.as_secs_f64();
-        let now = Instant::now();
-        let mut buckets = lock(&self.buckets);
-        let b = buckets.entry(id.to_string()).or_insert(Bucket {
-            tokens: f64::from(limit),
-            at: now,
-        });
-        b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * rate).min(f64::from(limit));
-        b.at = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
-            Ok(b.tokens.floor() as u32)
-        } else {
-            Err(Duration::from_secs_f64((1.0 - b.tokens) / rate))
-        }
-    }
-
-    fn take_quota(&self, id: &str, q: &Quota) -> Result<(), (i64, u64)> {
-        let now = unix_now();
-        let Some((start, end)) = quota_window(&q.period, now) else {
-            return Ok(());
+    /// Takes a rate-limit token, then a unit of quota, under one lock. Nothing is taken when
+    /// either refuses.
+    fn admit(
+        &self,
+        id: &str,
+        rate: Option<(u32, Duration)>,
+        quota: Option<&Quota>,
+    ) -> Result<(), Refused> {
+        let now_unix = unix_now();
+        let window = quota.and_then(|q| quota_window(&q.period, now_unix).map(|w| (q, w)));
+        let mut ids = lock(&self.ids);
+        let st = match ids.get_mut(id) {
+            Some(s) => s,
+            None => ids.entry(id.to_string()).or_default(),
         };
-        let mut quotas = lock(&self.quotas);
-        let u = quotas.entry(id.to_string()).or_default();
-        if u.window_start != start {
-            *u = QuotaUse {
-                window_start: start,
-                used: 0,
-            };
+        if let Some((q, (start, end))) = window {
+            if st.quota.window_start != start {
+                st.quota = QuotaUse {
+                    window_start: start,
+                    used: 0,
+                };
+            }
+            if st.quota.used >= q.requests {
+                return Err(Refused::Quota(end, st.quota.used));
+            }
         }
-        if u.used >= q.requests {
-            return Err((end, u.used));
+        if let Some((limit, per)) = rate {
+            let rate = f64::from(limit) / per.as_secs_f64();
+            let now = Instant::now();
+            let b = st.bucket.get_or_insert(Bucket {
+                tokens: f64::from(limit),
+                at: now,
+            });
+            b.tokens =
+                (b.tokens + now.duration_since(b.at).as_secs_f64() * rate).min(f64::from(limit));
+            b.at = now;
+            if b.tokens < 1.0 {
+                return Err(Refused::Rate(Duration::from_secs_f64(
+                    (1.0 - b.tokens) / rate,
+                )));
+            }
+            b.tokens -= 1.0;
         }
-        u.used += 1;
-        drop(quotas);
-        lock(&self.quota_dirty).insert(id.to_string());
+        if window.is_some() {
+            st.quota.used += 1;
+            st.quota_dirty = true;
+        }
         Ok(())
     }
 
@@ -375,32 +449,50 @@ impl Runtime {
         bytes_in: u64,
         bytes_out: u64,
     ) {
-        let mut usage = lock(&self.usage);
-        let u = usage
-            .entry((identity.to_string(), route.to_string()))
-            .or_insert_with(|| Usage {
-                route: route.to_string(),
-                ..Usage::default()
-            });
+        let mut ids = lock(&self.ids);
+        let st = match ids.get_mut(identity) {
+            Some(s) => s,
+            None => ids.entry(identity.to_string()).or_default(),
+        };
+        let u = match st.usage.get_mut(route) {
+            Some(u) => u,
+            None => st.usage.entry(route.to_string()).or_default(),
+        };
         u.requests += 1;
-        match status {
-            200..=299 => u.status_2xx += 1,
-            300..=399 => u.status_3xx += 1,
-            400..=499 => u.status_4xx += 1,
-            _ => u.status_5xx += 1,
-        }
+        let class = match status {
+            200..=299 => 0,
+            300..=399 => 1,
+            400..=499 => 2,
+            _ => 3,
+        };
+        u.classes[class] += 1;
         u.bytes_in += bytes_in;
         u.bytes_out += bytes_out;
-        u.last_seen = crate::pki::rfc3339(unix_now());
+        u.last_seen = unix_now();
     }
 
     /// Usage of one identity, per route.
     pub fn usage(&self, identity: &str) -> Vec<Usage> {
-        let mut v: Vec<Usage> = lock(&self.usage)
-            .iter()
-            .filter(|((id, _), _)| id == identity)
-            .map(|(_, u)| u.clone())
-            .collect();
+        let ids = lock(&self.ids);
+        let mut v: Vec<Usage> = ids
+            .get(identity)
+            .map(|s| {
+                s.usage
+                    .iter()
+                    .map(|(route, u)| Usage {
+                        route: route.clone(),
+                        requests: u.requests,
+                        status_2xx: u.classes[0],
+                        status_3xx: u.classes[1],
+                        status_4xx: u.classes[2],
+                        status_5xx: u.classes[3],
+                        bytes_in: u.bytes_in,
+                        bytes_out: u.bytes_out,
+                        last_seen: crate::pki::rfc3339(u.last_seen),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         v.sort_by(|a, b| a.route.cmp(&b.route));
         v
     }
@@ -544,45 +636,56 @@ pub fn decide(
             ));
         }
     }
-    if let (Some(r), Some(per)) = (&spec.rate_limit, policy.rate_per) {
-        match rt.take_token(&identity.id, r.requests, per) {
-            Ok(_) => {}
-            Err(wait) => {
-                let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-                return Err(Denial {
-                    status: 429,
-                    code: "rate_limited",
-                    message: format!(
-                        "identity '{}' is over its rate limit of {} per {}",
-                        identity.name, r.requests, r.per
-                    ),
-                    hint: format!("retry after {secs} s"),
-                    headers: vec![
-                        ("retry-after", secs.to_string()),
-                        ("ratelimit-limit", r.requests.to_string()),
-                        ("ratelimit-remaining", "0".into()),
-                        ("ratelimit-reset", secs.to_string()),
-                    ],
-                    reset: None,
-                });
-            }
+    let rate = spec
+        .rate_limit
+        .as_ref()
+        .zip(policy.rate_per)
+        .map(|(r, per)| (r.requests, per));
+    match rt.admit(&identity.id, rate, spec.quota.as_ref()) {
+        Ok(()) => {}
+        Err(Refused::Rate(wait)) => {
+            let r = spec
+                .rate_limit
+                .as_ref()
+                .map(|r| (r.requests, r.per.as_str()))
+                .unwrap_or((0, ""));
+            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+            return Err(Denial {
+                status: 429,
+                code: "rate_limited",
+                message: format!(
+                    "identity '{}' is over its rate limit of {} per {}",
+                    identity.name, r.0, r.1
+                ),
+                hint: format!("retry after {secs} s"),
+                headers: vec![
+                    ("retry-after", secs.to_string()),
+                    ("ratelimit-limit", r.0.to_string()),
+                    ("ratelimit-remaining", "0".into()),
+                    ("ratelimit-reset", secs.to_string()),
+                ],
+                reset: None,
+            });
         }
-    }
-    if let Some(q) = &spec.quota
-        && let Err((end, used)) = rt.take_quota(&identity.id, q)
-    {
-        let reset = crate::pki::rfc3339(end);
-        return Err(Denial {
-            status: 403,
-            code: "quota_exceeded",
-            message: format!(
-                "identity '{}' used its quota of {} requests per {} ({used} used); it resets at {reset}",
-                identity.name, q.requests, q.period
-            ),
-            hint: "wait for the reset, or ask the operator for a larger quota".into(),
-            headers: vec![("x-quota-reset", reset.clone())],
-            reset: Some(reset),
-        });
+        Err(Refused::Quota(end, used)) => {
+            let (limit, period) = spec
+                .quota
+                .as_ref()
+                .map(|q| (q.requests, q.period.as_str()))
+                .unwrap_or((0, ""));
+            let reset = crate::pki::rfc3339(end);
+            return Err(Denial {
+                status: 403,
+                code: "quota_exceeded",
+                message: format!(
+                    "identity '{}' used its quota of {limit} requests per {period} ({used} used); it resets at {reset}",
+                    identity.name
+                ),
+                hint: "wait for the reset, or ask the operator for a larger quota".into(),
+                headers: vec![("x-quota-reset", reset.clone())],
+                reset: Some(reset),
+            });
+        }
     }
     Ok(Some(identity.clone()))
 }
@@ -641,17 +744,37 @@ mod tests {
     #[test]
     fn token_bucket_counts_and_refills() {
         let rt = Runtime::default();
+        let limit = Some((3, Duration::from_secs(60)));
         for _ in 0..3 {
-            assert!(rt.take_token("a", 3, Duration::from_secs(60)).is_ok());
+            assert!(rt.admit("a", limit, None).is_ok());
         }
-        let wait = rt.take_token("a", 3, Duration::from_secs(60)).unwrap_err();
+        let Err(Refused::Rate(wait)) = rt.admit("a", limit, None) else {
+            panic!("the fourth request passed");
+        };
         assert!(
             wait > Duration::from_secs(15) && wait <= Duration::from_secs(20),
             "{wait:?}"
         );
         assert!(
-            rt.take_token("b", 3, Duration::from_secs(60)).is_ok(),
+            rt.admit("b", limit, None).is_ok(),
             "buckets are per identity"
         );
+    }
+
+    #[test]
+    fn a_refused_request_uses_no_quota() {
+        let rt = Runtime::default();
+        let quota = Quota {
+            requests: 2,
+            period: "day".into(),
+        };
+        let limit = Some((1, Duration::from_secs(3600)));
+        assert!(rt.admit("a", limit, Some(&quota)).is_ok());
+        assert!(matches!(
+            rt.admit("a", limit, Some(&quota)),
+            Err(Refused::Rate(_))
+        ));
+        assert_eq!(rt.quota_rows()[0].1.used, 1);
+        assert!(rt.quota_rows().is_empty(), "saved rows are no longer dirty");
     }
 }

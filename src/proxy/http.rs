@@ -91,9 +91,9 @@ pub(super) async fn handle(
         state
             .authz
             .record_usage(&id.id, route, status, bytes_in, bytes_out);
-        let policy = id.policy.as_ref().map_or("-", |p| p.name.as_str());
-        metrics::counter!("symbolon_policy_requests_total", "policy" => policy.to_string(), "route" => route.to_string(), "class" => status_class(status))
-            .increment(1);
+        if let Some(policy) = &id.policy {
+            policy.count(route, status);
+        }
     }
     let elapsed = started.elapsed();
     metrics::counter!("symbolon_requests_total", "route" => route.to_string(), "status" => status.to_string())
@@ -129,15 +129,6 @@ fn content_length(h: &http::HeaderMap) -> u64 {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
-}
-
-fn status_class(status: u16) -> &'static str {
-    match status {
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
-    }
 }
 
 /// Settings for routes without their own `authz` (the gateway-wide rules still apply).
@@ -207,12 +198,11 @@ fn authorize(
     if az.strip_auth && token.is_some() {
         req.headers_mut().remove(header);
     }
-    let outcome = match &result {
-        Ok(_) => "allowed",
-        Err(d) => d.code,
-    };
-    metrics::counter!("symbolon_authz_decisions_total", "route" => route.name.clone(), "decision" => outcome)
-        .increment(1);
+    match &result {
+        Ok(_) => route.allowed.increment(1),
+        Err(d) => metrics::counter!("symbolon_authz_decisions_total", "route" => route.name.clone(), "decision" => d.code)
+            .increment(1),
+    }
     match result {
         Ok(identity) => Ok(identity),
         Err(d) if !az.enforce => {

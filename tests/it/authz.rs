@@ -593,8 +593,15 @@ async fn usage_counters_match_the_requests_sent() {
     s.api
         .ok(
             Method::POST,
+            "/api/v1/policies",
+            Some(json!({"name": "gold"})),
+        )
+        .await;
+    s.api
+        .ok(
+            Method::POST,
             "/api/v1/identities",
-            Some(json!({"name": "counted", "certificate_pem": leaf.cert_pem})),
+            Some(json!({"name": "counted", "certificate_pem": leaf.cert_pem, "policy": "gold"})),
         )
         .await;
     s.set_authz(json!({"auth": "mtls"})).await;
@@ -618,8 +625,9 @@ async fn usage_counters_match_the_requests_sent() {
     // Bounded-cardinality metrics: by policy and route, not by identity.
     let metrics = crate::mtls::metrics_text(&s.gw).await;
     assert!(
-        metrics
-            .contains("symbolon_policy_requests_total{policy=\"-\",route=\"api\",class=\"2xx\"}"),
+        metrics.contains(
+            "symbolon_policy_requests_total{policy=\"gold\",route=\"api\",class=\"2xx\"} 7"
+        ),
         "{metrics}"
     );
     assert!(!metrics.contains("counted"));
