@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What authorization costs per keep-alive request, with 100,000 identities loaded.
 #
-#   bash bench/authz.sh            # IDENTITIES=100000 ROUNDS=3 SECONDS_PER_RUN=10
+#   bash bench/authz.sh            # IDENTITIES=100000 ROUNDS=10 SECONDS_PER_RUN=4
 #
 # One Symbolon (pinned to core 0, one worker) with two routes to the same keep-alive upstream:
 # /plain (no authorization) and /authz (auth = "mtls": the client's certificate must be bound
@@ -12,8 +12,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${IDENTITIES:-100000}
-ROUNDS=${ROUNDS:-3}
-SECS=${SECONDS_PER_RUN:-10}
+ROUNDS=${ROUNDS:-10}
+SECS=${SECONDS_PER_RUN:-4}
 CONC=${CONCURRENCY:-32}
 
 cargo build --release -q -p symbolon -p symbolon-bench
@@ -134,5 +134,9 @@ errors = sum(r["errors"] for r in rows)
 print(f"\n| route | requests/s | server CPU µs/request |\n|---|---|---|")
 print(f"| /plain (no authorization) | {pr:,.0f} | {p:.2f} |")
 print(f"| /authz (identity by certificate, policy: access, rate limit, quota; {int(sys.argv[2]):,} identities) | {ar:,.0f} | {a:.2f} |")
-print(f"\nauthorization adds {100 * (a - p) / p:+.1f} % server CPU per keep-alive request (medians of {len(rows) // 2} rounds; errors: {errors})")
+plains = [r for r in rows if r["path"] == "plain"]
+authzs = [r for r in rows if r["path"] == "authz"]
+pairs = [100 * (z["server_cpu_us_per_request"] - q["server_cpu_us_per_request"]) / q["server_cpu_us_per_request"] for q, z in zip(plains, authzs)]
+print(f"\nauthorization adds {100 * (a - p) / p:+.1f} % server CPU per keep-alive request (difference of the medians of {len(rows) // 2} rounds; errors: {errors})")
+print(f"median of the {len(pairs)} paired rounds (each /plain run followed by an /authz run): {statistics.median(pairs):+.1f} %; pairs ranged {min(pairs):+.1f} % .. {max(pairs):+.1f} %")
 EOF
