@@ -337,6 +337,8 @@ async fn flush_quotas(state: &State) {
     }
     if let Err(e) = state.store.save_quota_use(&rows).await {
         warn!(error = %e, "cannot save quota use; it will be retried");
+        let ids: Vec<String> = rows.into_iter().map(|(id, _, _)| id).collect();
+        state.authz.remark_dirty(&ids);
     }
 }
 

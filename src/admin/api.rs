@@ -147,19 +147,19 @@ async fn openapi() -> Response {
 
 // === helpers ===
 
-fn check_name(kind: &str, name: &str) -> Res<()> {
+pub(super) fn check_name(kind: &str, name: &str) -> Res<()> {
     let ok = !name.is_empty()
         && name.len() <= 128
         && name
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'));
     if ok {
         Ok(())
     } else {
         Err(ApiError::invalid(
             "bad_name",
             format!("{kind} name '{name}' is not valid"),
-            "use 1 to 128 letters, digits, '-', '_' or '.'",
+            "use 1 to 128 letters, digits, '-', '_', '.' or '@'",
         ))
     }
 }
@@ -192,7 +192,7 @@ fn leaf_info(pem: &str) -> Option<CertInfo> {
     CertInfo::parse(chain.first()?).ok()
 }
 
-fn json_or<T>(body: Body<T>) -> Res<T> {
+pub(super) fn json_or<T>(body: Body<T>) -> Res<T> {
     body.map(|Json(t)| t).map_err(ApiError::from)
 }
 
@@ -200,7 +200,11 @@ async fn state(app: &App) -> Res<StoreState> {
     Ok(app.state.store.state().await?)
 }
 
-fn find<'a, T>(rows: &'a [T], key: &str, id: impl Fn(&T) -> (&str, &str)) -> Option<&'a T> {
+pub(super) fn find<'a, T>(
+    rows: &'a [T],
+    key: &str,
+    id: impl Fn(&T) -> (&str, &str),
+) -> Option<&'a T> {
     rows.iter()
         .find(|r| id(r).0 == key)
         .or_else(|| rows.iter().find(|r| id(r).1 == key))

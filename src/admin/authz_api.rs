@@ -12,6 +12,7 @@ use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::api::{check_name, find, json_or};
 use super::{Actor, ApiError, App, Change};
 use crate::authz::{PolicySpec, Rule, TransitionEntry, Usage};
 use crate::store::{self, IdentityRow, PolicyRow, StoreState, Table};
@@ -136,38 +137,11 @@ pub struct SelfServiceBody {
     pub policy: String,
 }
 
-fn json_or<T>(body: Body<T>) -> Res<T> {
-    body.map(|Json(t)| t).map_err(ApiError::from)
-}
-
-fn find<'a, T>(rows: &'a [T], key: &str, id: impl Fn(&T) -> (&str, &str)) -> Option<&'a T> {
-    rows.iter()
-        .find(|r| id(r).0 == key)
-        .or_else(|| rows.iter().find(|r| id(r).1 == key))
-}
-
 fn policy_key(p: &PolicyRow) -> (&str, &str) {
     (&p.id, &p.name)
 }
 fn identity_key(i: &IdentityRow) -> (&str, &str) {
     (&i.id, &i.name)
-}
-
-fn check_name(kind: &str, name: &str) -> Res<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 128
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'));
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(
-            "bad_name",
-            format!("{kind} name '{name}' is not valid"),
-            "use 1 to 128 letters, digits, '-', '_', '.' or '@'",
-        ))
-    }
 }
 
 fn policy_view(p: &PolicyRow) -> PolicyView {

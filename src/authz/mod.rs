@@ -390,6 +390,16 @@ impl Runtime {
             .collect()
     }
 
+    /// Marks quota rows dirty again (after a failed save, so the next save retries them).
+    pub fn remark_dirty(&self, ids_to_retry: &[String]) {
+        let mut ids = lock(&self.ids);
+        for id in ids_to_retry {
+            if let Some(s) = ids.get_mut(id) {
+                s.quota_dirty = true;
+            }
+        }
+    }
+
     /// Takes a rate-limit token, then a unit of quota, under one lock. Nothing is taken when
     /// either refuses.
     fn admit(
