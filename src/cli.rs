@@ -102,6 +102,16 @@ pub enum Command {
     Rules(RulesCmd),
     /// Client certificates that would be rejected if enforcement were switched on.
     TransitionReport,
+    /// Say whether a domain would accept this client certificate, and exactly why not.
+    Verify {
+        /// PEM: the client certificate, then any intermediates the client sends.
+        cert: PathBuf,
+        #[arg(long)]
+        domain: String,
+    },
+    /// Certificates, described in plain language.
+    #[command(subcommand)]
+    Cert(CertCmd),
     /// Print everything the store holds as TOML (private keys left out).
     Export {
         /// Write to this file instead of standard output.
@@ -299,6 +309,12 @@ pub enum IdentityCmd {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum CertCmd {
+    /// Describe each certificate in a PEM file (a certificate, a chain or a bundle).
+    Inspect { file: PathBuf },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum RulesCmd {
     Show,
     /// Replace the gateway-wide rules with a JSON list of rules.
@@ -405,8 +421,38 @@ pub fn main() -> ExitCode {
             ))
         }
         Command::AdminToken { name } => admin_token(&name),
+        Command::Cert(CertCmd::Inspect { file }) => inspect(&file),
         command => runtime.block_on(crate::cli_admin::run(command, &cli.data_dir, &cli.api)),
     }
+}
+
+fn inspect(file: &std::path::Path) -> ExitCode {
+    let certs = match crate::pki::load_certs(file) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default();
+    for (i, der) in certs.iter().enumerate() {
+        match crate::pki::CertInfo::parse(der) {
+            Ok(info) => {
+                if certs.len() > 1 {
+                    println!("certificate #{} of {}", i + 1, certs.len());
+                }
+                println!("{}\n", crate::explain::describe(&info, now));
+            }
+            Err(e) => {
+                eprintln!("error: certificate #{} cannot be parsed: {e}", i + 1);
+                return ExitCode::from(1);
+            }
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn admin_token(name: &str) -> ExitCode {

@@ -407,6 +407,42 @@ async fn run_inner(command: Command, data_dir: &Path, api: &ApiArgs) -> Result<(
                 )
             }
         },
+        Command::Verify { cert, domain } => {
+            let pem = read(&cert)?;
+            let v = c
+                .json(
+                    Method::POST,
+                    "/api/v1/verify",
+                    json!({"certificate_pem": pem, "domain": domain}),
+                )
+                .await?;
+            if api.json {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else if v["verified"] == true {
+                println!(
+                    "ACCEPTED by {} (mode {}): the chain verifies",
+                    v["domain"].as_str().unwrap_or(""),
+                    v["mode"].as_str().unwrap_or("")
+                );
+            } else {
+                let reason = v["reason"].as_str().unwrap_or("");
+                let what = if v["would_connect"] == true {
+                    "CONNECTS BUT FAILS VERIFICATION"
+                } else {
+                    "REJECTED"
+                };
+                println!(
+                    "{what} by {} (mode {}): {reason}",
+                    v["domain"].as_str().unwrap_or(""),
+                    v["mode"].as_str().unwrap_or("")
+                );
+            }
+            return if v["verified"] == true {
+                Ok(())
+            } else {
+                Err(1)
+            };
+        }
         Command::TransitionReport => Out::Table(
             c.get("/api/v1/transition-report").await?,
             &[
@@ -448,7 +484,7 @@ async fn run_inner(command: Command, data_dir: &Path, api: &ApiArgs) -> Result<(
             c.get(&format!("/api/v1/audit?limit={limit}")).await?,
             &["at", "actor", "action", "target", "detail"],
         ),
-        Command::Serve { .. } | Command::AdminToken { .. } => return Ok(()),
+        Command::Serve { .. } | Command::AdminToken { .. } | Command::Cert(_) => return Ok(()),
     };
     match out {
         Out::Table(v, _) if api.json => {

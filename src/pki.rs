@@ -112,6 +112,10 @@ pub struct CertInfo {
     pub email_sans: Vec<String>,
     pub spiffe_id: Option<String>,
     pub fingerprint_sha256: String,
+    /// Extended key usages by name; `None` when the certificate has no EKU extension (any use).
+    pub eku: Option<Vec<String>>,
+    /// "ECDSA P-256", "RSA 2048", "Ed25519"…
+    pub key_type: String,
 }
 
 impl CertInfo {
@@ -140,7 +144,29 @@ impl CertInfo {
             .ok()
             .flatten()
             .is_some_and(|bc| bc.value.ca);
+        let eku = cert.extended_key_usage().ok().flatten().map(|e| {
+            let e = &e.value;
+            let mut names = Vec::new();
+            for (set, name) in [
+                (e.any, "any"),
+                (e.server_auth, "serverAuth"),
+                (e.client_auth, "clientAuth"),
+                (e.code_signing, "codeSigning"),
+                (e.email_protection, "emailProtection"),
+                (e.time_stamping, "timeStamping"),
+                (e.ocsp_signing, "OCSPSigning"),
+            ] {
+                if set {
+                    names.push(name.to_string());
+                }
+            }
+            names.extend(e.other.iter().map(|o| o.to_id_string()));
+            names
+        });
+        let key_type = key_type(&cert);
         Ok(Self {
+            eku,
+            key_type,
             subject: cert.subject().to_string(),
             issuer: cert.issuer().to_string(),
             subject_raw: cert.subject().as_raw().to_vec(),
@@ -155,6 +181,32 @@ impl CertInfo {
             spiffe_id,
             fingerprint_sha256: fingerprint_sha256(der),
         })
+    }
+}
+
+fn key_type(cert: &X509Certificate<'_>) -> String {
+    use x509_parser::public_key::PublicKey;
+    let spki = cert.public_key();
+    let curve = spki
+        .algorithm
+        .parameters
+        .as_ref()
+        .and_then(|p| p.as_oid().ok())
+        .map(|o| o.to_id_string());
+    match spki.parsed() {
+        Ok(PublicKey::RSA(rsa)) => format!("RSA {}", rsa.key_size()),
+        Ok(PublicKey::EC(_)) => match curve.as_deref() {
+            Some("1.2.840.10045.3.1.7") => "ECDSA P-256".into(),
+            Some("1.3.132.0.34") => "ECDSA P-384".into(),
+            Some("1.3.132.0.35") => "ECDSA P-521".into(),
+            Some(other) => format!("ECDSA ({other})"),
+            None => "ECDSA".into(),
+        },
+        _ => match spki.algorithm.algorithm.to_id_string().as_str() {
+            "1.3.101.112" => "Ed25519".into(),
+            "1.3.101.113" => "Ed448".into(),
+            other => format!("unknown ({other})"),
+        },
     }
 }
 

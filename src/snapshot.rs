@@ -70,6 +70,8 @@ pub struct Domain {
     /// (subject DER, SHA-256 fingerprint) of each CA in the trust bundle, to name the anchor a
     /// verified chain reached.
     pub ca_index: Vec<(Vec<u8>, String)>,
+    /// How to name the trust bundle to an operator: `'partners'` or a file path.
+    pub bundle_label: Option<String>,
 }
 
 impl Domain {
@@ -124,6 +126,7 @@ struct DomainInput {
     mode: Mode,
     max_depth: usize,
     trust_bundle: Option<PathBuf>,
+    bundle_label: Option<String>,
 }
 
 impl Snapshot {
@@ -162,6 +165,7 @@ impl Snapshot {
                 mode: dc.mtls,
                 max_depth: dc.max_chain_depth,
                 trust_bundle: dc.trust_bundle.clone(),
+                bundle_label: dc.trust_bundle.as_ref().map(|p| p.display().to_string()),
             });
         }
         for d in &store.domains {
@@ -225,6 +229,7 @@ impl Snapshot {
                 verifier,
                 trust_bundle: input.trust_bundle,
                 ca_index,
+                bundle_label: input.bundle_label,
             }));
         }
         let default = match &config.default_domain {
@@ -356,6 +361,7 @@ fn domain_from_store(
         mode,
         max_depth: crate::tls::verify::DEFAULT_MAX_CHAIN_DEPTH,
         trust_bundle: None,
+        bundle_label: bundle_row.map(|b| format!("'{}'", b.name)),
     })
 }
 

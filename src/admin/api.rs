@@ -71,7 +71,8 @@ type Body<T> = Result<Json<T>, JsonRejection>;
         authz_api::self_service,
         authz_api::get_global_rules,
         authz_api::put_global_rules,
-        authz_api::transition_report
+        authz_api::transition_report,
+        authz_api::verify
     ),
     components(schemas(ErrorBody, ErrorDetail, store::AuditRow))
 )]

@@ -43,6 +43,42 @@ pub(super) fn routes(r: Router<Arc<App>>) -> Router<Arc<App>> {
             get(get_global_rules).put(put_global_rules),
         )
         .route("/api/v1/transition-report", get(transition_report))
+        .route("/api/v1/verify", post(verify))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct VerifyBody {
+    /// The client certificate, followed by the intermediates it would send (PEM, no key).
+    pub certificate_pem: String,
+    /// Host name of the domain to check against.
+    pub domain: String,
+}
+
+#[utoipa::path(post, path = "/api/v1/verify", tag = "authz", request_body = VerifyBody,
+    responses((status = 200, description = "Whether the domain would accept the certificate, and why not", body = crate::explain::Explanation), (status = 404), (status = 422)))]
+pub(super) async fn verify(
+    State(app): State<Arc<App>>,
+    body: Body<VerifyBody>,
+) -> Res<Json<crate::explain::Explanation>> {
+    let req = json_or(body)?;
+    if req.certificate_pem.contains("PRIVATE KEY") {
+        return Err(ApiError::invalid(
+            "private_key_not_allowed",
+            "certificate_pem contains a private key",
+            "send only the certificates",
+        ));
+    }
+    let chain =
+        crate::pki::parse_certs(req.certificate_pem.as_bytes(), Path::new("certificate_pem"))
+            .map_err(|e| ApiError::pki("certificate_pem", e))?;
+    let snapshot = app.state.snapshot.load();
+    let host = req.domain.trim().to_ascii_lowercase();
+    let domain = snapshot
+        .domain_for_host(&host)
+        .ok_or_else(|| ApiError::not_found("domain", &host))?;
+    crate::explain::explain(domain, &chain, rustls::pki_types::UnixTime::now())
+        .map(Json)
+        .map_err(|e| ApiError::invalid("malformed_pem", e, "send a PEM certificate"))
 }
 
 /// A policy: access rights, rate limit and quota for the identities that use it.

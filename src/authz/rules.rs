@@ -294,6 +294,8 @@ mod tests {
             email_sans: vec!["ops@acme.test".into()],
             spiffe_id: Some("spiffe://acme.test/ns/prod/sa/svc-a".into()),
             fingerprint_sha256: "ab".repeat(32),
+            eku: None,
+            key_type: "ECDSA P-256".into(),
         }
     }
 

@@ -203,6 +203,11 @@ impl ClientVerifier {
         self.mode
     }
 
+    /// The most CA certificates allowed above a client certificate.
+    pub fn max_depth(&self) -> usize {
+        self.max_depth
+    }
+
     /// Verifies a chain against the trust bundle at time `now`: path to an anchor, validity
     /// periods, clientAuth EKU when present, and the depth limit.
     pub fn check(

@@ -663,3 +663,39 @@ fn cli_manages_policies_identities_and_rules() {
     let (code, _, _) = run(&["policy", "delete", "partners"]);
     assert_eq!(code, 1, "a policy in use cannot be deleted");
 }
+
+#[test]
+fn cert_inspect_describes_certificates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = TestCa::root("Inspect CA");
+    let leaf = ca.leaf(
+        LeafSpec::client("svc")
+            .spiffe("spiffe://acme.test/svc")
+            .expired(),
+    );
+    std::fs::write(
+        tmp.path().join("chain.pem"),
+        format!("{}{}", leaf.cert_pem, ca.pem()),
+    )
+    .unwrap();
+    let (code, out, err) = cli(tmp.path(), &["cert", "inspect", "chain.pem"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("certificate #1 of 2") && out.contains("CN=svc"),
+        "{out}"
+    );
+    assert!(out.contains("expired 3 days ago"), "{out}");
+    assert!(
+        out.contains("usage:        clientAuth")
+            && out.contains("SPIFFE ID:    spiffe://acme.test/svc"),
+        "{out}"
+    );
+    assert!(
+        out.contains("CA certificate (can issue certificates)") && out.contains("ECDSA P-256"),
+        "{out}"
+    );
+    std::fs::write(tmp.path().join("key.pem"), &leaf.key_pem).unwrap();
+    let (code, _, err) = cli(tmp.path(), &["cert", "inspect", "key.pem"]);
+    assert_eq!(code, 64);
+    assert!(err.contains("private key"), "{err}");
+}

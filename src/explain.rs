@@ -1,0 +1,207 @@
+//! Certificates in plain language: `symbolon cert inspect` describes them, and the verify
+//! explanation says whether a domain would accept a client certificate and exactly why not.
+
+use rustls::pki_types::{CertificateDer, UnixTime};
+use serde::{Deserialize, Serialize};
+
+use crate::pki::{CertInfo, rfc3339};
+use crate::snapshot::Domain;
+use crate::tls::{FailReason, Mode};
+
+/// "valid for another 12 days (until …)", "expired 3 days ago (not after …)",
+/// "not valid yet: starts in 2 days (not before …)".
+pub fn validity(info: &CertInfo, now: i64) -> String {
+    if info.not_after < now {
+        format!(
+            "expired {} ago (not after {})",
+            span(now - info.not_after),
+            rfc3339(info.not_after)
+        )
+    } else if info.not_before > now {
+        format!(
+            "not valid yet: starts in {} (not before {})",
+            span(info.not_before - now),
+            rfc3339(info.not_before)
+        )
+    } else {
+        format!(
+            "valid for another {} (until {})",
+            span(info.not_after - now),
+            rfc3339(info.not_after)
+        )
+    }
+}
+
+/// A duration in the largest sensible unit: "3 days", "5 hours", "40 minutes", "12 seconds".
+pub fn span(secs: i64) -> String {
+    let (n, unit) = match secs {
+        s if s >= 2 * 86_400 => (s / 86_400, "day"),
+        s if s >= 2 * 3_600 => (s / 3_600, "hour"),
+        s if s >= 2 * 60 => (s / 60, "minute"),
+        s => (s, "second"),
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
+}
+
+/// A multi-line description of one certificate.
+pub fn describe(info: &CertInfo, now: i64) -> String {
+    let mut out = vec![
+        format!("subject:      {}", info.subject),
+        format!("issuer:       {}", info.issuer),
+        format!("validity:     {}", validity(info, now)),
+        format!(
+            "kind:         {}",
+            if info.is_ca {
+                "CA certificate (can issue certificates)"
+            } else {
+                "end-entity certificate"
+            }
+        ),
+        format!("key:          {}", info.key_type),
+    ];
+    let usage = match &info.eku {
+        None => "any (no extended key usage extension)".to_string(),
+        Some(e) if e.is_empty() => "none".to_string(),
+        Some(e) => e.join(", "),
+    };
+    out.push(format!("usage:        {usage}"));
+    if let Some(id) = &info.spiffe_id {
+        out.push(format!("SPIFFE ID:    {id}"));
+    }
+    for d in &info.dns_sans {
+        out.push(format!("DNS name:     {d}"));
+    }
+    for u in info
+        .uri_sans
+        .iter()
+        .filter(|u| Some(*u) != info.spiffe_id.as_ref())
+    {
+        out.push(format!("URI:          {u}"));
+    }
+    for e in &info.email_sans {
+        out.push(format!("email:        {e}"));
+    }
+    out.push(format!("serial:       {}", info.serial_hex));
+    out.push(format!("SHA-256:      {}", info.fingerprint_sha256));
+    out.join("\n")
+}
+
+/// Whether a domain would accept a client certificate chain, and why not.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Explanation {
+    pub domain: String,
+    /// The domain's mode: require, optional or off.
+    pub mode: String,
+    /// The chain verifies against the domain's trust.
+    pub verified: bool,
+    /// A client presenting it would get a connection (always true in optional and off mode).
+    pub would_connect: bool,
+    /// `SUCCESS` or `FAILED:<reason>`, as `X-Client-Verify` would say.
+    pub verdict: String,
+    /// Why not, in plain language.
+    pub reason: Option<String>,
+}
+
+/// Explains the verdict of `domain` on `chain` (leaf first) at `now`.
+pub fn explain(
+    domain: &Domain,
+    chain: &[CertificateDer<'_>],
+    now: UnixTime,
+) -> Result<Explanation, String> {
+    let (leaf_der, rest) = chain.split_first().ok_or("no certificate given")?;
+    let leaf =
+        CertInfo::parse(leaf_der).map_err(|e| format!("the certificate cannot be parsed: {e}"))?;
+    let result = domain.verifier.check(leaf_der, rest, now);
+    let secs = now.as_secs() as i64;
+    let reason = result
+        .err()
+        .map(|r| reason_text(r, domain, &leaf, rest, secs));
+    let verified = reason.is_none();
+    Ok(Explanation {
+        domain: domain.name.clone(),
+        mode: domain.mode.to_string(),
+        verified,
+        would_connect: verified || domain.mode != Mode::Require,
+        verdict: match result {
+            Ok(()) => "SUCCESS".into(),
+            Err(r) => format!("FAILED:{r}"),
+        },
+        reason,
+    })
+}
+
+fn reason_text(
+    r: FailReason,
+    domain: &Domain,
+    leaf: &CertInfo,
+    rest: &[CertificateDer<'_>],
+    now: i64,
+) -> String {
+    let others: Vec<CertInfo> = rest
+        .iter()
+        .filter_map(|c| CertInfo::parse(c).ok())
+        .collect();
+    match r {
+        FailReason::Expired => std::iter::once(leaf)
+            .chain(&others)
+            .find(|c| c.not_after < now)
+            .map(|c| {
+                let who = if std::ptr::eq(c, leaf) {
+                    String::new()
+                } else {
+                    format!("intermediate {} ", c.subject)
+                };
+                format!(
+                    "{who}expired {} ago (not after {})",
+                    span(now - c.not_after),
+                    rfc3339(c.not_after)
+                )
+            })
+            .unwrap_or_else(|| "a certificate in the chain has expired".into()),
+        FailReason::NotYetValid => std::iter::once(leaf)
+            .chain(&others)
+            .find(|c| c.not_before > now)
+            .map(|c| {
+                format!(
+                    "not valid yet: starts in {} (not before {})",
+                    span(c.not_before - now),
+                    rfc3339(c.not_before)
+                )
+            })
+            .unwrap_or_else(|| "a certificate in the chain is not valid yet".into()),
+        FailReason::UnknownCa => {
+            let top = others.last().unwrap_or(leaf);
+            let bundle = domain
+                .bundle_label
+                .as_deref()
+                .map(|b| format!("in bundle {b}"))
+                .unwrap_or_else(|| "trusted: the domain has no trust bundle".into());
+            format!("issuer {} is not {bundle}", top.issuer)
+        }
+        FailReason::WrongUsage => {
+            let has = leaf.eku.as_ref().map(|e| e.join(", ")).unwrap_or_default();
+            format!("missing clientAuth EKU (the certificate allows: {has})")
+        }
+        FailReason::ChainTooDeep => format!("chain longer than {}", domain.verifier.max_depth()),
+        FailReason::BadSignature => {
+            "a signature in the chain does not verify (a forged or corrupted certificate)".into()
+        }
+        FailReason::Revoked => "revoked".into(),
+        FailReason::BadCertificate => {
+            "the certificate is malformed or uses an unsupported algorithm".into()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_read_naturally() {
+        assert_eq!(span(3 * 86_400 + 5), "3 days");
+        assert_eq!(span(86_400), "24 hours");
+        assert_eq!(span(3_600), "60 minutes");
+        assert_eq!(span(1), "1 second");
+    }
+}
