@@ -109,6 +109,22 @@ pub enum Command {
         #[arg(long)]
         domain: String,
     },
+    /// Revoke a certificate: new handshakes, resumed sessions and open connections refuse it at once.
+    Revoke {
+        /// The certificate (public PEM).
+        #[arg(long, conflicts_with_all = ["fingerprint", "serial"])]
+        cert: Option<PathBuf>,
+        #[arg(long, conflicts_with = "serial")]
+        fingerprint: Option<String>,
+        /// Serial number in hex.
+        #[arg(long)]
+        serial: Option<String>,
+        /// keyCompromise, superseded, cessationOfOperation, … (default unspecified).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// List revoked certificates.
+    Revocations,
     /// Certificates, described in plain language.
     #[command(subcommand)]
     Cert(CertCmd),

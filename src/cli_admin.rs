@@ -443,6 +443,19 @@ async fn run_inner(command: Command, data_dir: &Path, api: &ApiArgs) -> Result<(
                 Err(1)
             };
         }
+        Command::Revoke {
+            cert,
+            fingerprint,
+            serial,
+            reason,
+        } => {
+            let pem = cert.as_deref().map(read).transpose()?;
+            Out::Table(
+                c.json(Method::POST, "/api/v1/revocations", json!({"certificate_pem": pem, "fingerprint": fingerprint, "serial": serial, "reason": reason})).await?,
+                REVOKED,
+            )
+        }
+        Command::Revocations => Out::Table(c.get("/api/v1/revocations").await?, REVOKED),
         Command::TransitionReport => Out::Table(
             c.get("/api/v1/transition-report").await?,
             &[
@@ -497,6 +510,8 @@ async fn run_inner(command: Command, data_dir: &Path, api: &ApiArgs) -> Result<(
     }
     Ok(())
 }
+
+const REVOKED: &[&str] = &["fingerprint", "serial", "reason", "revoked_at", "subject"];
 
 const IDENTITY: &[&str] = &[
     "id",

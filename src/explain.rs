@@ -186,7 +186,17 @@ fn reason_text(
         FailReason::BadSignature => {
             "a signature in the chain does not verify (a forged or corrupted certificate)".into()
         }
-        FailReason::Revoked => "revoked".into(),
+        FailReason::Revoked => std::iter::once(leaf)
+            .chain(&others)
+            .find_map(|c| {
+                let serial = crate::revocation::normalize_serial(&c.serial_hex);
+                domain
+                    .verifier
+                    .revocations()
+                    .lookup(&c.fingerprint_sha256, &serial)
+                    .map(|r| format!("revoked at {} ({})", r.revoked_at, r.reason))
+            })
+            .unwrap_or_else(|| "revoked".into()),
         FailReason::BadCertificate => {
             "the certificate is malformed or uses an unsupported algorithm".into()
         }

@@ -28,6 +28,7 @@ pub mod gateway;
 pub mod identity;
 pub mod pki;
 pub mod proxy;
+pub mod revocation;
 pub mod routing;
 pub mod snapshot;
 pub mod store;

@@ -114,6 +114,7 @@ pub struct Snapshot {
     pub access_log: bool,
     pub timeouts: Timeouts,
     pub authz: Arc<crate::authz::AuthzSnapshot>,
+    pub revocations: Arc<crate::revocation::Revocations>,
 }
 
 /// One domain to build, from the config file or from the store.
@@ -171,6 +172,9 @@ impl Snapshot {
         for d in &store.domains {
             inputs.push(domain_from_store(d, store, now)?);
         }
+        let revocations = Arc::new(crate::revocation::Revocations::from_rows(
+            &store.revocations,
+        ));
         let mut domains = Vec::new();
         let mut by_name = HashMap::new();
         let mut wildcards = HashMap::new();
@@ -185,10 +189,11 @@ impl Snapshot {
             if input.max_depth == 0 {
                 return Err(SnapshotError::BadDepth { domain: name });
             }
-            let verifier = Arc::new(ClientVerifier::new(
+            let verifier = Arc::new(ClientVerifier::with_revocations(
                 input.mode,
                 input.bundle.as_ref(),
                 input.max_depth,
+                revocations.clone(),
             ));
             let tls = server_config(
                 input.chain,
@@ -283,6 +288,7 @@ impl Snapshot {
             access_log: config.access_log,
             timeouts: config.timeouts.clone(),
             authz: Arc::new(authz_from_store(store)?),
+            revocations,
         })
     }
 

@@ -9,7 +9,7 @@
 use std::path::Path;
 use std::str::FromStr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{FromRow, SqliteConnection, SqlitePool};
 
@@ -120,6 +120,21 @@ pub struct StoreState {
     pub identities: Vec<IdentityRow>,
     /// JSON list of gateway-wide [`crate::authz::Rule`]s.
     pub global_rules: Option<String>,
+    pub revocations: Vec<RevocationRow>,
+}
+
+#[derive(Clone, Debug, FromRow, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RevocationRow {
+    pub id: String,
+    /// SHA-256 of the revoked certificate (hex).
+    pub fingerprint: Option<String>,
+    /// Serial number (lower-case hex, colon-separated as `openssl x509 -serial` without the colons removed).
+    pub serial: Option<String>,
+    /// RFC 5280 reason: unspecified, keyCompromise, cACompromise, affiliationChanged,
+    /// superseded, cessationOfOperation, certificateHold, privilegeWithdrawn, aACompromise.
+    pub reason: String,
+    pub revoked_at: String,
+    pub subject: Option<String>,
 }
 
 impl StoreState {
@@ -212,6 +227,10 @@ pub async fn load_all(conn: &mut SqliteConnection) -> Result<StoreState, StoreEr
         sqlx::query_as("SELECT value FROM settings WHERE key = 'global_rules'")
             .fetch_optional(&mut *conn)
             .await?;
+    let revocations =
+        sqlx::query_as::<_, RevocationRow>("SELECT * FROM revocations ORDER BY revoked_at")
+            .fetch_all(&mut *conn)
+            .await?;
     Ok(StoreState {
         bundles,
         domains,
@@ -220,6 +239,7 @@ pub async fn load_all(conn: &mut SqliteConnection) -> Result<StoreState, StoreEr
         policies,
         identities,
         global_rules: global_rules.map(|r| r.0),
+        revocations,
     })
 }
 
@@ -467,4 +487,20 @@ impl Store {
         tx.commit().await?;
         Ok(())
     }
+}
+
+pub async fn insert_revocation(
+    c: &mut SqliteConnection,
+    r: &RevocationRow,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO revocations (id, fingerprint, serial, reason, revoked_at, subject) VALUES (?, ?, ?, ?, ?, ?)")
+        .bind(&r.id)
+        .bind(&r.fingerprint)
+        .bind(&r.serial)
+        .bind(&r.reason)
+        .bind(&r.revoked_at)
+        .bind(&r.subject)
+        .execute(c)
+        .await
+        .map(|_| ())
 }

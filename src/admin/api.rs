@@ -72,7 +72,9 @@ type Body<T> = Result<Json<T>, JsonRejection>;
         authz_api::get_global_rules,
         authz_api::put_global_rules,
         authz_api::transition_report,
-        authz_api::verify
+        authz_api::verify,
+        authz_api::list_revocations,
+        authz_api::revoke
     ),
     components(schemas(ErrorBody, ErrorDetail, store::AuditRow))
 )]

@@ -44,6 +44,105 @@ pub(super) fn routes(r: Router<Arc<App>>) -> Router<Arc<App>> {
         )
         .route("/api/v1/transition-report", get(transition_report))
         .route("/api/v1/verify", post(verify))
+        .route("/api/v1/revocations", get(list_revocations).post(revoke))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RevokeBody {
+    /// The certificate to revoke (public PEM), or
+    pub certificate_pem: Option<String>,
+    /// its SHA-256 fingerprint, or
+    pub fingerprint: Option<String>,
+    /// its serial number (hex; any certificate with this serial is refused).
+    pub serial: Option<String>,
+    /// RFC 5280 reason name; default `unspecified`.
+    pub reason: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/revocations", tag = "revocation", responses((status = 200, body = [store::RevocationRow])))]
+pub(super) async fn list_revocations(
+    State(app): State<Arc<App>>,
+) -> Res<Json<Vec<store::RevocationRow>>> {
+    Ok(Json(app.state.store.state().await?.revocations))
+}
+
+#[utoipa::path(post, path = "/api/v1/revocations", tag = "revocation", request_body = RevokeBody,
+    responses((status = 201, description = "Revoked: new handshakes, resumed sessions and open connections refuse it at once", body = store::RevocationRow), (status = 409), (status = 422)))]
+pub(super) async fn revoke(
+    State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
+    body: Body<RevokeBody>,
+) -> Res<Response> {
+    let req = json_or(body)?;
+    let reason = req.reason.unwrap_or_else(|| "unspecified".into());
+    if !crate::revocation::REASONS.contains(&reason.as_str()) {
+        return Err(ApiError::invalid(
+            "bad_reason",
+            format!("'{reason}' is not a revocation reason"),
+            format!("use one of {}", crate::revocation::REASONS.join(", ")),
+        ));
+    }
+    let (fingerprint, serial, subject) = match (&req.certificate_pem, &req.fingerprint, &req.serial)
+    {
+        (Some(pem), None, None) => {
+            let fp = public_cert_fingerprint(pem)?;
+            let certs = crate::pki::parse_certs(pem.as_bytes(), Path::new("certificate_pem"))
+                .map_err(|e| ApiError::pki("certificate_pem", e))?;
+            let info = certs
+                .first()
+                .and_then(|c| crate::pki::CertInfo::parse(c).ok());
+            (Some(fp), None, info.map(|i| i.subject))
+        }
+        (None, Some(fp), None) => (Some(check_fingerprint(fp)?), None, None),
+        (None, None, Some(serial)) => {
+            let s = crate::revocation::normalize_serial(serial);
+            if s == "0" && !serial.chars().any(|c| c.is_ascii_hexdigit()) {
+                return Err(ApiError::invalid(
+                    "bad_serial",
+                    format!("'{serial}' is not a serial number"),
+                    "give it in hex, as `openssl x509 -noout -serial` prints it",
+                ));
+            }
+            (None, Some(s), None)
+        }
+        _ => {
+            return Err(ApiError::invalid(
+                "one_identifier",
+                "give exactly one of certificate_pem, fingerprint or serial",
+                "revoke one certificate per request",
+            ));
+        }
+    };
+    let mut ch = Change::begin(&app).await?;
+    let st = store::load_all(&mut ch.tx).await?;
+    if st.revocations.iter().any(|r| {
+        (fingerprint.is_some() && r.fingerprint == fingerprint)
+            || (serial.is_some() && r.serial == serial)
+    }) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "already_revoked",
+            "this certificate is already revoked",
+            "list revocations with GET /api/v1/revocations",
+        ));
+    }
+    let row = store::RevocationRow {
+        id: store::new_id(),
+        fingerprint,
+        serial,
+        reason,
+        revoked_at: store::now(),
+        subject,
+    };
+    store::insert_revocation(&mut ch.tx, &row).await?;
+    let target = row
+        .fingerprint
+        .clone()
+        .or(row.serial.clone())
+        .unwrap_or_default();
+    ch.commit(&actor, "certificate.revoke", &target, &row.reason)
+        .await?;
+    Ok((StatusCode::CREATED, Json(row)).into_response())
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -51,6 +51,8 @@ pub(super) async fn handle(
                     conn_domain: conn.domain.clone(),
                     host,
                 })
+            } else if let Some(revoked) = revoked(&conn, &snapshot) {
+                Err(revoked)
             } else if let Some(route) = snapshot.routes.find(&host, &path) {
                 route_name = Some(route.name.clone());
                 let mut req = req;
@@ -122,6 +124,23 @@ pub(super) async fn handle(
         );
     }
     Ok(response)
+}
+
+/// A certificate revoked after the connection was made: its requests are refused and the
+/// connection closed.
+fn revoked(conn: &ConnContext, snapshot: &Snapshot) -> Option<ProxyError> {
+    if snapshot.revocations.is_empty() {
+        return None;
+    }
+    let leaf = conn.identity.leaf.as_ref()?;
+    let serial = crate::revocation::normalize_serial(&leaf.serial_hex);
+    let r = snapshot
+        .revocations
+        .lookup(&leaf.fingerprint_sha256, &serial)?;
+    Some(ProxyError::Revoked {
+        reason: r.reason.clone(),
+        at: r.revoked_at.clone(),
+    })
 }
 
 fn content_length(h: &http::HeaderMap) -> u64 {

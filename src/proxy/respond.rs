@@ -26,6 +26,8 @@ pub enum ProxyError {
     BadRequest { detail: String },
     #[error("{}", .0.message)]
     Denied(crate::authz::Denial),
+    #[error("the client certificate was revoked at {at} ({reason}); this connection is closed")]
+    Revoked { reason: String, at: String },
 }
 
 impl ProxyError {
@@ -41,6 +43,7 @@ impl ProxyError {
             ProxyError::Denied(d) => {
                 StatusCode::from_u16(d.status).unwrap_or(StatusCode::FORBIDDEN)
             }
+            ProxyError::Revoked { .. } => StatusCode::FORBIDDEN,
         }
     }
 
@@ -54,6 +57,7 @@ impl ProxyError {
             ProxyError::UpstreamTimeout { .. } => "upstream_timeout",
             ProxyError::BadRequest { .. } => "bad_request",
             ProxyError::Denied(d) => d.code,
+            ProxyError::Revoked { .. } => "certificate_revoked",
         }
     }
 
@@ -73,6 +77,7 @@ impl ProxyError {
             }
             ProxyError::BadRequest { .. } => "fix the request".into(),
             ProxyError::Denied(d) => d.hint.clone(),
+            ProxyError::Revoked { .. } => "get a new certificate from your CA".into(),
         }
     }
 
@@ -81,10 +86,16 @@ impl ProxyError {
         if let ProxyError::Denied(d) = &self {
             return denial_response(d);
         }
+        let close = matches!(self, ProxyError::Revoked { .. });
         let body = serde_json::json!({
             "error": { "code": self.code(), "message": self.to_string(), "hint": self.hint() }
         });
-        json_response(self.status(), &body)
+        let mut resp = json_response(self.status(), &body);
+        if close {
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        resp
     }
 }
 

@@ -158,6 +158,7 @@ pub struct ClientVerifier {
     max_depth: usize,
     algs: WebPkiSupportedAlgorithms,
     failures: Mutex<HashMap<ChainKey, (FailReason, Instant)>>,
+    revocations: Arc<crate::revocation::Revocations>,
     /// Chains that verified recently, so a returning client costs one signature check
     /// (CertificateVerify, never cached) instead of two. The cache belongs to this verifier,
     /// which is rebuilt with every snapshot: a trust change empties it.
@@ -177,6 +178,16 @@ impl fmt::Debug for ClientVerifier {
 impl ClientVerifier {
     /// Builds a verifier from an already validated trust bundle.
     pub fn new(mode: Mode, bundle: Option<&TrustBundle>, max_depth: usize) -> Self {
+        Self::with_revocations(mode, bundle, max_depth, Default::default())
+    }
+
+    /// A verifier that also refuses the revoked certificates.
+    pub fn with_revocations(
+        mode: Mode,
+        bundle: Option<&TrustBundle>,
+        max_depth: usize,
+        revocations: Arc<crate::revocation::Revocations>,
+    ) -> Self {
         let mut anchors = Vec::new();
         let mut subjects = Vec::new();
         if let Some(bundle) = bundle {
@@ -196,11 +207,16 @@ impl ClientVerifier {
             algs: rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms,
             failures: Mutex::new(HashMap::new()),
             verified: Mutex::new(HashMap::new()),
+            revocations,
         }
     }
 
     pub fn mode(&self) -> Mode {
         self.mode
+    }
+
+    pub fn revocations(&self) -> &crate::revocation::Revocations {
+        &self.revocations
     }
 
     /// The most CA certificates allowed above a client certificate.
@@ -231,6 +247,13 @@ impl ClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<(), FailReason> {
+        if !self.revocations.is_empty()
+            && std::iter::once(end_entity)
+                .chain(intermediates)
+                .any(|c| self.revocations.lookup_der(c).is_some())
+        {
+            return Err(FailReason::Revoked);
+        }
         let secs = now.as_secs();
         if let Some(v) = lock(&self.verified).get(&key).copied()
             && v.valid_from <= secs

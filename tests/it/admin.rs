@@ -547,6 +547,7 @@ async fn openapi_document_lists_every_endpoint() {
         ("/api/v1/authz/global-rules", &["get", "put"]),
         ("/api/v1/transition-report", &["get"]),
         ("/api/v1/verify", &["post"]),
+        ("/api/v1/revocations", &["get", "post"]),
     ];
     for (path, methods) in want {
         let item = paths

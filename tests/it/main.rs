@@ -12,4 +12,5 @@ mod interop;
 mod mtls;
 mod proxy;
 mod reload;
+mod revocation;
 mod support;

@@ -1,0 +1,170 @@
+//! Revocation applies at once: to new handshakes (alert certificate_revoked), to resumed TLS 1.3
+//! sessions, and to requests on connections opened before the revocation.
+
+use http::Method;
+use serde_json::json;
+
+use crate::admin::{Api, code};
+use crate::support::*;
+
+struct Setup {
+    h: Harness,
+    gw: symbolon::gateway::Gateway,
+    api: Api,
+    ca: TestCa,
+}
+
+async fn setup() -> Setup {
+    let h = Harness::new();
+    let ca = TestCa::root("Revocation CA");
+    h.write("clients.pem", &ca.pem());
+    let body = format!(
+        "{}{}{}",
+        h.admin_section(),
+        h.domain("api.test", Some("clients.pem"), "require"),
+        route_all("builtin:echo")
+    );
+    let gw = h.start(&body).await;
+    let api = Api {
+        client: h.admin_client(&gw, None),
+    };
+    Setup { h, gw, api, ca }
+}
+
+#[tokio::test]
+async fn revocation_reaches_new_resumed_and_open_connections() {
+    let s = setup().await;
+    let leaf = s.ca.leaf(LeafSpec::client("soon-revoked"));
+    let config = s.h.client().cert(&leaf).config();
+    let addr = s.gw.tls_addr();
+    // An open keep-alive connection and a session ticket, both from before the revocation.
+    let mut open = Conn::open_with(addr, "api.test", config.clone())
+        .await
+        .unwrap();
+    assert_eq!(open.get("/").await.unwrap().status, 200);
+
+    let v = s
+        .api
+        .ok(
+            Method::POST,
+            "/api/v1/revocations",
+            Some(json!({"certificate_pem": leaf.cert_pem, "reason": "keyCompromise"})),
+        )
+        .await;
+    assert_eq!(v["fingerprint"], leaf.fingerprint());
+
+    // The open connection: the next request is refused and the connection closed.
+    let r = open.get("/").await.unwrap();
+    assert_eq!(r.status, 403);
+    assert_eq!(r.json()["error"]["code"], "certificate_revoked");
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("keyCompromise")
+    );
+    assert!(open.get("/").await.is_err(), "the connection stayed open");
+
+    // A resumed session (TLS 1.3 ticket from before): refused after the handshake.
+    let mut resumed = Conn::open_with(addr, "api.test", config.clone())
+        .await
+        .unwrap();
+    assert!(
+        resumed.resumed,
+        "the client did not resume; the test proves nothing"
+    );
+    assert!(
+        resumed.get("/").await.is_err(),
+        "a resumed session of a revoked certificate was served"
+    );
+
+    // A new full handshake: the certificate_revoked alert.
+    let fresh = s.h.client().cert(&leaf);
+    let err = get(addr, "api.test", &fresh, "/").await.unwrap_err();
+    assert!(err.contains("CertificateRevoked"), "{err}");
+
+    // Other clients are not affected.
+    let other = s.h.client().cert(&s.ca.leaf(LeafSpec::client("fine")));
+    assert_eq!(
+        get(addr, "api.test", &other, "/").await.unwrap().status,
+        200
+    );
+
+    // verify explains it.
+    let v = s
+        .api
+        .ok(
+            Method::POST,
+            "/api/v1/verify",
+            Some(json!({"certificate_pem": leaf.chain_pem, "domain": "api.test"})),
+        )
+        .await;
+    assert_eq!(v["verdict"], "FAILED:revoked");
+    assert!(
+        v["reason"].as_str().unwrap().starts_with("revoked at 20")
+            && v["reason"].as_str().unwrap().ends_with("(keyCompromise)"),
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn revoke_by_serial_and_bad_requests() {
+    let s = setup().await;
+    let leaf = s.ca.leaf(LeafSpec::client("by-serial"));
+    let serial = symbolon::pki::CertInfo::parse(&leaf.der)
+        .unwrap()
+        .serial_hex;
+    let client = s.h.client().cert(&leaf);
+    assert_eq!(
+        get(s.gw.tls_addr(), "api.test", &client, "/")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    s.api
+        .ok(
+            Method::POST,
+            "/api/v1/revocations",
+            Some(json!({"serial": serial.to_uppercase(), "reason": "superseded"})),
+        )
+        .await;
+    let err = get(s.gw.tls_addr(), "api.test", &client, "/")
+        .await
+        .unwrap_err();
+    assert!(err.contains("CertificateRevoked"), "{err}");
+    let (status, v) = s
+        .api
+        .post("/api/v1/revocations", json!({"serial": serial}))
+        .await;
+    assert_eq!((status.as_u16(), code(&v)), (409, "already_revoked"));
+    let (status, v) = s
+        .api
+        .post(
+            "/api/v1/revocations",
+            json!({"fingerprint": "ab".repeat(32), "reason": "bored"}),
+        )
+        .await;
+    assert_eq!((status.as_u16(), code(&v)), (422, "bad_reason"));
+    let (status, v) = s
+        .api
+        .post(
+            "/api/v1/revocations",
+            json!({"fingerprint": "ab".repeat(32), "serial": "01"}),
+        )
+        .await;
+    assert_eq!((status.as_u16(), code(&v)), (422, "one_identifier"));
+    let (status, v) = s
+        .api
+        .post(
+            "/api/v1/revocations",
+            json!({"certificate_pem": format!("{}{}", leaf.cert_pem, leaf.key_pem)}),
+        )
+        .await;
+    assert_eq!(
+        (status.as_u16(), code(&v)),
+        (422, "private_key_not_allowed")
+    );
+    let list = s.api.ok(Method::GET, "/api/v1/revocations", None).await;
+    assert_eq!(list.as_array().unwrap().len(), 1);
+}
