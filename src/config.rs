@@ -53,6 +53,10 @@ pub struct Config {
     pub tls13_session_tickets: usize,
     #[serde(default)]
     pub timeouts: Timeouts,
+    /// Log a warning when a known certificate gets this close to expiry (once per threshold).
+    /// Default `["30d", "7d", "1d"]`.
+    #[serde(default = "default_expiry_warnings")]
+    pub expiry_warnings: Vec<String>,
     /// SQLite file of the store that holds what the admin API manages.
     /// Default: `symbolon.db` next to this file.
     #[serde(default)]
@@ -240,6 +244,9 @@ fn default_listen() -> SocketAddr {
 fn default_metrics_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9464))
 }
+fn default_expiry_warnings() -> Vec<String> {
+    vec!["30d".into(), "7d".into(), "1d".into()]
+}
 fn default_admin_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9443))
 }
@@ -284,14 +291,15 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let (num, unit) = s.split_at(split);
     let n: u64 = num
         .parse()
-        .map_err(|_| format!("'{s}' is not a duration; write it as 250ms, 10s, 5m or 1h"))?;
+        .map_err(|_| format!("'{s}' is not a duration; write it as 250ms, 10s, 5m, 1h or 30d"))?;
     match unit {
         "ms" => Ok(Duration::from_millis(n)),
         "s" => Ok(Duration::from_secs(n)),
         "m" => Ok(Duration::from_secs(n * 60)),
         "h" => Ok(Duration::from_secs(n * 3600)),
+        "d" => Ok(Duration::from_secs(n * 86_400)),
         _ => Err(format!(
-            "'{s}' has an unknown unit; write it as 250ms, 10s, 5m or 1h"
+            "'{s}' has an unknown unit; write it as 250ms, 10s, 5m, 1h or 30d"
         )),
     }
 }
@@ -331,7 +339,8 @@ mod tests {
         }
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert!(parse_duration("ten").is_err());
-        assert!(parse_duration("10d").is_err());
+        assert_eq!(parse_duration("2d").unwrap(), Duration::from_secs(172_800));
+        assert!(parse_duration("10w").is_err());
     }
 
     #[test]

@@ -65,6 +65,8 @@ pub struct State {
     pub store: Store,
     /// Rate-limit buckets, quota use, usage and the transition report (outlive snapshots).
     pub authz: crate::authz::Runtime,
+    /// Client certificates seen in traffic and expiry warnings already given.
+    pub expiry: crate::expiry::Watch,
     /// The configuration file as last applied.
     pub config: ArcSwap<Config>,
     config_path: PathBuf,
@@ -116,6 +118,12 @@ impl State {
 
     /// Makes `snapshot` the one new handshakes and requests use.
     pub fn publish(&self, snapshot: Snapshot) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or_default();
+        self.expiry
+            .check(&snapshot.known_certs, now, &snapshot.expiry_warnings);
         self.snapshot.store(Arc::new(snapshot));
         self.generation.send_modify(|g| *g += 1);
     }
@@ -202,6 +210,7 @@ impl Gateway {
             http,
             store,
             authz: crate::authz::Runtime::default(),
+            expiry: crate::expiry::Watch::default(),
             config: ArcSwap::from_pointee(config.clone()),
             config_path: config_path.to_owned(),
             ticketer,
@@ -244,6 +253,10 @@ impl Gateway {
         tasks.push(tokio::spawn(flush_quotas_every(
             state.clone(),
             Duration::from_secs(2),
+        )));
+        tasks.push(tokio::spawn(watch_expiry(
+            state.clone(),
+            Duration::from_secs(60),
         )));
         if config.watch_files {
             tasks.push(tokio::spawn(watch_files(
@@ -347,6 +360,22 @@ async fn flush_quotas_every(state: Arc<State>, every: Duration) {
     loop {
         tick.tick().await;
         flush_quotas(&state).await;
+    }
+}
+
+/// Checks certificate expiry now and then every `every`: gauges and threshold warnings.
+async fn watch_expiry(state: Arc<State>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let snapshot = state.snapshot.load();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or_default();
+        state
+            .expiry
+            .check(&snapshot.known_certs, now, &snapshot.expiry_warnings);
     }
 }
 

@@ -23,6 +23,7 @@ pub mod cli_admin;
 pub mod client;
 pub mod config;
 pub mod devinit;
+pub mod expiry;
 pub mod explain;
 pub mod gateway;
 pub mod identity;

@@ -115,6 +115,10 @@ pub struct Snapshot {
     pub timeouts: Timeouts,
     pub authz: Arc<crate::authz::AuthzSnapshot>,
     pub revocations: Arc<crate::revocation::Revocations>,
+    /// Every configured certificate and its expiry (domains, bundles, credentials).
+    pub known_certs: Vec<crate::expiry::KnownCert>,
+    /// Expiry warning thresholds, in seconds.
+    pub expiry_warnings: Vec<i64>,
 }
 
 /// One domain to build, from the config file or from the store.
@@ -175,6 +179,40 @@ impl Snapshot {
         let revocations = Arc::new(crate::revocation::Revocations::from_rows(
             &store.revocations,
         ));
+        let mut known_certs = Vec::new();
+        for input in &inputs {
+            for der in &input.chain {
+                if let Ok(info) = pki::CertInfo::parse(der) {
+                    known_certs.push(crate::expiry::KnownCert::new("domain", &input.name, &info));
+                }
+            }
+            if let Some(b) = &input.bundle {
+                let label = input.bundle_label.clone().unwrap_or_default();
+                for info in &b.infos {
+                    known_certs.push(crate::expiry::KnownCert::new(
+                        "bundle",
+                        label.trim_matches('\''),
+                        info,
+                    ));
+                }
+            }
+        }
+        for c in &store.credentials {
+            let chain = pki::parse_certs(c.cert_pem.as_bytes(), std::path::Path::new("credential"))
+                .unwrap_or_default();
+            if let Some(info) = chain.first().and_then(|d| pki::CertInfo::parse(d).ok()) {
+                known_certs.push(crate::expiry::KnownCert::new("credential", &c.name, &info));
+            }
+        }
+        let expiry_warnings = config
+            .expiry_warnings
+            .iter()
+            .map(|t| {
+                crate::config::parse_duration(t)
+                    .map(|d| d.as_secs() as i64)
+                    .map_err(|e| SnapshotError::Authz(format!("expiry_warnings: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let mut domains = Vec::new();
         let mut by_name = HashMap::new();
         let mut wildcards = HashMap::new();
@@ -289,6 +327,8 @@ impl Snapshot {
             timeouts: config.timeouts.clone(),
             authz: Arc::new(authz_from_store(store)?),
             revocations,
+            known_certs,
+            expiry_warnings,
         })
     }
 

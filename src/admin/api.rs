@@ -74,7 +74,8 @@ type Body<T> = Result<Json<T>, JsonRejection>;
         authz_api::transition_report,
         authz_api::verify,
         authz_api::list_revocations,
-        authz_api::revoke
+        authz_api::revoke,
+        authz_api::expiring
     ),
     components(schemas(ErrorBody, ErrorDetail, store::AuditRow))
 )]

@@ -45,6 +45,41 @@ pub(super) fn routes(r: Router<Arc<App>>) -> Router<Arc<App>> {
         .route("/api/v1/transition-report", get(transition_report))
         .route("/api/v1/verify", post(verify))
         .route("/api/v1/revocations", get(list_revocations).post(revoke))
+        .route("/api/v1/expiring", get(expiring))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct ExpiringQuery {
+    /// How far ahead to look: `30d` (default), `12h`…
+    pub within: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/expiring", tag = "lifecycle", params(ExpiringQuery),
+    responses((status = 200, description = "Certificates expiring within the window (expired ones included), soonest first", body = [crate::expiry::KnownCert]), (status = 422)))]
+pub(super) async fn expiring(
+    State(app): State<Arc<App>>,
+    axum::extract::Query(q): axum::extract::Query<ExpiringQuery>,
+) -> Res<Json<Vec<crate::expiry::KnownCert>>> {
+    let within = q.within.as_deref().unwrap_or("30d");
+    let secs = crate::config::parse_duration(within)
+        .map_err(|e| {
+            ApiError::invalid(
+                "bad_duration",
+                format!("within: {e}"),
+                "for example within=30d",
+            )
+        })?
+        .as_secs() as i64;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default();
+    let snapshot = app.state.snapshot.load();
+    Ok(Json(app.state.expiry.expiring(
+        &snapshot.known_certs,
+        now,
+        secs,
+    )))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -137,6 +137,9 @@ async fn serve_connection(state: Arc<State>, tcp: TcpStream, peer: SocketAddr, w
     }
     metrics::counter!("symbolon_handshakes_total", "result" => "accepted", "reason" => reason)
         .increment(1);
+    if let Some(leaf) = &identity.leaf {
+        state.expiry.saw_client(&domain.name, leaf);
+    }
     let chain_cas = match (&identity.leaf, peer_certs) {
         (Some(leaf), Some(certs)) if identity.verdict == Verdict::Success => {
             domain.chain_cas(certs, leaf)

@@ -548,6 +548,7 @@ async fn openapi_document_lists_every_endpoint() {
         ("/api/v1/transition-report", &["get"]),
         ("/api/v1/verify", &["post"]),
         ("/api/v1/revocations", &["get", "post"]),
+        ("/api/v1/expiring", &["get"]),
     ];
     for (path, methods) in want {
         let item = paths

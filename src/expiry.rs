@@ -1,0 +1,123 @@
+//! Expiry watch: every certificate the gateway knows — domains' server chains, trust bundles'
+//! CAs, upstream credentials and client certificates seen in traffic — with its not-after, as an
+//! API list, Prometheus gauges and log warnings at configurable thresholds.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use crate::pki::{CertInfo, rfc3339};
+
+/// One certificate and when it expires.
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct KnownCert {
+    /// `domain`, `bundle`, `credential` or `client` (seen in traffic).
+    pub kind: String,
+    /// The domain, bundle or credential it belongs to (for clients: the domain it was seen on).
+    pub name: String,
+    pub subject: String,
+    pub fingerprint_sha256: String,
+    pub not_after: String,
+    /// Negative once expired.
+    pub expires_in_seconds: i64,
+    #[serde(skip)]
+    pub not_after_unix: i64,
+}
+
+impl KnownCert {
+    pub fn new(kind: &str, name: &str, info: &CertInfo) -> Self {
+        Self {
+            kind: kind.into(),
+            name: name.into(),
+            subject: info.subject.clone(),
+            fingerprint_sha256: info.fingerprint_sha256.clone(),
+            not_after: rfc3339(info.not_after),
+            expires_in_seconds: 0,
+            not_after_unix: info.not_after,
+        }
+    }
+
+    fn at(mut self, now: i64) -> Self {
+        self.expires_in_seconds = self.not_after_unix - now;
+        self
+    }
+}
+
+const SEEN_CAP: usize = 10_000;
+
+/// Client certificates seen in traffic (bounded), and the warnings already logged.
+#[derive(Debug, Default)]
+pub struct Watch {
+    seen: Mutex<HashMap<String, KnownCert>>,
+    warned: Mutex<HashSet<(String, i64)>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+impl Watch {
+    /// Remembers a client certificate (once per fingerprint; bounded).
+    pub fn saw_client(&self, domain: &str, info: &CertInfo) {
+        let mut seen = lock(&self.seen);
+        if seen.contains_key(&info.fingerprint_sha256) || seen.len() >= SEEN_CAP {
+            return;
+        }
+        seen.insert(
+            info.fingerprint_sha256.clone(),
+            KnownCert::new("client", domain, info),
+        );
+    }
+
+    /// Everything known, soonest expiry first, that expires within `within` seconds.
+    pub fn expiring(&self, configured: &[KnownCert], now: i64, within: i64) -> Vec<KnownCert> {
+        let seen = lock(&self.seen);
+        let mut all: Vec<KnownCert> = configured
+            .iter()
+            .chain(seen.values())
+            .filter(|c| c.not_after_unix - now <= within)
+            .cloned()
+            .map(|c| c.at(now))
+            .collect();
+        all.sort_by_key(|c| c.not_after_unix);
+        all
+    }
+
+    /// Logs a warning the first time a certificate crosses each threshold; sets the gauges.
+    pub fn check(&self, configured: &[KnownCert], now: i64, thresholds: &[i64]) {
+        for c in configured {
+            metrics::gauge!("symbolon_certificate_expiry_seconds", "kind" => c.kind.clone(), "name" => c.name.clone(), "fingerprint" => c.fingerprint_sha256.clone())
+                .set((c.not_after_unix - now) as f64);
+        }
+        let seen: Vec<KnownCert> = lock(&self.seen).values().cloned().collect();
+        let soon = seen
+            .iter()
+            .filter(|c| c.not_after_unix - now <= 7 * 86_400)
+            .count();
+        metrics::gauge!("symbolon_client_certificates_expiring_7d").set(soon as f64);
+        let mut warned = lock(&self.warned);
+        for c in configured.iter().chain(&seen) {
+            let left = c.not_after_unix - now;
+            // The smallest threshold already crossed.
+            let Some(t) = thresholds.iter().copied().filter(|t| left <= *t).min() else {
+                continue;
+            };
+            if warned.insert((c.fingerprint_sha256.clone(), t)) {
+                let when = if left < 0 {
+                    format!("expired {} ago", crate::explain::span(-left))
+                } else {
+                    format!("expires in {}", crate::explain::span(left))
+                };
+                tracing::warn!(
+                    kind = %c.kind, name = %c.name, subject = %c.subject,
+                    fingerprint = %c.fingerprint_sha256, not_after = %c.not_after,
+                    "certificate {when}"
+                );
+            }
+        }
+    }
+}
