@@ -18,6 +18,7 @@
 
 pub mod admin;
 pub mod authz;
+pub mod ca;
 pub mod cli;
 pub mod cli_admin;
 pub mod client;
