@@ -41,7 +41,9 @@ pub enum CaError {
     Missing(PathBuf),
     #[error("the CA key cannot be decrypted: wrong passphrase or a damaged key file ({0})")]
     Decrypt(PathBuf),
-    #[error("the CA passphrase is empty. Fix: set SYMBOLON_CA_PASSPHRASE or pass --passphrase-file")]
+    #[error(
+        "the CA passphrase is empty. Fix: set SYMBOLON_CA_PASSPHRASE or pass --passphrase-file"
+    )]
     NoPassphrase,
     #[error("unknown key algorithm '{0}'. Fix: use p256 (default), p384, ed25519 or rsa2048")]
     Algorithm(String),
@@ -54,7 +56,9 @@ pub enum CaError {
 }
 
 /// Certificate profiles.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize, utoipa::ToSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Profile {
     /// clientAuth; default lifetime 24 h.
@@ -88,9 +92,17 @@ fn algorithm(name: &str) -> Result<&'static rcgen::SignatureAlgorithm, CaError> 
 
 fn derive(passphrase: &[u8], salt: &[u8], iterations: u32) -> Result<LessSafeKey, CaError> {
     let mut key = [0u8; 32];
-    let iters = NonZeroU32::new(iterations).ok_or_else(|| CaError::Invalid("bad iteration count".into()))?;
-    aws_lc_rs::pbkdf2::derive(aws_lc_rs::pbkdf2::PBKDF2_HMAC_SHA256, iters, salt, passphrase, &mut key);
-    let unbound = UnboundKey::new(&AES_256_GCM, &key).map_err(|_| CaError::Invalid("cannot create the AES key".into()))?;
+    let iters = NonZeroU32::new(iterations)
+        .ok_or_else(|| CaError::Invalid("bad iteration count".into()))?;
+    aws_lc_rs::pbkdf2::derive(
+        aws_lc_rs::pbkdf2::PBKDF2_HMAC_SHA256,
+        iters,
+        salt,
+        passphrase,
+        &mut key,
+    );
+    let unbound = UnboundKey::new(&AES_256_GCM, &key)
+        .map_err(|_| CaError::Invalid("cannot create the AES key".into()))?;
     Ok(LessSafeKey::new(unbound))
 }
 
@@ -105,25 +117,33 @@ pub fn encrypt_key(pkcs8: &[u8], passphrase: &[u8]) -> Result<String, CaError> {
     aws_lc_rs::rand::fill(&mut nonce).map_err(|_| CaError::Invalid("the RNG failed".into()))?;
     let key = derive(passphrase, &salt, PBKDF2_ITERATIONS)?;
     let mut sealed = pkcs8.to_vec();
-    key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(ENC_LABEL.as_bytes()), &mut sealed)
-        .map_err(|_| CaError::Invalid("encryption failed".into()))?;
+    key.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key(nonce),
+        Aad::from(ENC_LABEL.as_bytes()),
+        &mut sealed,
+    )
+    .map_err(|_| CaError::Invalid("encryption failed".into()))?;
     let mut blob = Vec::with_capacity(32 + sealed.len());
     blob.extend_from_slice(&salt);
     blob.extend_from_slice(&nonce);
     blob.extend_from_slice(&PBKDF2_ITERATIONS.to_be_bytes());
     blob.extend_from_slice(&sealed);
     let b64 = STANDARD.encode(blob);
-    let lines: Vec<&str> = b64.as_bytes().chunks(64).filter_map(|c| std::str::from_utf8(c).ok()).collect();
-    Ok(format!("-----BEGIN {ENC_LABEL}-----\n{}\n-----END {ENC_LABEL}-----\n", lines.join("\n")))
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .filter_map(|c| std::str::from_utf8(c).ok())
+        .collect();
+    Ok(format!(
+        "-----BEGIN {ENC_LABEL}-----\n{}\n-----END {ENC_LABEL}-----\n",
+        lines.join("\n")
+    ))
 }
 
 /// Opens a sealed key.
 pub fn decrypt_key(pem: &str, passphrase: &[u8], path: &Path) -> Result<Vec<u8>, CaError> {
     let bad = || CaError::Decrypt(path.to_owned());
-    let body: String = pem
-        .lines()
-        .filter(|l| !l.starts_with("-----"))
-        .collect();
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
     let blob = STANDARD.decode(body).map_err(|_| bad())?;
     if blob.len() < 32 + 16 {
         return Err(bad());
@@ -136,7 +156,11 @@ pub fn decrypt_key(pem: &str, passphrase: &[u8], path: &Path) -> Result<Vec<u8>,
     let nonce: [u8; 12] = nonce.try_into().map_err(|_| bad())?;
     let mut buf = sealed.to_vec();
     let plain = key
-        .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(ENC_LABEL.as_bytes()), &mut buf)
+        .open_in_place(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(ENC_LABEL.as_bytes()),
+            &mut buf,
+        )
         .map_err(|_| bad())?;
     Ok(plain.to_vec())
 }
@@ -144,18 +168,32 @@ pub fn decrypt_key(pem: &str, passphrase: &[u8], path: &Path) -> Result<Vec<u8>,
 fn write_private(path: &Path, text: &str) -> Result<(), CaError> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
-    let io = |source| CaError::Io { path: path.to_owned(), source };
-    let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(io)?;
+    let io = |source| CaError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io)?;
     f.write_all(text.as_bytes()).map_err(io)?;
     f.sync_all().map_err(io)
 }
 
 fn write_public(path: &Path, text: &str) -> Result<(), CaError> {
-    fs::write(path, text).map_err(|source| CaError::Io { path: path.to_owned(), source })
+    fs::write(path, text).map_err(|source| CaError::Io {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 fn read(path: &Path) -> Result<String, CaError> {
-    fs::read_to_string(path).map_err(|source| CaError::Io { path: path.to_owned(), source })
+    fs::read_to_string(path).map_err(|source| CaError::Io {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 // === the CA ===
@@ -180,7 +218,11 @@ fn ca_params(cn: &str, lifetime: Duration, path_len: u8) -> Result<CertificatePa
     let mut p = CertificateParams::new(Vec::<String>::new())?;
     p.distinguished_name = dn(cn);
     p.is_ca = IsCa::Ca(BasicConstraints::Constrained(path_len));
-    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     p.not_before = now - Duration::minutes(5);
     p.not_after = now + lifetime;
     Ok(p)
@@ -188,7 +230,12 @@ fn ca_params(cn: &str, lifetime: Duration, path_len: u8) -> Result<CertificatePa
 
 /// Creates a root (10 years) and an intermediate (5 years) in `dir`. With `root_key_out`, the
 /// root key is written there instead (an offline root: move that file off the machine).
-pub fn init(dir: &Path, alg: &str, passphrase: &[u8], root_key_out: Option<&Path>) -> Result<InitReport, CaError> {
+pub fn init(
+    dir: &Path,
+    alg: &str,
+    passphrase: &[u8],
+    root_key_out: Option<&Path>,
+) -> Result<InitReport, CaError> {
     if passphrase.is_empty() {
         return Err(CaError::NoPassphrase);
     }
@@ -196,7 +243,10 @@ pub fn init(dir: &Path, alg: &str, passphrase: &[u8], root_key_out: Option<&Path
     if dir.join("intermediate.pem").exists() {
         return Err(CaError::Exists(dir.to_owned()));
     }
-    fs::create_dir_all(dir).map_err(|source| CaError::Io { path: dir.to_owned(), source })?;
+    fs::create_dir_all(dir).map_err(|source| CaError::Io {
+        path: dir.to_owned(),
+        source,
+    })?;
     let root_key = KeyPair::generate_for(alg)?;
     let root_params = ca_params("Symbolon Root CA", Duration::days(3650), 1)?;
     let root_cert = root_params.self_signed(&root_key)?;
@@ -206,14 +256,22 @@ pub fn init(dir: &Path, alg: &str, passphrase: &[u8], root_key_out: Option<&Path
     let int_cert = int_params.signed_by(&int_key, &root_issuer)?;
     let report = InitReport {
         root_cert: dir.join("root.pem"),
-        root_key: root_key_out.map(Path::to_path_buf).unwrap_or_else(|| dir.join("root.key")),
+        root_key: root_key_out
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| dir.join("root.key")),
         intermediate_cert: dir.join("intermediate.pem"),
         intermediate_key: dir.join("intermediate.key"),
     };
     write_public(&report.root_cert, &root_cert.pem())?;
-    write_private(&report.root_key, &encrypt_key(&root_issuer.key().serialize_der(), passphrase)?)?;
+    write_private(
+        &report.root_key,
+        &encrypt_key(&root_issuer.key().serialize_der(), passphrase)?,
+    )?;
     write_public(&report.intermediate_cert, &int_cert.pem())?;
-    write_private(&report.intermediate_key, &encrypt_key(&int_key.serialize_der(), passphrase)?)?;
+    write_private(
+        &report.intermediate_key,
+        &encrypt_key(&int_key.serialize_der(), passphrase)?,
+    )?;
     Ok(report)
 }
 
@@ -245,11 +303,18 @@ impl Ca {
         let root = first_cert(&read(&root_path)?, &root_path)?;
         let key_path = dir.join("intermediate.key");
         let pkcs8 = decrypt_key(&read(&key_path)?, passphrase, &key_path)?;
-        let key = KeyPair::try_from(&PrivatePkcs8KeyDer::from(pkcs8)).map_err(|_| CaError::Decrypt(key_path))?;
+        let key = KeyPair::try_from(&PrivatePkcs8KeyDer::from(pkcs8))
+            .map_err(|_| CaError::Decrypt(key_path))?;
         let info = CertInfo::parse(&intermediate).map_err(CaError::Invalid)?;
-        let not_after = OffsetDateTime::from_unix_timestamp(info.not_after).map_err(|e| CaError::Invalid(e.to_string()))?;
+        let not_after = OffsetDateTime::from_unix_timestamp(info.not_after)
+            .map_err(|e| CaError::Invalid(e.to_string()))?;
         let issuer = Issuer::from_ca_cert_der(&intermediate, key)?;
-        Ok(Self { issuer, intermediate, root, not_after })
+        Ok(Self {
+            issuer,
+            intermediate,
+            root,
+            not_after,
+        })
     }
 
     pub fn root_der(&self) -> &CertificateDer<'static> {
@@ -257,13 +322,22 @@ impl Ca {
     }
 
     /// The lifetime asked for (or the profile's default), capped by the intermediate's expiry.
-    fn window(&self, profile: Profile, lifetime: Option<Duration>) -> (OffsetDateTime, OffsetDateTime) {
+    fn window(
+        &self,
+        profile: Profile,
+        lifetime: Option<Duration>,
+    ) -> (OffsetDateTime, OffsetDateTime) {
         let now = OffsetDateTime::now_utc();
         let end = now + lifetime.unwrap_or(profile.default_lifetime());
         (now - Duration::minutes(1), end.min(self.not_after))
     }
 
-    fn apply_profile(&self, p: &mut CertificateParams, profile: Profile, lifetime: Option<Duration>) -> Result<(), CaError> {
+    fn apply_profile(
+        &self,
+        p: &mut CertificateParams,
+        profile: Profile,
+        lifetime: Option<Duration>,
+    ) -> Result<(), CaError> {
         let (from, until) = self.window(profile, lifetime);
         p.not_before = from;
         p.not_after = until;
@@ -272,15 +346,26 @@ impl Ca {
         p.extended_key_usages = match profile {
             Profile::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
             Profile::Server => vec![ExtendedKeyUsagePurpose::ServerAuth],
-            Profile::Spiffe => vec![ExtendedKeyUsagePurpose::ClientAuth, ExtendedKeyUsagePurpose::ServerAuth],
+            Profile::Spiffe => vec![
+                ExtendedKeyUsagePurpose::ClientAuth,
+                ExtendedKeyUsagePurpose::ServerAuth,
+            ],
         };
         let mut serial = [0u8; 16];
-        aws_lc_rs::rand::fill(&mut serial).map_err(|_| CaError::Invalid("the RNG failed".into()))?;
+        aws_lc_rs::rand::fill(&mut serial)
+            .map_err(|_| CaError::Invalid("the RNG failed".into()))?;
         serial[0] &= 0x7f;
         p.serial_number = Some(SerialNumber::from_slice(&serial));
         p.use_authority_key_identifier_extension = true;
-        if profile == Profile::Spiffe && !p.subject_alt_names.iter().any(|s| matches!(s, SanType::URI(u) if u.as_str().starts_with("spiffe://"))) {
-            return Err(CaError::Invalid("the spiffe profile needs a SPIFFE ID (spiffe://trust-domain/path)".into()));
+        if profile == Profile::Spiffe
+            && !p
+                .subject_alt_names
+                .iter()
+                .any(|s| matches!(s, SanType::URI(u) if u.as_str().starts_with("spiffe://")))
+        {
+            return Err(CaError::Invalid(
+                "the spiffe profile needs a SPIFFE ID (spiffe://trust-domain/path)".into(),
+            ));
         }
         Ok(())
     }
@@ -289,31 +374,57 @@ impl Ca {
         let info = CertInfo::parse(&der).map_err(CaError::Invalid)?;
         let pem = |d: &[u8]| {
             let b64 = STANDARD.encode(d);
-            let lines: Vec<&str> = b64.as_bytes().chunks(64).filter_map(|c| std::str::from_utf8(c).ok()).collect();
-            format!("-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n", lines.join("\n"))
+            let lines: Vec<&str> = b64
+                .as_bytes()
+                .chunks(64)
+                .filter_map(|c| std::str::from_utf8(c).ok())
+                .collect();
+            format!(
+                "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+                lines.join("\n")
+            )
         };
         let chain_pem = format!("{}{}", pem(&der), pem(&self.intermediate));
-        Ok(Issued { der, chain_pem, info })
+        Ok(Issued {
+            der,
+            chain_pem,
+            info,
+        })
     }
 
     /// Signs a CSR (its signature is checked). The subject and SANs come from the CSR; the
     /// profile decides usage and lifetime.
-    pub fn sign_csr(&self, csr_pem: &str, profile: Profile, lifetime: Option<Duration>) -> Result<Issued, CaError> {
-        let mut csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| CaError::Csr(e.to_string()))?;
+    pub fn sign_csr(
+        &self,
+        csr_pem: &str,
+        profile: Profile,
+        lifetime: Option<Duration>,
+    ) -> Result<Issued, CaError> {
+        let mut csr = CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| CaError::Csr(e.to_string()))?;
         self.apply_profile(&mut csr.params, profile, lifetime)?;
         let cert = csr.signed_by(&self.issuer)?;
         self.finish(cert.der().clone())
     }
 
     /// Generates a key and a certificate. Returns the certificate and the key (PKCS#8 PEM).
-    pub fn issue(&self, name: &str, spiffe_id: Option<&str>, dns: &[String], profile: Profile, lifetime: Option<Duration>) -> Result<(Issued, KeyPair), CaError> {
+    pub fn issue(
+        &self,
+        name: &str,
+        spiffe_id: Option<&str>,
+        dns: &[String],
+        profile: Profile,
+        lifetime: Option<Duration>,
+    ) -> Result<(Issued, KeyPair), CaError> {
         let key = KeyPair::generate()?;
         let mut p = CertificateParams::new(dns.to_vec())?;
         p.distinguished_name = DistinguishedName::new();
         p.distinguished_name.push(DnType::CommonName, name);
         if let Some(id) = spiffe_id {
             if !id.starts_with("spiffe://") {
-                return Err(CaError::Invalid(format!("'{id}' is not a SPIFFE ID (spiffe://trust-domain/path)")));
+                return Err(CaError::Invalid(format!(
+                    "'{id}' is not a SPIFFE ID (spiffe://trust-domain/path)"
+                )));
             }
             p.subject_alt_names.push(SanType::URI(id.try_into()?));
         }
@@ -323,7 +434,12 @@ impl Ca {
     }
 
     /// A CRL of the given (serial hex, revoked at, reason) entries, valid for `valid_for`.
-    pub fn crl(&self, revoked: &[(String, OffsetDateTime, String)], crl_number: u64, valid_for: Duration) -> Result<Vec<u8>, CaError> {
+    pub fn crl(
+        &self,
+        revoked: &[(String, OffsetDateTime, String)],
+        crl_number: u64,
+        valid_for: Duration,
+    ) -> Result<Vec<u8>, CaError> {
         let now = OffsetDateTime::now_utc();
         let revoked_certs = revoked
             .iter()
@@ -360,7 +476,10 @@ fn first_cert(pem: &str, path: &Path) -> Result<CertificateDer<'static>, CaError
 fn hex_bytes(s: &str) -> Option<Vec<u8>> {
     let h = crate::revocation::normalize_serial(s);
     let h = if h.len() % 2 == 1 { format!("0{h}") } else { h };
-    (0..h.len()).step_by(2).map(|i| u8::from_str_radix(h.get(i..i + 2)?, 16).ok()).collect()
+    (0..h.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(h.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 fn reason_code(r: &str) -> Option<RevocationReason> {
@@ -380,15 +499,24 @@ fn reason_code(r: &str) -> Option<RevocationReason> {
 /// PEM of a CRL.
 pub fn crl_pem(der: &[u8]) -> String {
     let b64 = STANDARD.encode(der);
-    let lines: Vec<&str> = b64.as_bytes().chunks(64).filter_map(|c| std::str::from_utf8(c).ok()).collect();
-    format!("-----BEGIN X509 CRL-----\n{}\n-----END X509 CRL-----\n", lines.join("\n"))
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .filter_map(|c| std::str::from_utf8(c).ok())
+        .collect();
+    format!(
+        "-----BEGIN X509 CRL-----\n{}\n-----END X509 CRL-----\n",
+        lines.join("\n")
+    )
 }
 
 /// The CA passphrase: from a file, else from `SYMBOLON_CA_PASSPHRASE`.
 pub fn passphrase(file: Option<&Path>) -> Result<Vec<u8>, CaError> {
     let p = match file {
         Some(f) => read(f)?.trim_end_matches(['\n', '\r']).as_bytes().to_vec(),
-        None => std::env::var("SYMBOLON_CA_PASSPHRASE").unwrap_or_default().into_bytes(),
+        None => std::env::var("SYMBOLON_CA_PASSPHRASE")
+            .unwrap_or_default()
+            .into_bytes(),
     };
     if p.is_empty() {
         return Err(CaError::NoPassphrase);
@@ -404,8 +532,14 @@ mod tests {
     fn sealed_keys_open_only_with_their_passphrase() {
         let sealed = encrypt_key(b"pkcs8 bytes", b"correct horse").unwrap();
         assert!(sealed.starts_with("-----BEGIN SYMBOLON ENCRYPTED PRIVATE KEY-----"));
-        assert_eq!(decrypt_key(&sealed, b"correct horse", Path::new("k")).unwrap(), b"pkcs8 bytes");
-        assert!(matches!(decrypt_key(&sealed, b"wrong", Path::new("k")), Err(CaError::Decrypt(_))));
+        assert_eq!(
+            decrypt_key(&sealed, b"correct horse", Path::new("k")).unwrap(),
+            b"pkcs8 bytes"
+        );
+        assert!(matches!(
+            decrypt_key(&sealed, b"wrong", Path::new("k")),
+            Err(CaError::Decrypt(_))
+        ));
         assert!(matches!(encrypt_key(b"x", b""), Err(CaError::NoPassphrase)));
     }
 }

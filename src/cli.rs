@@ -128,6 +128,9 @@ pub enum Command {
     /// Certificates, described in plain language.
     #[command(subcommand)]
     Cert(CertCmd),
+    /// The built-in CA: init, sign CSRs, issue certificates (works on the CA directory).
+    #[command(subcommand)]
+    Ca(CaCmd),
     /// Print everything the store holds as TOML (private keys left out).
     Export {
         /// Write to this file instead of standard output.
@@ -324,6 +327,65 @@ pub enum IdentityCmd {
     },
 }
 
+/// Where the CA lives and how to open its key.
+#[derive(Debug, clap::Args)]
+pub struct CaDir {
+    /// CA directory.
+    #[arg(long = "ca-dir", default_value = "symbolon-data/ca")]
+    pub dir: PathBuf,
+    /// File holding the passphrase of the CA keys (else SYMBOLON_CA_PASSPHRASE).
+    #[arg(long)]
+    pub passphrase_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaCmd {
+    /// Create a root and an intermediate CA (keys 0600, encrypted with the passphrase).
+    Init {
+        #[command(flatten)]
+        ca: CaDir,
+        /// p256 (default), p384, ed25519 or rsa2048.
+        #[arg(long, default_value = "p256")]
+        algorithm: String,
+        /// Write the root key here instead of the CA directory (an offline root: move it away).
+        #[arg(long)]
+        root_key_out: Option<PathBuf>,
+    },
+    /// Sign a CSR (PEM); prints the certificate chain.
+    Sign {
+        csr: PathBuf,
+        #[command(flatten)]
+        ca: CaDir,
+        /// client (default), server or spiffe.
+        #[arg(long, default_value = "client")]
+        profile: String,
+        /// e.g. 24h, 90d (default: 24h for client/spiffe, 90d for server; capped by the CA).
+        #[arg(long)]
+        lifetime: Option<String>,
+    },
+    /// Generate a key and a certificate: writes NAME.pem, NAME.key (0600) and NAME.p12.
+    Issue {
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        ca: CaDir,
+        #[arg(long)]
+        spiffe_id: Option<String>,
+        #[arg(long)]
+        dns: Vec<String>,
+        #[arg(long, default_value = "client")]
+        profile: String,
+        #[arg(long)]
+        lifetime: Option<String>,
+        /// Directory for the files (default: the current one).
+        #[arg(long, default_value = ".")]
+        out_dir: PathBuf,
+        /// Password of the PKCS#12 file.
+        #[arg(long, default_value = "symbolon")]
+        p12_password: String,
+    },
+}
+
 #[derive(Debug, Subcommand)]
 pub enum CertCmd {
     /// Describe each certificate in a PEM file (a certificate, a chain or a bundle).
@@ -438,6 +500,7 @@ pub fn main() -> ExitCode {
         }
         Command::AdminToken { name } => admin_token(&name),
         Command::Cert(CertCmd::Inspect { file }) => inspect(&file),
+        Command::Ca(cmd) => crate::cli_ca::run(cmd),
         command => runtime.block_on(crate::cli_admin::run(command, &cli.data_dir, &cli.api)),
     }
 }

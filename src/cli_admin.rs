@@ -497,7 +497,9 @@ async fn run_inner(command: Command, data_dir: &Path, api: &ApiArgs) -> Result<(
             c.get(&format!("/api/v1/audit?limit={limit}")).await?,
             &["at", "actor", "action", "target", "detail"],
         ),
-        Command::Serve { .. } | Command::AdminToken { .. } | Command::Cert(_) => return Ok(()),
+        Command::Serve { .. } | Command::AdminToken { .. } | Command::Cert(_) | Command::Ca(_) => {
+            return Ok(());
+        }
     };
     match out {
         Out::Table(v, _) if api.json => {

@@ -172,20 +172,28 @@ fn dn(cn: &str) -> DistinguishedName {
 }
 
 fn pkcs12(cert: &[u8], ca: &[u8], key_pkcs8: &[u8]) -> Result<Vec<u8>, InitError> {
+    pkcs12_with(cert, ca, key_pkcs8, "demo-client", P12_PASSWORD)
+}
+
+/// A PKCS#12 file with a certificate, its CA and its key, under `password`.
+pub fn pkcs12_with(
+    cert: &[u8],
+    ca: &[u8],
+    key_pkcs8: &[u8],
+    alias: &str,
+    password: &str,
+) -> Result<Vec<u8>, InitError> {
     use p12_keystore::{Certificate, KeyStore, KeyStoreEntry, PrivateKey, PrivateKeyChain};
     let e = |err: p12_keystore::error::Error| InitError::P12(err.to_string());
     let key = PrivateKey::from_der(key_pkcs8).map_err(e)?;
-    let chain = PrivateKeyChain::new(
-        b"demo-client".to_vec(),
-        key,
-        [
-            Certificate::from_der(cert).map_err(e)?,
-            Certificate::from_der(ca).map_err(e)?,
-        ],
-    );
+    let mut certs = vec![Certificate::from_der(cert).map_err(e)?];
+    if !ca.is_empty() {
+        certs.push(Certificate::from_der(ca).map_err(e)?);
+    }
+    let chain = PrivateKeyChain::new(alias.as_bytes().to_vec(), key, certs);
     let mut store = KeyStore::new();
-    store.add_entry("demo-client", KeyStoreEntry::PrivateKeyChain(chain));
-    store.writer(P12_PASSWORD).write().map_err(e)
+    store.add_entry(alias, KeyStoreEntry::PrivateKeyChain(chain));
+    store.writer(password).write().map_err(e)
 }
 
 fn write_public(path: &Path, bytes: &[u8]) -> Result<(), InitError> {

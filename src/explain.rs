@@ -34,11 +34,15 @@ pub fn validity(info: &CertInfo, now: i64) -> String {
 
 /// A duration in the largest sensible unit: "3 days", "5 hours", "40 minutes", "12 seconds".
 pub fn span(secs: i64) -> String {
-    let (n, unit) = match secs {
-        s if s >= 2 * 86_400 => (s / 86_400, "day"),
-        s if s >= 2 * 3_600 => (s / 3_600, "hour"),
-        s if s >= 2 * 60 => (s / 60, "minute"),
-        s => (s, "second"),
+    let round = |unit: i64| (secs + unit / 2) / unit;
+    let (n, unit) = if round(86_400) >= 2 {
+        (round(86_400), "day")
+    } else if round(3_600) >= 2 {
+        (round(3_600), "hour")
+    } else if round(60) >= 2 {
+        (round(60), "minute")
+    } else {
+        (secs, "second")
     };
     format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
 }
@@ -211,6 +215,8 @@ mod tests {
     fn spans_read_naturally() {
         assert_eq!(span(3 * 86_400 + 5), "3 days");
         assert_eq!(span(86_400), "24 hours");
+        assert_eq!(span(86_399), "24 hours");
+        assert_eq!(span(7_199), "2 hours");
         assert_eq!(span(3_600), "60 minutes");
         assert_eq!(span(1), "1 second");
     }

@@ -21,6 +21,7 @@ pub mod authz;
 pub mod ca;
 pub mod cli;
 pub mod cli_admin;
+pub mod cli_ca;
 pub mod client;
 pub mod config;
 pub mod devinit;

@@ -699,3 +699,186 @@ fn cert_inspect_describes_certificates() {
     assert_eq!(code, 64);
     assert!(err.contains("private key"), "{err}");
 }
+
+/// Runs the CLI with the CA passphrase in the environment.
+fn ca_cli(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_symbolon"))
+        .args(args)
+        .current_dir(dir)
+        .env("SYMBOLON_CA_PASSPHRASE", "correct horse battery staple")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+fn openssl(dir: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl must be installed");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn built_in_ca_issues_certificates_that_openssl_verifies() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    for alg in ["p256", "p384", "ed25519", "rsa2048"] {
+        let ca_dir = format!("ca-{alg}");
+        let (code, out, err) = ca_cli(
+            dir,
+            &["ca", "init", "--ca-dir", &ca_dir, "--algorithm", alg],
+        );
+        assert_eq!(code, 0, "{alg}: {err}");
+        assert!(out.contains("encrypted, 0600"));
+        for key in ["root.key", "intermediate.key"] {
+            let path = dir.join(&ca_dir).join(key);
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert!(
+                text.starts_with("-----BEGIN SYMBOLON ENCRYPTED PRIVATE KEY-----"),
+                "{alg}: the key is not encrypted"
+            );
+        }
+        let (code, out, err) = ca_cli(
+            dir,
+            &[
+                "ca",
+                "issue",
+                "--ca-dir",
+                &ca_dir,
+                "--name",
+                &format!("svc-{alg}"),
+                "--spiffe-id",
+                "spiffe://acme.test/svc",
+                "--profile",
+                "spiffe",
+            ],
+        );
+        assert_eq!(code, 0, "{alg}: {err}");
+        assert!(out.contains("valid for another 24 hours"), "{out}");
+        let (ok, text) = openssl(
+            dir,
+            &[
+                "verify",
+                "-CAfile",
+                &format!("{ca_dir}/root.pem"),
+                "-untrusted",
+                &format!("{ca_dir}/intermediate.pem"),
+                &format!("svc-{alg}.pem"),
+            ],
+        );
+        assert!(ok && text.contains(": OK"), "{alg}: {text}");
+    }
+    // A CSR made with openssl req is signed; its lifetime is capped by what was asked.
+    let (ok, text) = openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "dev.key",
+            "-subj",
+            "/CN=device-1",
+            "-out",
+            "dev.csr",
+        ],
+    );
+    assert!(ok, "{text}");
+    let (code, out, err) = ca_cli(
+        dir,
+        &[
+            "ca",
+            "sign",
+            "dev.csr",
+            "--ca-dir",
+            "ca-p256",
+            "--lifetime",
+            "2h",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    std::fs::write(dir.join("dev.pem"), &out).unwrap();
+    let (ok, text) = openssl(
+        dir,
+        &[
+            "verify",
+            "-CAfile",
+            "ca-p256/root.pem",
+            "-untrusted",
+            "ca-p256/intermediate.pem",
+            "-purpose",
+            "sslclient",
+            "dev.pem",
+        ],
+    );
+    assert!(ok && text.contains(": OK"), "{text}");
+    assert!(err.contains("valid for another 2 hours"), "{err}");
+    // A forged CSR (signature broken) is refused.
+    let csr = std::fs::read_to_string(dir.join("dev.csr")).unwrap();
+    let lines: Vec<&str> = csr.lines().collect();
+    let mut forged = lines.clone();
+    let mid = lines.len() / 2;
+    let flipped: String = lines[mid].chars().rev().collect();
+    forged[mid] = &flipped;
+    std::fs::write(dir.join("forged.csr"), forged.join("\n")).unwrap();
+    let (code, _, err) = ca_cli(dir, &["ca", "sign", "forged.csr", "--ca-dir", "ca-p256"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("CSR is not valid"), "{err}");
+    // The wrong passphrase cannot open the CA.
+    let out = Command::new(env!("CARGO_BIN_EXE_symbolon"))
+        .args(["ca", "sign", "dev.csr", "--ca-dir", "ca-p256"])
+        .current_dir(dir)
+        .env("SYMBOLON_CA_PASSPHRASE", "wrong")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wrong passphrase"));
+    // An offline root: its key is written elsewhere, not in the CA directory.
+    let (code, _, err) = ca_cli(
+        dir,
+        &[
+            "ca",
+            "init",
+            "--ca-dir",
+            "ca-offline",
+            "--root-key-out",
+            "offline-root.key",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(!dir.join("ca-offline/root.key").exists() && dir.join("offline-root.key").exists());
+    let (code, _, err) = ca_cli(
+        dir,
+        &[
+            "ca",
+            "issue",
+            "--ca-dir",
+            "ca-offline",
+            "--name",
+            "still-works",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+}
