@@ -321,6 +321,12 @@ impl Ca {
         &self.root
     }
 
+    /// Whether this CA's intermediate issued a certificate (by issuer name).
+    pub fn issued(&self, cert: &CertInfo) -> bool {
+        CertInfo::parse(&self.intermediate)
+            .is_ok_and(|i| i.subject_raw == cert.issuer_raw || i.subject == cert.issuer)
+    }
+
     /// The lifetime asked for (or the profile's default), capped by the intermediate's expiry.
     fn window(
         &self,

@@ -61,6 +61,9 @@ pub struct Config {
     /// Default: `symbolon.db` next to this file.
     #[serde(default)]
     pub store: Option<PathBuf>,
+    /// The built-in CA (made with `symbolon ca init`). Absent: no CA in the gateway.
+    #[serde(default)]
+    pub ca: Option<CaConfig>,
     /// The admin API listener. Absent: no admin API.
     #[serde(default)]
     pub admin: Option<AdminConfig>,
@@ -101,6 +104,24 @@ impl Default for Timeouts {
             shutdown_grace: d30s(),
         }
     }
+}
+
+/// The built-in CA, as the gateway uses it.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaConfig {
+    /// Directory made by `symbolon ca init`.
+    pub dir: PathBuf,
+    /// File with the passphrase of the CA keys; absent: `SYMBOLON_CA_PASSPHRASE`.
+    #[serde(default)]
+    pub passphrase_file: Option<PathBuf>,
+    /// How long a published CRL is valid (its nextUpdate). Default `24h`.
+    #[serde(default = "d24h", with = "duration")]
+    pub crl_validity: Duration,
+}
+
+fn d24h() -> Duration {
+    Duration::from_secs(86_400)
 }
 
 /// The admin API: HTTPS, with an admin client certificate or a bearer token.
@@ -207,6 +228,12 @@ impl Config {
         let mut store = self.store.take().unwrap_or_else(|| "symbolon.db".into());
         fix(&mut store);
         self.store = Some(store);
+        if let Some(c) = &mut self.ca {
+            fix(&mut c.dir);
+            if let Some(p) = &mut c.passphrase_file {
+                fix(p);
+            }
+        }
         if let Some(a) = &mut self.admin {
             fix(&mut a.cert);
             fix(&mut a.key);

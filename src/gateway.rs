@@ -67,6 +67,8 @@ pub struct State {
     pub authz: crate::authz::Runtime,
     /// Client certificates seen in traffic and expiry warnings already given.
     pub expiry: crate::expiry::Watch,
+    /// The built-in CA, when the config has a `[ca]` section.
+    pub ca: Option<Arc<crate::ca::Ca>>,
     /// The configuration file as last applied.
     pub config: ArcSwap<Config>,
     config_path: PathBuf,
@@ -162,6 +164,17 @@ impl Gateway {
         }
         let ticketer = crate::tls::server::ticketer().map_err(GatewayError::Ticketer)?;
         let store = Store::open(&config.store_path()).await?;
+        let ca = match &config.ca {
+            Some(c) => {
+                let pass = crate::ca::passphrase(c.passphrase_file.as_deref())
+                    .map_err(|e| GatewayError::Admin(format!("[ca]: {e}")))?;
+                Some(Arc::new(
+                    crate::ca::Ca::load(&c.dir, &pass)
+                        .map_err(|e| GatewayError::Admin(format!("[ca]: {e}")))?,
+                ))
+            }
+            None => None,
+        };
         let snapshot = Snapshot::build(&config, &store.state().await?, ticketer.clone())?;
 
         let listener =
@@ -211,6 +224,7 @@ impl Gateway {
             store,
             authz: crate::authz::Runtime::default(),
             expiry: crate::expiry::Watch::default(),
+            ca,
             config: ArcSwap::from_pointee(config.clone()),
             config_path: config_path.to_owned(),
             ticketer,
@@ -239,6 +253,7 @@ impl Gateway {
 
         let mut tasks = vec![tokio::spawn(serve_metrics(
             metrics_listener,
+            state.clone(),
             shutdown_rx.clone(),
         ))];
         let admin_addr = match &config.admin {
@@ -379,7 +394,54 @@ async fn watch_expiry(state: Arc<State>, every: Duration) {
     }
 }
 
-async fn serve_metrics(listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+/// The CRL of the built-in CA: every revocation that names a serial, signed by the
+/// intermediate, valid for `crl_validity`.
+async fn crl(state: &State) -> Result<Vec<u8>, String> {
+    let ca = state
+        .ca
+        .as_ref()
+        .ok_or("no built-in CA is configured ([ca] in the config)")?;
+    let rows = state
+        .store
+        .state()
+        .await
+        .map_err(|e| e.to_string())?
+        .revocations;
+    let revoked: Vec<(String, time::OffsetDateTime, String)> = rows
+        .into_iter()
+        .filter_map(|r| {
+            let at = time::OffsetDateTime::parse(
+                &r.revoked_at,
+                &time::format_description::well_known::Rfc3339,
+            )
+            .ok()?;
+            Some((r.serial?, at, r.reason))
+        })
+        .collect();
+    let number = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    let validity = state
+        .config
+        .load()
+        .ca
+        .as_ref()
+        .map(|c| c.crl_validity)
+        .unwrap_or(Duration::from_secs(86_400));
+    ca.crl(
+        &revoked,
+        number,
+        time::Duration::seconds(validity.as_secs() as i64),
+    )
+    .map_err(|e| e.to_string())
+}
+
+async fn serve_metrics(
+    listener: TcpListener,
+    state: Arc<State>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let handle = crate::telemetry::metrics_handle();
     loop {
         let (tcp, _) = tokio::select! {
@@ -390,11 +452,37 @@ async fn serve_metrics(listener: TcpListener, mut shutdown: watch::Receiver<bool
             _ = shutdown.changed() => return,
         };
         let handle = handle.clone();
+        let state = state.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
                 let handle = handle.clone();
+                let state = state.clone();
                 async move {
-                    let (status, body) = match (req.uri().path(), &handle) {
+                    let path = req.uri().path();
+                    if path == "/ca/crl.der" || path == "/ca/crl.pem" {
+                        let (status, body, kind) = match crl(&state).await {
+                            Ok(der) if path.ends_with(".der") => {
+                                (StatusCode::OK, Bytes::from(der), "application/pkix-crl")
+                            }
+                            Ok(der) => (
+                                StatusCode::OK,
+                                Bytes::from(crate::ca::crl_pem(&der)),
+                                "application/x-pem-file",
+                            ),
+                            Err(e) => (
+                                StatusCode::NOT_FOUND,
+                                Bytes::from(format!("{e}\n")),
+                                "text/plain",
+                            ),
+                        };
+                        let mut resp = Response::new(Full::new(body));
+                        *resp.status_mut() = status;
+                        if let Ok(v) = http::HeaderValue::from_str(kind) {
+                            resp.headers_mut().insert(http::header::CONTENT_TYPE, v);
+                        }
+                        return Ok::<_, std::convert::Infallible>(resp);
+                    }
+                    let (status, body) = match (path, &handle) {
                         ("/metrics", Some(h)) => (StatusCode::OK, h.render()),
                         ("/metrics", None) => (
                             StatusCode::SERVICE_UNAVAILABLE,

@@ -126,7 +126,16 @@ pub(super) async fn revoke(
             let info = certs
                 .first()
                 .and_then(|c| crate::pki::CertInfo::parse(c).ok());
-            (Some(fp), None, info.map(|i| i.subject))
+            // A certificate of the built-in CA is also listed by serial, so it goes on the CRL.
+            let ours = match (&app.state.ca, &info) {
+                (Some(ca), Some(i)) => ca.issued(i),
+                _ => false,
+            };
+            let serial = info
+                .as_ref()
+                .filter(|_| ours)
+                .map(|i| crate::revocation::normalize_serial(&i.serial_hex));
+            (Some(fp), serial, info.map(|i| i.subject))
         }
         (None, Some(fp), None) => (Some(check_fingerprint(fp)?), None, None),
         (None, None, Some(serial)) => {

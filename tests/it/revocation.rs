@@ -5,6 +5,7 @@ use http::Method;
 use serde_json::json;
 
 use crate::admin::{Api, code};
+use crate::support::pki::Leaf;
 use crate::support::*;
 
 struct Setup {
@@ -167,4 +168,98 @@ async fn revoke_by_serial_and_bad_requests() {
     );
     let list = s.api.ok(Method::GET, "/api/v1/revocations", None).await;
     assert_eq!(list.as_array().unwrap().len(), 1);
+}
+
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: m\r\nconnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn the_built_in_ca_publishes_a_signed_crl_of_its_revoked_certificates() {
+    let h = Harness::new();
+    let pass = b"crl test passphrase";
+    symbolon::ca::init(&h.path("ca"), "p256", pass, None).unwrap();
+    h.write("ca-pass", "crl test passphrase\n");
+    let ca = symbolon::ca::Ca::load(&h.path("ca"), pass).unwrap();
+    let (issued, key) = ca
+        .issue("device-7", None, &[], symbolon::ca::Profile::Client, None)
+        .unwrap();
+    std::fs::copy(h.path("ca/root.pem"), h.path("clients.pem")).unwrap();
+    let body = format!(
+        "[ca]\ndir = \"ca\"\npassphrase_file = \"ca-pass\"\ncrl_validity = \"12h\"\n\n{}{}{}",
+        h.admin_section(),
+        h.domain("api.test", Some("clients.pem"), "require"),
+        route_all("builtin:echo")
+    );
+    let gw = h.start(&body).await;
+    let api = Api {
+        client: h.admin_client(&gw, None),
+    };
+    let client = h.client().cert(&Leaf {
+        der: issued.der.clone(),
+        cert_pem: issued.chain_pem.clone(),
+        chain_pem: issued.chain_pem.clone(),
+        key_pem: key.serialize_pem(),
+    });
+    assert_eq!(
+        get(gw.tls_addr(), "api.test", &client, "/")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+
+    api.ok(
+        Method::POST,
+        "/api/v1/revocations",
+        Some(json!({"certificate_pem": issued.chain_pem, "reason": "keyCompromise"})),
+    )
+    .await;
+    let err = get(gw.tls_addr(), "api.test", &client, "/")
+        .await
+        .unwrap_err();
+    assert!(err.contains("CertificateRevoked"), "{err}");
+
+    let resp = http_get(gw.metrics_addr(), "/ca/crl.pem").await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let pem = &resp[resp.find("-----BEGIN X509 CRL-----").unwrap()..];
+    std::fs::write(h.path("crl.pem"), pem).unwrap();
+    let out = std::process::Command::new("openssl")
+        .args([
+            "crl",
+            "-in",
+            "crl.pem",
+            "-CAfile",
+            "ca/intermediate.pem",
+            "-noout",
+            "-verify",
+            "-text",
+        ])
+        .current_dir(h.dir.path())
+        .output()
+        .expect("openssl must be installed");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success() && text.contains("verify OK"), "{text}");
+    let serial = issued.info.serial_hex.replace(':', "").to_uppercase();
+    assert!(
+        text.contains(&serial),
+        "serial {serial} not on the CRL:\n{text}"
+    );
+    assert!(
+        text.contains("Key Compromise") && text.contains("Next Update"),
+        "{text}"
+    );
+    let der = http_get(gw.metrics_addr(), "/ca/crl.der").await;
+    assert!(der.contains("application/pkix-crl"), "{der}");
 }
