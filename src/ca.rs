@@ -21,7 +21,7 @@ use rcgen::{
 use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 use time::{Duration, OffsetDateTime};
 
-use crate::pki::CertInfo;
+use crate::pki::{CertInfo, rfc3339};
 
 const PBKDF2_ITERATIONS: u32 = 600_000;
 const ENC_LABEL: &str = "SYMBOLON ENCRYPTED PRIVATE KEY";
@@ -67,6 +67,20 @@ pub enum Profile {
     Server,
     /// clientAuth + serverAuth with a SPIFFE ID; default lifetime 24 h.
     Spiffe,
+}
+
+impl std::str::FromStr for Profile {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "client" => Ok(Profile::Client),
+            "server" => Ok(Profile::Server),
+            "spiffe" => Ok(Profile::Spiffe),
+            other => Err(format!(
+                "profile '{other}' must be client, server or spiffe"
+            )),
+        }
+    }
 }
 
 impl Profile {
@@ -439,6 +453,47 @@ impl Ca {
         Ok((self.finish(cert.der().clone())?, key))
     }
 
+    /// Renews `current` (a certificate this CA issued, presented over mTLS): same subject and
+    /// SANs, the public key of the CSR (so the client may rotate its key), a fresh lifetime.
+    pub fn renew(
+        &self,
+        current_der: &[u8],
+        csr_pem: &str,
+        profile: Profile,
+        lifetime: Option<Duration>,
+    ) -> Result<Issued, CaError> {
+        let mut csr = CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| CaError::Csr(e.to_string()))?;
+        let (dn, sans) = identity_of(current_der)?;
+        csr.params.distinguished_name = dn;
+        csr.params.subject_alt_names = sans;
+        self.apply_profile(&mut csr.params, profile, lifetime)?;
+        let cert = csr.signed_by(&self.issuer)?;
+        self.finish(cert.der().clone())
+    }
+
+    /// The store record of an issued certificate.
+    pub fn record(issued: &Issued, profile: Profile, via: &str) -> crate::store::IssuedRow {
+        let i = &issued.info;
+        let sans: Vec<&str> = i
+            .dns_sans
+            .iter()
+            .chain(&i.uri_sans)
+            .chain(&i.email_sans)
+            .map(String::as_str)
+            .collect();
+        crate::store::IssuedRow {
+            serial: crate::revocation::normalize_serial(&i.serial_hex),
+            fingerprint: i.fingerprint_sha256.clone(),
+            subject: i.subject.clone(),
+            sans: sans.join(","),
+            profile: format!("{profile:?}").to_lowercase(),
+            not_after: rfc3339(i.not_after),
+            issued_at: crate::store::now(),
+            via: via.into(),
+        }
+    }
+
     /// A CRL of the given (serial hex, revoked at, reason) entries, valid for `valid_for`.
     pub fn crl(
         &self,
@@ -469,6 +524,40 @@ impl Ca {
         };
         Ok(params.signed_by(&self.issuer)?.der().to_vec())
     }
+}
+
+/// The subject (CN, O, OU) and SANs (DNS, URI, email) of a certificate, to renew it as is.
+fn identity_of(der: &[u8]) -> Result<(DistinguishedName, Vec<SanType>), CaError> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let (_, cert) = X509Certificate::from_der(der).map_err(|e| CaError::Invalid(e.to_string()))?;
+    let mut dn = DistinguishedName::new();
+    for cn in cert.subject().iter_organization() {
+        if let Ok(v) = cn.as_str() {
+            dn.push(DnType::OrganizationName, v);
+        }
+    }
+    for ou in cert.subject().iter_organizational_unit() {
+        if let Ok(v) = ou.as_str() {
+            dn.push(DnType::OrganizationalUnitName, v);
+        }
+    }
+    for cn in cert.subject().iter_common_name() {
+        if let Ok(v) = cn.as_str() {
+            dn.push(DnType::CommonName, v);
+        }
+    }
+    let info = CertInfo::parse(der).map_err(CaError::Invalid)?;
+    let mut sans = Vec::new();
+    for d in &info.dns_sans {
+        sans.push(SanType::DnsName(d.as_str().try_into()?));
+    }
+    for u in &info.uri_sans {
+        sans.push(SanType::URI(u.as_str().try_into()?));
+    }
+    for e in &info.email_sans {
+        sans.push(SanType::Rfc822Name(e.as_str().try_into()?));
+    }
+    Ok((dn, sans))
 }
 
 fn first_cert(pem: &str, path: &Path) -> Result<CertificateDer<'static>, CaError> {

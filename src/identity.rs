@@ -15,6 +15,8 @@ pub struct ClientIdentity {
     pub verdict: Verdict,
     /// The presented leaf, parsed (absent when no certificate was sent).
     pub leaf: Option<CertInfo>,
+    /// The presented leaf's DER.
+    pub leaf_der: Option<Vec<u8>>,
     pub headers: IdentityHeaders,
 }
 
@@ -66,6 +68,7 @@ impl ClientIdentity {
         Self {
             verdict,
             leaf,
+            leaf_der: leaf_der.map(|d| d.as_ref().to_vec()),
             headers,
         }
     }

@@ -9,6 +9,9 @@ use crate::config::RouteConfig;
 pub enum Upstream {
     /// The built-in echo service: answers with the request line and headers it received.
     Echo,
+    /// The built-in CA's device endpoints: `…/enroll` (bootstrap token + CSR) and `…/renew`
+    /// (current certificate over mTLS + CSR).
+    Ca,
     /// A plain HTTP origin: `scheme://authority` plus an optional base path.
     Http {
         scheme: http::uri::Scheme,
@@ -156,6 +159,9 @@ fn normalise_prefix(p: &str) -> String {
 fn parse_upstream(route: &str, s: &str) -> Result<Upstream, RouteError> {
     if s == "builtin:echo" {
         return Ok(Upstream::Echo);
+    }
+    if s == "builtin:ca" {
+        return Ok(Upstream::Ca);
     }
     let bad = |detail: &str| RouteError::BadUrl {
         route: route.into(),

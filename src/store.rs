@@ -504,3 +504,75 @@ pub async fn insert_revocation(
         .await
         .map(|_| ())
 }
+
+/// A certificate the built-in CA issued.
+#[derive(Clone, Debug, FromRow, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct IssuedRow {
+    pub serial: String,
+    pub fingerprint: String,
+    pub subject: String,
+    pub sans: String,
+    pub profile: String,
+    pub not_after: String,
+    pub issued_at: String,
+    pub via: String,
+}
+
+impl Store {
+    pub async fn record_issued(&self, r: &IssuedRow) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO issued (serial, fingerprint, subject, sans, profile, not_after, issued_at, via) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+            .bind(&r.serial)
+            .bind(&r.fingerprint)
+            .bind(&r.subject)
+            .bind(&r.sans)
+            .bind(&r.profile)
+            .bind(&r.not_after)
+            .bind(&r.issued_at)
+            .bind(&r.via)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn issued(&self) -> Result<Vec<IssuedRow>, StoreError> {
+        Ok(
+            sqlx::query_as::<_, IssuedRow>("SELECT * FROM issued ORDER BY issued_at DESC")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    pub async fn add_enroll_token(
+        &self,
+        sha256: &str,
+        name: &str,
+        profile: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO enroll_tokens (token_sha256, name, profile, expires_at) VALUES (?, ?, ?, ?)")
+            .bind(sha256)
+            .bind(name)
+            .bind(profile)
+            .bind(expires_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Marks a token used, atomically; returns (name, profile) if it was valid and unused.
+    pub async fn use_enroll_token(
+        &self,
+        sha256: &str,
+        now: i64,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        let row: Option<(String, String)> = sqlx::query_as(
+            "UPDATE enroll_tokens SET used_at = ? WHERE token_sha256 = ? AND used_at IS NULL AND expires_at > ? RETURNING name, profile",
+        )
+        .bind(crate::pki::rfc3339(now))
+        .bind(sha256)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row)
+    }
+}

@@ -75,7 +75,10 @@ type Body<T> = Result<Json<T>, JsonRejection>;
         authz_api::verify,
         authz_api::list_revocations,
         authz_api::revoke,
-        authz_api::expiring
+        authz_api::expiring,
+        authz_api::ca_sign,
+        authz_api::ca_enrollment_token,
+        authz_api::ca_issued
     ),
     components(schemas(ErrorBody, ErrorDetail, store::AuditRow))
 )]

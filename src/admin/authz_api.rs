@@ -46,6 +46,137 @@ pub(super) fn routes(r: Router<Arc<App>>) -> Router<Arc<App>> {
         .route("/api/v1/verify", post(verify))
         .route("/api/v1/revocations", get(list_revocations).post(revoke))
         .route("/api/v1/expiring", get(expiring))
+        .route("/api/v1/ca/sign", post(ca_sign))
+        .route("/api/v1/ca/enrollment-tokens", post(ca_enrollment_token))
+        .route("/api/v1/ca/issued", get(ca_issued))
+}
+
+fn the_ca(app: &App) -> Res<Arc<crate::ca::Ca>> {
+    app.state.ca.clone().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_ca",
+            "this gateway has no built-in CA",
+            "run `symbolon ca init` and add a [ca] section to the config",
+        )
+    })
+}
+
+fn lifetime(s: Option<&str>) -> Res<Option<time::Duration>> {
+    s.map(|l| {
+        crate::config::parse_duration(l)
+            .map(|d| time::Duration::seconds(d.as_secs() as i64))
+            .map_err(|e| ApiError::invalid("bad_duration", e, "for example 24h or 90d"))
+    })
+    .transpose()
+}
+
+fn profile(s: Option<&str>) -> Res<crate::ca::Profile> {
+    s.unwrap_or("client")
+        .parse()
+        .map_err(|e: String| ApiError::invalid("bad_profile", e, "client, server or spiffe"))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct SignBody {
+    /// PEM certificate signing request.
+    pub csr_pem: String,
+    /// client (default), server or spiffe.
+    pub profile: Option<String>,
+    /// e.g. 24h; default by profile; capped by the CA's own expiry.
+    pub lifetime: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SignedView {
+    /// The certificate followed by the intermediate.
+    pub certificate_pem: String,
+    pub serial: String,
+    pub not_after: String,
+}
+
+#[utoipa::path(post, path = "/api/v1/ca/sign", tag = "ca", request_body = SignBody,
+    responses((status = 200, body = SignedView), (status = 404), (status = 422)))]
+pub(super) async fn ca_sign(
+    State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
+    body: Body<SignBody>,
+) -> Res<Json<SignedView>> {
+    let req = json_or(body)?;
+    let ca = the_ca(&app)?;
+    let p = profile(req.profile.as_deref())?;
+    let issued = ca
+        .sign_csr(&req.csr_pem, p, lifetime(req.lifetime.as_deref())?)
+        .map_err(|e| {
+            ApiError::invalid(
+                "bad_csr",
+                e.to_string(),
+                "send a PEM CSR made with `openssl req -new`",
+            )
+        })?;
+    app.state
+        .store
+        .record_issued(&crate::ca::Ca::record(&issued, p, "sign"))
+        .await?;
+    tracing::info!(target: "symbolon::audit", actor = %actor.0, action = "ca.sign", object = %issued.info.subject, detail = %issued.info.serial_hex, "change applied");
+    Ok(Json(SignedView {
+        certificate_pem: issued.chain_pem,
+        serial: issued.info.serial_hex.clone(),
+        not_after: crate::pki::rfc3339(issued.info.not_after),
+    }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct EnrollmentTokenBody {
+    /// What the token is for (shown in the audit log).
+    pub name: String,
+    /// Profile of the certificate it buys; default client.
+    pub profile: Option<String>,
+    /// How long the token stays valid; default 24h.
+    pub expires_in: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct EnrollmentToken {
+    /// Single use; shown once.
+    pub token: String,
+    pub expires_at: String,
+}
+
+#[utoipa::path(post, path = "/api/v1/ca/enrollment-tokens", tag = "ca", request_body = EnrollmentTokenBody,
+    responses((status = 201, body = EnrollmentToken), (status = 404), (status = 422)))]
+pub(super) async fn ca_enrollment_token(
+    State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
+    body: Body<EnrollmentTokenBody>,
+) -> Res<Response> {
+    let req = json_or(body)?;
+    the_ca(&app)?;
+    check_name("enrollment token", &req.name)?;
+    let p = profile(req.profile.as_deref())?;
+    let valid = crate::config::parse_duration(req.expires_in.as_deref().unwrap_or("24h"))
+        .map_err(|e| ApiError::invalid("bad_duration", e, "for example 1h"))?;
+    let (token, sha) = new_token()?;
+    let expires_at = time::OffsetDateTime::now_utc().unix_timestamp() + valid.as_secs() as i64;
+    let profile_name = format!("{p:?}").to_lowercase();
+    app.state
+        .store
+        .add_enroll_token(&sha, &req.name, &profile_name, expires_at)
+        .await?;
+    tracing::info!(target: "symbolon::audit", actor = %actor.0, action = "ca.enrollment_token", object = %req.name, detail = %profile_name, "change applied");
+    Ok((
+        StatusCode::CREATED,
+        Json(EnrollmentToken {
+            token,
+            expires_at: crate::pki::rfc3339(expires_at),
+        }),
+    )
+        .into_response())
+}
+
+#[utoipa::path(get, path = "/api/v1/ca/issued", tag = "ca", responses((status = 200, body = [store::IssuedRow])))]
+pub(super) async fn ca_issued(State(app): State<Arc<App>>) -> Res<Json<Vec<store::IssuedRow>>> {
+    Ok(Json(app.state.store.issued().await?))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -266,6 +266,7 @@ async fn forward(
     headers::rewrite_request(req.headers_mut(), &conn.identity, conn.peer.ip());
     let (scheme, authority) = match &route.upstream {
         Upstream::Echo => return Ok(echo::respond(&req, host, route)),
+        Upstream::Ca => return Ok(super::ca_service::handle(req, conn, state).await),
         Upstream::Http {
             scheme, authority, ..
         } => (scheme.clone(), authority.clone()),

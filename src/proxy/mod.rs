@@ -3,6 +3,7 @@
 //! Each connection reads the snapshot current at accept time for its TLS settings; each request
 //! reads the current snapshot for routing, so route changes reach live connections at once.
 
+mod ca_service;
 mod echo;
 pub mod headers;
 mod http;

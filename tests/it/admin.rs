@@ -549,6 +549,9 @@ async fn openapi_document_lists_every_endpoint() {
         ("/api/v1/verify", &["post"]),
         ("/api/v1/revocations", &["get", "post"]),
         ("/api/v1/expiring", &["get"]),
+        ("/api/v1/ca/sign", &["post"]),
+        ("/api/v1/ca/enrollment-tokens", &["post"]),
+        ("/api/v1/ca/issued", &["get"]),
     ];
     for (path, methods) in want {
         let item = paths

@@ -7,6 +7,7 @@ mod admin;
 mod authz;
 mod badinput;
 mod binary;
+mod ca;
 mod expiry;
 mod explain;
 mod interop;

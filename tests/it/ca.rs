@@ -1,0 +1,221 @@
+//! The built-in CA in the gateway: enrollment with single-use bootstrap tokens, renewal over
+//! mTLS (also with a new key), refusal for revoked certificates, signing through the API.
+
+use http::Method;
+use http_body_util::Full;
+use serde_json::{Value, json};
+
+use crate::admin::{Api, code};
+use crate::support::pki::Leaf;
+use crate::support::*;
+
+struct Setup {
+    h: Harness,
+    gw: symbolon::gateway::Gateway,
+    api: Api,
+}
+
+async fn setup() -> Setup {
+    let h = Harness::new();
+    symbolon::ca::init(&h.path("ca"), "p256", b"ca test passphrase", None).unwrap();
+    h.write("ca-pass", "ca test passphrase");
+    std::fs::copy(h.path("ca/root.pem"), h.path("clients.pem")).unwrap();
+    let body = format!(
+        "[ca]\ndir = \"ca\"\npassphrase_file = \"ca-pass\"\n\n{}{}[[routes]]\nname = \"ca\"\npath_prefix = \"/.well-known/ca\"\nupstream = \"builtin:ca\"\n\n{}",
+        h.admin_section(),
+        h.domain("api.test", Some("clients.pem"), "optional"),
+        route_all("builtin:echo")
+    );
+    let gw = h.start(&body).await;
+    let api = Api {
+        client: h.admin_client(&gw, None),
+    };
+    Setup { h, gw, api }
+}
+
+fn csr(cn: &str) -> (String, rcgen::KeyPair) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::new(vec![format!("{cn}.devices.test")]).unwrap();
+    p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    (p.serialize_request(&key).unwrap().pem().unwrap(), key)
+}
+
+async fn post(s: &Setup, spec: &ClientSpec, path: &str, body: Value) -> (u16, Value) {
+    let mut conn = Conn::open(s.gw.tls_addr(), "api.test", spec).await.unwrap();
+    let req = http::Request::post(path)
+        .header("host", "api.test")
+        .header("content-type", "application/json")
+        .body(Full::new(bytes::Bytes::from(body.to_string())))
+        .unwrap();
+    let r = conn.send(req).await.unwrap();
+    (r.status.as_u16(), r.json())
+}
+
+fn leaf(chain_pem: &str, key: &rcgen::KeyPair) -> Leaf {
+    let der = symbolon::pki::parse_certs(chain_pem.as_bytes(), std::path::Path::new("x")).unwrap()
+        [0]
+    .clone();
+    Leaf {
+        der,
+        cert_pem: chain_pem.into(),
+        chain_pem: chain_pem.into(),
+        key_pem: key.serialize_pem(),
+    }
+}
+
+#[tokio::test]
+async fn enroll_with_a_token_then_renew_over_mtls() {
+    let s = setup().await;
+    let t = s
+        .api
+        .ok(
+            Method::POST,
+            "/api/v1/ca/enrollment-tokens",
+            Some(json!({"name": "device-1", "expires_in": "1h"})),
+        )
+        .await;
+    let token = t["token"].as_str().unwrap().to_string();
+    let (csr_pem, key) = csr("device-1");
+
+    // Enroll: no client certificate yet (the domain is in optional mode).
+    let (status, v) = post(
+        &s,
+        &s.h.client(),
+        "/.well-known/ca/enroll",
+        json!({"token": token, "csr_pem": csr_pem}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let first = leaf(v["certificate_pem"].as_str().unwrap(), &key);
+    let r = get(s.gw.tls_addr(), "api.test", &s.h.client().cert(&first), "/")
+        .await
+        .unwrap();
+    assert_eq!(r.seen("x-client-verify").unwrap(), "SUCCESS");
+    assert!(r.seen("x-client-subject").unwrap().contains("CN=device-1"));
+
+    // The token was single use.
+    let (status, v) = post(
+        &s,
+        &s.h.client(),
+        "/.well-known/ca/enroll",
+        json!({"token": token, "csr_pem": csr_pem}),
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str().unwrap()),
+        (403, "invalid_token")
+    );
+    // An expired token is refused too.
+    let t = s
+        .api
+        .ok(
+            Method::POST,
+            "/api/v1/ca/enrollment-tokens",
+            Some(json!({"name": "late", "expires_in": "0s"})),
+        )
+        .await;
+    let (status, v) = post(
+        &s,
+        &s.h.client(),
+        "/.well-known/ca/enroll",
+        json!({"token": t["token"], "csr_pem": csr_pem}),
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str().unwrap()),
+        (403, "invalid_token")
+    );
+
+    // Renew over mTLS with a new key: same subject, new certificate.
+    let (new_csr, new_key) = csr("someone-else");
+    let (status, v) = post(
+        &s,
+        &s.h.client().cert(&first),
+        "/.well-known/ca/renew",
+        json!({"csr_pem": new_csr}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let renewed = leaf(v["certificate_pem"].as_str().unwrap(), &new_key);
+    assert_ne!(renewed.fingerprint(), first.fingerprint());
+    let r = get(
+        s.gw.tls_addr(),
+        "api.test",
+        &s.h.client().cert(&renewed),
+        "/",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.seen("x-client-verify").unwrap(), "SUCCESS");
+    let subject = r.seen("x-client-subject").unwrap();
+    assert!(
+        subject.contains("CN=device-1") && !subject.contains("someone-else"),
+        "{subject}"
+    );
+
+    // Without a certificate there is nothing to renew.
+    let (status, v) = post(
+        &s,
+        &s.h.client(),
+        "/.well-known/ca/renew",
+        json!({"csr_pem": new_csr}),
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str().unwrap()),
+        (403, "certificate_required")
+    );
+    // A revoked certificate cannot renew.
+    s.api
+        .ok(
+            Method::POST,
+            "/api/v1/revocations",
+            Some(json!({"certificate_pem": first.cert_pem, "reason": "superseded"})),
+        )
+        .await;
+    let (status, v) = post(
+        &s,
+        &s.h.client().cert(&first),
+        "/.well-known/ca/renew",
+        json!({"csr_pem": new_csr}),
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str().unwrap()),
+        (403, "certificate_revoked"),
+        "{v}"
+    );
+
+    // Signing through the admin API, and the record of everything issued.
+    let (csr3, _) = csr("api-signed");
+    let v = s
+        .api
+        .ok(
+            Method::POST,
+            "/api/v1/ca/sign",
+            Some(json!({"csr_pem": csr3, "profile": "client", "lifetime": "1h"})),
+        )
+        .await;
+    assert!(
+        v["certificate_pem"]
+            .as_str()
+            .unwrap()
+            .contains("BEGIN CERTIFICATE")
+    );
+    let (status, v) = s
+        .api
+        .post("/api/v1/ca/sign", json!({"csr_pem": "not a csr"}))
+        .await;
+    assert_eq!((status.as_u16(), code(&v)), (422, "bad_csr"));
+    let issued = s.api.ok(Method::GET, "/api/v1/ca/issued", None).await;
+    let via: Vec<&str> = issued
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["via"].as_str().unwrap())
+        .collect();
+    assert!(
+        via.contains(&"enroll") && via.contains(&"renew") && via.contains(&"sign"),
+        "{issued}"
+    );
+}
