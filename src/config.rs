@@ -178,6 +178,17 @@ pub struct DomainConfig {
     /// CA certificates allowed above the client certificate, the trust anchor included. Default 3.
     #[serde(default = "default_depth")]
     pub max_chain_depth: usize,
+    /// CRL files (PEM or DER) of the trust bundle's CAs; watched and reloaded like the PEM files.
+    #[serde(default)]
+    pub crls: Vec<PathBuf>,
+    /// A CRL past its nextUpdate: `reject` (default: clients of that CA fail verification) or
+    /// `warn` (keep using it and log a warning).
+    #[serde(default = "default_crl_expired")]
+    pub crl_expired: String,
+}
+
+fn default_crl_expired() -> String {
+    "reject".into()
 }
 
 /// One route: requests for `host` whose path starts with `path_prefix` go to `upstream`.
@@ -245,6 +256,9 @@ impl Config {
             if let Some(b) = &mut d.trust_bundle {
                 fix(b);
             }
+            for c in &mut d.crls {
+                fix(c);
+            }
         }
     }
 
@@ -260,6 +274,7 @@ impl Config {
             files.push(d.cert.clone());
             files.push(d.key.clone());
             files.extend(d.trust_bundle.clone());
+            files.extend(d.crls.iter().cloned());
         }
         files
     }

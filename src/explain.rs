@@ -201,6 +201,10 @@ fn reason_text(
                     .map(|r| format!("revoked at {} ({})", r.revoked_at, r.reason))
             })
             .unwrap_or_else(|| "revoked".into()),
+        FailReason::CrlExpired => {
+            "a CRL for this chain is past its nextUpdate and the domain's crl_expired policy is reject"
+                .into()
+        }
         FailReason::BadCertificate => {
             "the certificate is malformed or uses an unsupported algorithm".into()
         }

@@ -85,6 +85,10 @@ pub enum PkiError {
         not_after: String,
     },
     #[error(
+        "CRL {path} cannot be used: {detail}. Fix: give the CA's current CRL, PEM ('-----BEGIN X509 CRL-----') or DER"
+    )]
+    BadCrl { path: PathBuf, detail: String },
+    #[error(
         "trust bundle {path}: certificate #{index} ({subject}) cannot be used as a trust anchor: {detail}"
     )]
     BadAnchor {
@@ -413,6 +417,36 @@ pub fn trust_bundle_from_pem(
         certs,
         infos,
     })
+}
+
+/// A CRL read from a file (PEM or DER), checked to parse; with its nextUpdate (unix seconds).
+pub fn load_crl(
+    path: &Path,
+) -> Result<(webpki::CertRevocationList<'static>, Option<i64>), PkiError> {
+    use rustls::pki_types::CertificateRevocationListDer;
+    let bytes = read_limited(path)?;
+    let bad = |detail: String| PkiError::BadCrl {
+        path: path.to_owned(),
+        detail,
+    };
+    let der: Vec<u8> = if bytes.starts_with(b"-----") || bytes.windows(9).any(|w| w == b"-----BEGI")
+    {
+        CertificateRevocationListDer::pem_slice_iter(&bytes)
+            .next()
+            .ok_or_else(|| bad("no '-----BEGIN X509 CRL-----' block".into()))?
+            .map_err(|e| bad(e.to_string()))?
+            .as_ref()
+            .to_vec()
+    } else {
+        bytes
+    };
+    let next_update = x509_parser::revocation_list::CertificateRevocationList::from_der(&der)
+        .map_err(|e| bad(e.to_string()))?
+        .1
+        .next_update()
+        .map(|t| t.timestamp());
+    let crl = webpki::OwnedCertRevocationList::from_der(&der).map_err(|e| bad(format!("{e:?}")))?;
+    Ok((webpki::CertRevocationList::Owned(crl), next_update))
 }
 
 #[cfg(test)]

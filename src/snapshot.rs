@@ -132,6 +132,8 @@ struct DomainInput {
     max_depth: usize,
     trust_bundle: Option<PathBuf>,
     bundle_label: Option<String>,
+    crls: Vec<webpki::CertRevocationList<'static>>,
+    crl_enforce_expiry: bool,
 }
 
 impl Snapshot {
@@ -161,6 +163,31 @@ impl Snapshot {
                 Some(path) => Some(pki::load_trust_bundle(path, now).map_err(pki_err)?),
                 None => None,
             };
+            let crl_enforce_expiry = match dc.crl_expired.as_str() {
+                "reject" => true,
+                "warn" => false,
+                other => {
+                    return Err(SnapshotError::Authz(format!(
+                        "domain '{name}': crl_expired must be reject or warn, not '{other}'"
+                    )));
+                }
+            };
+            let mut crls = Vec::new();
+            for path in &dc.crls {
+                let (crl, next_update) = pki::load_crl(path).map_err(pki_err)?;
+                let expired = next_update.is_some_and(|t| t <= now.as_secs() as i64);
+                metrics::gauge!("symbolon_crl_expired", "domain" => name.clone(), "crl" => path.display().to_string())
+                    .set(if expired { 1.0 } else { 0.0 });
+                if expired {
+                    let at = next_update.map(pki::rfc3339).unwrap_or_default();
+                    if crl_enforce_expiry {
+                        tracing::error!(domain = %name, crl = %path.display(), next_update = %at, "CRL is past its nextUpdate: clients of its CA are refused until it is replaced (crl_expired = \"reject\")");
+                    } else {
+                        tracing::warn!(domain = %name, crl = %path.display(), next_update = %at, "CRL is past its nextUpdate; still in use because crl_expired = \"warn\"");
+                    }
+                }
+                crls.push(crl);
+            }
             inputs.push(DomainInput {
                 names: dc.names.iter().map(|n| n.to_ascii_lowercase()).collect(),
                 name,
@@ -171,6 +198,8 @@ impl Snapshot {
                 max_depth: dc.max_chain_depth,
                 trust_bundle: dc.trust_bundle.clone(),
                 bundle_label: dc.trust_bundle.as_ref().map(|p| p.display().to_string()),
+                crls,
+                crl_enforce_expiry,
             });
         }
         for d in &store.domains {
@@ -227,12 +256,15 @@ impl Snapshot {
             if input.max_depth == 0 {
                 return Err(SnapshotError::BadDepth { domain: name });
             }
-            let verifier = Arc::new(ClientVerifier::with_revocations(
-                input.mode,
-                input.bundle.as_ref(),
-                input.max_depth,
-                revocations.clone(),
-            ));
+            let verifier = Arc::new(
+                ClientVerifier::with_revocations(
+                    input.mode,
+                    input.bundle.as_ref(),
+                    input.max_depth,
+                    revocations.clone(),
+                )
+                .with_crls(input.crls, input.crl_enforce_expiry),
+            );
             let tls = server_config(
                 input.chain,
                 input.key,
@@ -408,6 +440,8 @@ fn domain_from_store(
         max_depth: crate::tls::verify::DEFAULT_MAX_CHAIN_DEPTH,
         trust_bundle: None,
         bundle_label: bundle_row.map(|b| format!("'{}'", b.name)),
+        crls: Vec::new(),
+        crl_enforce_expiry: true,
     })
 }
 

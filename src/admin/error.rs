@@ -84,6 +84,7 @@ impl ApiError {
             PkiError::NotCa { .. } => "not_a_ca",
             PkiError::ExpiredCa { .. } => "expired_ca",
             PkiError::BadAnchor { .. } => "bad_ca",
+            PkiError::BadCrl { .. } => "bad_crl",
             PkiError::TooLarge { .. } => "too_large",
             PkiError::Read { .. } => "internal",
         };

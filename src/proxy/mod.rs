@@ -189,6 +189,9 @@ fn handshake_error_reason(err: &std::io::Error) -> &'static str {
         E::InvalidCertificate(C::InvalidPurpose | C::InvalidPurposeContext { .. }) => "wrong_usage",
         E::InvalidCertificate(C::BadSignature) => "bad_signature",
         E::InvalidCertificate(C::Revoked) => "revoked",
+        E::InvalidCertificate(
+            C::ExpiredRevocationList | C::ExpiredRevocationListContext { .. },
+        ) => "crl_expired",
         E::InvalidCertificate(C::Other(other)) => other
             .0
             .downcast_ref::<crate::tls::verify::Rejected>()

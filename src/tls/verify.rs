@@ -62,6 +62,8 @@ pub enum FailReason {
     BadSignature,
     /// The certificate has been revoked.
     Revoked,
+    /// A CRL of the chain is past its nextUpdate and the policy is to reject.
+    CrlExpired,
     /// The certificate is malformed or uses something we do not support.
     BadCertificate,
 }
@@ -76,6 +78,7 @@ impl FailReason {
             FailReason::ChainTooDeep => "chain_too_deep",
             FailReason::BadSignature => "bad_signature",
             FailReason::Revoked => "revoked",
+            FailReason::CrlExpired => "crl_expired",
             FailReason::BadCertificate => "bad_certificate",
         }
     }
@@ -91,6 +94,7 @@ impl FailReason {
             E::MaximumPathDepthExceeded | E::PathLenConstraintViolated => FailReason::ChainTooDeep,
             E::InvalidSignatureForPublicKey => FailReason::BadSignature,
             E::CertRevoked => FailReason::Revoked,
+            E::CrlExpired { .. } => FailReason::CrlExpired,
             _ => FailReason::BadCertificate,
         }
     }
@@ -104,6 +108,7 @@ impl FailReason {
             FailReason::WrongUsage => CertificateError::InvalidPurpose,
             FailReason::BadSignature => CertificateError::BadSignature,
             FailReason::Revoked => CertificateError::Revoked,
+            FailReason::CrlExpired => CertificateError::ExpiredRevocationList,
             FailReason::ChainTooDeep | FailReason::BadCertificate => {
                 CertificateError::Other(rustls::OtherError(Arc::new(Rejected(self))))
             }
@@ -159,6 +164,8 @@ pub struct ClientVerifier {
     algs: WebPkiSupportedAlgorithms,
     failures: Mutex<HashMap<ChainKey, (FailReason, Instant)>>,
     revocations: Arc<crate::revocation::Revocations>,
+    crls: Vec<webpki::CertRevocationList<'static>>,
+    crl_expiry: webpki::ExpirationPolicy,
     /// Chains that verified recently, so a returning client costs one signature check
     /// (CertificateVerify, never cached) instead of two. The cache belongs to this verifier,
     /// which is rebuilt with every snapshot: a trust change empties it.
@@ -208,7 +215,25 @@ impl ClientVerifier {
             failures: Mutex::new(HashMap::new()),
             verified: Mutex::new(HashMap::new()),
             revocations,
+            crls: Vec::new(),
+            crl_expiry: webpki::ExpirationPolicy::Enforce,
         }
+    }
+
+    /// Adds CRLs of the bundle's CAs; `enforce_expiry` refuses chains whose CRL is past its
+    /// nextUpdate.
+    pub fn with_crls(
+        mut self,
+        crls: Vec<webpki::CertRevocationList<'static>>,
+        enforce_expiry: bool,
+    ) -> Self {
+        self.crls = crls;
+        self.crl_expiry = if enforce_expiry {
+            webpki::ExpirationPolicy::Enforce
+        } else {
+            webpki::ExpirationPolicy::Ignore
+        };
+        self
     }
 
     pub fn mode(&self) -> Mode {
@@ -296,6 +321,17 @@ impl ClientVerifier {
         }
         let cert =
             webpki::EndEntityCert::try_from(end_entity).map_err(|e| FailReason::from_webpki(&e))?;
+        let crl_refs: Vec<&webpki::CertRevocationList<'static>> = self.crls.iter().collect();
+        let revocation = match webpki::RevocationOptionsBuilder::new(&crl_refs) {
+            Ok(b) => Some(
+                b.with_depth(webpki::RevocationCheckDepth::Chain)
+                    .with_status_policy(webpki::UnknownStatusPolicy::Allow)
+                    .with_expiration_policy(self.crl_expiry)
+                    .build(),
+            ),
+            // No CRLs configured.
+            Err(_) => None,
+        };
         let path = cert
             .verify_for_usage(
                 self.algs.all,
@@ -303,7 +339,7 @@ impl ClientVerifier {
                 intermediates,
                 now,
                 webpki::KeyUsage::client_auth(),
-                None,
+                revocation,
                 None,
             )
             .map_err(|e| FailReason::from_webpki(&e))?;

@@ -263,3 +263,107 @@ async fn the_built_in_ca_publishes_a_signed_crl_of_its_revoked_certificates() {
     let der = http_get(gw.metrics_addr(), "/ca/crl.der").await;
     assert!(der.contains("application/pkix-crl"), "{der}");
 }
+
+#[tokio::test]
+async fn external_crls_on_a_trust_bundle_and_the_expired_crl_policy() {
+    let h = Harness::new();
+    let ca = TestCa::root("CRL Issuing CA");
+    h.write("clients.pem", &ca.pem());
+    let revoked = ca.leaf(LeafSpec::client("on-the-crl"));
+    let fine = ca.leaf(LeafSpec::client("not-on-the-crl"));
+    let now = time::OffsetDateTime::now_utc();
+    h.write(
+        "ca.crl",
+        &ca.crl(
+            &[&revoked],
+            now - time::Duration::hours(1),
+            now + time::Duration::hours(6),
+        ),
+    );
+    let domain = h
+        .domain("api.test", Some("clients.pem"), "require")
+        .replace("mtls =", "crls = [\"ca.crl\"]\nmtls =");
+    let gw = h
+        .start(&format!("{domain}{}", route_all("builtin:echo")))
+        .await;
+    let addr = gw.tls_addr();
+    let err = get(addr, "api.test", &h.client().cert(&revoked), "/")
+        .await
+        .unwrap_err();
+    assert!(err.contains("CertificateRevoked"), "{err}");
+    assert_eq!(
+        get(addr, "api.test", &h.client().cert(&fine), "/")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+
+    // An expired CRL with the default policy (reject): nobody from that CA gets in.
+    let mut reloads = gw.reloads();
+    h.write(
+        "ca.crl",
+        &ca.crl(
+            &[&revoked],
+            now - time::Duration::days(2),
+            now - time::Duration::days(1),
+        ),
+    );
+    tokio::time::timeout(std::time::Duration::from_secs(10), reloads.changed())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        get(addr, "api.test", &h.client().cert(&fine), "/")
+            .await
+            .is_err()
+    );
+    let metrics = crate::mtls::metrics_text(&gw).await;
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("symbolon_crl_expired{domain=\"api.test\"") && l.ends_with(" 1")
+        ),
+        "{metrics}"
+    );
+
+    // With crl_expired = "warn" the expired CRL is still used, and nobody else is refused.
+    let mut reloads = gw.reloads();
+    h.config(&format!(
+        "{}{}",
+        domain.replace("mtls =", "crl_expired = \"warn\"\nmtls ="),
+        route_all("builtin:echo")
+    ));
+    tokio::time::timeout(std::time::Duration::from_secs(10), reloads.changed())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        get(addr, "api.test", &h.client().cert(&fine), "/")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    assert!(
+        get(addr, "api.test", &h.client().cert(&revoked), "/")
+            .await
+            .unwrap_err()
+            .contains("CertificateRevoked")
+    );
+
+    // A broken CRL is refused like any broken file, and the running configuration stays.
+    std::fs::write(
+        h.path("ca.crl"),
+        "-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n",
+    )
+    .unwrap();
+    let err = gw.reload().await.unwrap_err().to_string();
+    assert!(err.contains("ca.crl") && err.contains("CRL"), "{err}");
+    assert_eq!(
+        get(addr, "api.test", &h.client().cert(&fine), "/")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+}

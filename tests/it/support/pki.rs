@@ -167,6 +167,36 @@ impl TestCa {
         self.cert.pem()
     }
 
+    /// A CRL (PEM) revoking `revoked`, valid from `this_update` to `next_update`.
+    pub fn crl(
+        &self,
+        revoked: &[&Leaf],
+        this_update: OffsetDateTime,
+        next_update: OffsetDateTime,
+    ) -> String {
+        let revoked_certs = revoked
+            .iter()
+            .map(|l| {
+                let (_, cert) = x509_parser::parse_x509_certificate(&l.der).unwrap();
+                rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from_slice(cert.raw_serial()),
+                    revocation_time: this_update,
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                }
+            })
+            .collect();
+        let params = rcgen::CertificateRevocationListParams {
+            this_update,
+            next_update,
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        params.signed_by(&self.issuer).unwrap().pem().unwrap()
+    }
+
     pub fn leaf(&self, spec: LeafSpec) -> Leaf {
         let key = KeyPair::generate().unwrap();
         let mut p = CertificateParams::new(spec.dns.clone()).unwrap();
