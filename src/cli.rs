@@ -363,6 +363,24 @@ pub enum CaCmd {
         #[arg(long)]
         lifetime: Option<String>,
     },
+    /// Renew a certificate over mTLS at a gateway route with `upstream = "builtin:ca"`: writes
+    /// the new certificate over --cert; with --rotate-key, a new key over --key as well.
+    Renew {
+        /// The route's URL, e.g. https://api.example.com/.well-known/ca
+        #[arg(long)]
+        url: String,
+        /// The current certificate (PEM) and its key.
+        #[arg(long)]
+        cert: PathBuf,
+        #[arg(long)]
+        key: PathBuf,
+        /// CA certificate(s) to trust for the gateway's server certificate.
+        #[arg(long)]
+        server_ca: PathBuf,
+        /// Generate a new key for the renewed certificate.
+        #[arg(long)]
+        rotate_key: bool,
+    },
     /// Generate a key and a certificate: writes NAME.pem, NAME.key (0600) and NAME.p12.
     Issue {
         #[arg(long)]
@@ -500,7 +518,7 @@ pub fn main() -> ExitCode {
         }
         Command::AdminToken { name } => admin_token(&name),
         Command::Cert(CertCmd::Inspect { file }) => inspect(&file),
-        Command::Ca(cmd) => crate::cli_ca::run(cmd),
+        Command::Ca(cmd) => crate::cli_ca::run(cmd, &cli.data_dir),
         command => runtime.block_on(crate::cli_admin::run(command, &cli.data_dir, &cli.api)),
     }
 }

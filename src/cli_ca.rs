@@ -37,8 +37,140 @@ fn load(dir: &CaDir) -> Result<Ca, ExitCode> {
     Ca::load(&dir.dir, &pass).map_err(|e| fail(e, 1))
 }
 
-pub fn run(cmd: CaCmd) -> ExitCode {
+fn renew(
+    url: &str,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    server_ca: &std::path::Path,
+    rotate_key: bool,
+) -> ExitCode {
+    let Some(rest) = url.strip_prefix("https://") else {
+        return fail(
+            format!("--url '{url}' must start with https://"),
+            EXIT_USAGE,
+        );
+    };
+    let (hostport, path) = rest
+        .split_once('/')
+        .map_or((rest, String::new()), |(h, p)| (h, format!("/{p}")));
+    let server = format!("https://{hostport}");
+    let client = match crate::client::AdminClient::new(crate::client::ClientOptions {
+        server: &server,
+        cacert: server_ca,
+        cert: Some(cert),
+        key: Some(key),
+        token: None,
+    }) {
+        Ok(c) => c,
+        Err(e) => return fail(e, EXIT_USAGE),
+    };
+    // The CSR: the new key, or the current one.
+    let key_pair = if rotate_key {
+        rcgen::KeyPair::generate()
+    } else {
+        std::fs::read_to_string(key)
+            .map_err(|e| rcgen::Error::PemError(e.to_string()))
+            .and_then(|k| rcgen::KeyPair::from_pem(&k))
+    };
+    let key_pair = match key_pair {
+        Ok(k) => k,
+        Err(e) => return fail(format!("cannot use the key: {e}"), EXIT_USAGE),
+    };
+    let csr = match rcgen::CertificateParams::new(Vec::<String>::new())
+        .and_then(|p| p.serialize_request(&key_pair))
+        .and_then(|c| c.pem())
+    {
+        Ok(c) => c,
+        Err(e) => return fail(e, 1),
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(e, 1),
+    };
+    let body = serde_json::json!({"csr_pem": csr}).to_string().into_bytes();
+    let result = rt.block_on(client.call(
+        http::Method::POST,
+        &format!("{}/renew", path.trim_end_matches('/')),
+        Some(("application/json", body)),
+    ));
+    let (status, bytes) = match result {
+        Ok(r) => r,
+        Err(e) => return fail(e, crate::cli::EXIT_UNAVAILABLE),
+    };
+    let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    if !status.is_success() {
+        eprintln!(
+            "error ({} {}): {}",
+            status.as_u16(),
+            v["error"]["code"].as_str().unwrap_or(""),
+            v["error"]["message"].as_str().unwrap_or("")
+        );
+        return ExitCode::from(1);
+    }
+    let Some(pem) = v["certificate_pem"].as_str() else {
+        return fail("the answer holds no certificate", 1);
+    };
+    if rotate_key {
+        // Write the key first (0600, via a temporary file): a certificate without its key is useless.
+        let tmp = key.with_extension("key.new");
+        let _ = std::fs::remove_file(&tmp);
+        if let Err(e) = crate::devinit::write_secret(&tmp, key_pair.serialize_pem().as_bytes()) {
+            return fail(e, 1);
+        }
+        if let Err(e) = std::fs::rename(&tmp, key) {
+            return fail(format!("{}: {e}", key.display()), 1);
+        }
+    }
+    if let Err(e) = std::fs::write(cert, pem) {
+        return fail(format!("{}: {e}", cert.display()), 1);
+    }
+    println!(
+        "renewed: serial {}, valid until {}{}",
+        v["serial"].as_str().unwrap_or(""),
+        v["not_after"].as_str().unwrap_or(""),
+        if rotate_key { " (new key)" } else { "" }
+    );
+    ExitCode::SUCCESS
+}
+
+/// Records an issued certificate in the data dir's store, when there is one (so the gateway's
+/// list of issued certificates and its expiry watch include what the CLI issued).
+fn record(data_dir: &std::path::Path, issued: &crate::ca::Issued, profile: Profile, via: &str) {
+    let db = data_dir.join("symbolon.db");
+    if !db.exists() {
+        return;
+    }
+    let row = Ca::record(issued, profile, via);
+    let saved = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|rt| {
+            rt.block_on(async {
+                let store = crate::store::Store::open(&db)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                store.record_issued(&row).await.map_err(|e| e.to_string())
+            })
+        });
+    match saved {
+        Ok(()) => eprintln!("recorded in {}", db.display()),
+        Err(e) => eprintln!("warning: not recorded in {}: {e}", db.display()),
+    }
+}
+
+pub fn run(cmd: CaCmd, data_dir: &std::path::Path) -> ExitCode {
     match cmd {
+        CaCmd::Renew {
+            url,
+            cert,
+            key,
+            server_ca,
+            rotate_key,
+        } => renew(&url, &cert, &key, &server_ca, rotate_key),
         CaCmd::Init {
             ca: dir,
             algorithm,
@@ -88,6 +220,7 @@ pub fn run(cmd: CaCmd) -> ExitCode {
             };
             match ca.sign_csr(&csr_pem, p, l) {
                 Ok(issued) => {
+                    record(data_dir, &issued, p, "cli-sign");
                     print!("{}", issued.chain_pem);
                     eprintln!(
                         "issued serial {} to {}, {}",
@@ -125,6 +258,7 @@ pub fn run(cmd: CaCmd) -> ExitCode {
                 Ok(x) => x,
                 Err(e) => return fail(e, 1),
             };
+            record(data_dir, &issued, p, "cli-issue");
             let base = out_dir.join(&name);
             let cert_path = base.with_extension("pem");
             let key_path = base.with_extension("key");

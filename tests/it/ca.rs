@@ -219,3 +219,80 @@ async fn enroll_with_a_token_then_renew_over_mtls() {
         "{issued}"
     );
 }
+
+#[tokio::test]
+async fn ca_renew_cli_rotates_the_key_over_mtls() {
+    let h = Harness::new();
+    symbolon::ca::init(&h.path("ca"), "p256", b"renew passphrase", None).unwrap();
+    h.write("ca-pass", "renew passphrase");
+    std::fs::copy(h.path("ca/root.pem"), h.path("clients.pem")).unwrap();
+    let body = format!(
+        "[ca]\ndir = \"ca\"\npassphrase_file = \"ca-pass\"\n\n{}[[routes]]\nname = \"ca\"\npath_prefix = \"/.well-known/ca\"\nupstream = \"builtin:ca\"\n\n{}",
+        h.domain("localhost", Some("clients.pem"), "require"),
+        route_all("builtin:echo")
+    );
+    let gw = h.start(&body).await;
+    let ca = symbolon::ca::Ca::load(&h.path("ca"), b"renew passphrase").unwrap();
+    let (issued, key) = ca
+        .issue("sensor-9", None, &[], symbolon::ca::Profile::Client, None)
+        .unwrap();
+    h.write("sensor.pem", &issued.chain_pem);
+    h.write("sensor.key", &key.serialize_pem());
+    h.write("server-ca.pem", &h.server_ca.pem());
+    let url = format!("https://localhost:{}/.well-known/ca", gw.tls_addr().port());
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_symbolon"))
+        .args([
+            "ca",
+            "renew",
+            "--url",
+            &url,
+            "--cert",
+            "sensor.pem",
+            "--key",
+            "sensor.key",
+            "--server-ca",
+            "server-ca.pem",
+            "--rotate-key",
+        ])
+        .current_dir(h.dir.path())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("renewed") && stdout.contains("new key"),
+        "{stdout}"
+    );
+    let new_cert = std::fs::read_to_string(h.path("sensor.pem")).unwrap();
+    let new_key = std::fs::read_to_string(h.path("sensor.key")).unwrap();
+    assert_ne!(new_cert, issued.chain_pem);
+    assert_ne!(new_key, key.serialize_pem());
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(h.path("sensor.key"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    let der = symbolon::pki::parse_certs(new_cert.as_bytes(), std::path::Path::new("x")).unwrap()
+        [0]
+    .clone();
+    let renewed = Leaf {
+        der,
+        cert_pem: new_cert.clone(),
+        chain_pem: new_cert,
+        key_pem: new_key,
+    };
+    let r = get(gw.tls_addr(), "localhost", &h.client().cert(&renewed), "/")
+        .await
+        .unwrap();
+    assert_eq!(r.seen("x-client-verify").unwrap(), "SUCCESS");
+    assert!(r.seen("x-client-subject").unwrap().contains("CN=sensor-9"));
+}
