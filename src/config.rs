@@ -178,13 +178,21 @@ pub struct DomainConfig {
     /// CA certificates allowed above the client certificate, the trust anchor included. Default 3.
     #[serde(default = "default_depth")]
     pub max_chain_depth: usize,
-    /// CRL files (PEM or DER) of the trust bundle's CAs; watched and reloaded like the PEM files.
+    /// CRLs of the trust bundle's CAs: files (PEM or DER; watched and reloaded like the PEM
+    /// files) or `http://` URLs (fetched at start and every `crl_refresh`).
     #[serde(default)]
     pub crls: Vec<PathBuf>,
+    /// How often CRLs given by URL are fetched again. Default `1h`.
+    #[serde(default = "d1h", with = "duration")]
+    pub crl_refresh: Duration,
     /// A CRL past its nextUpdate: `reject` (default: clients of that CA fail verification) or
     /// `warn` (keep using it and log a warning).
     #[serde(default = "default_crl_expired")]
     pub crl_expired: String,
+}
+
+fn d1h() -> Duration {
+    Duration::from_secs(3600)
 }
 
 fn default_crl_expired() -> String {
@@ -257,7 +265,9 @@ impl Config {
                 fix(b);
             }
             for c in &mut d.crls {
-                fix(c);
+                if !is_url(c) {
+                    fix(c);
+                }
             }
         }
     }
@@ -274,7 +284,7 @@ impl Config {
             files.push(d.cert.clone());
             files.push(d.key.clone());
             files.extend(d.trust_bundle.clone());
-            files.extend(d.crls.iter().cloned());
+            files.extend(d.crls.iter().filter(|c| !is_url(c)).cloned());
         }
         files
     }
@@ -324,6 +334,20 @@ fn d60s() -> Duration {
 }
 fn d90s() -> Duration {
     Duration::from_secs(90)
+}
+
+/// Whether a CRL entry is a URL rather than a file.
+pub fn is_url(p: &Path) -> bool {
+    p.to_str()
+        .is_some_and(|s| s.starts_with("http://") || s.starts_with("https://"))
+}
+
+/// Where the CRL fetched from `url` is cached: next to the store, named by the URL's hash.
+pub fn crl_cache_path(config: &Config, url: &str) -> PathBuf {
+    let store = config.store_path();
+    let dir = store.parent().unwrap_or(Path::new(".")).join("crl-cache");
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, url.as_bytes());
+    dir.join(format!("{}.crl", crate::pki::hex(&digest.as_ref()[..16])))
 }
 
 /// Parses `"250ms"`, `"10s"`, `"5m"`, `"1h"`.

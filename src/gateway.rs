@@ -86,6 +86,8 @@ impl State {
         let _guard = self.change_lock.lock().await;
         let result = async {
             let config = Config::load(&self.config_path)?;
+            // CRL URLs new in this config are fetched before the build needs them.
+            fetch_crls_changed(&config, false).await?;
             let store = self.store.state().await?;
             let snapshot = Snapshot::build(&config, &store, self.ticketer.clone())?;
             Ok::<_, GatewayError>((config, snapshot))
@@ -164,6 +166,7 @@ impl Gateway {
         }
         let ticketer = crate::tls::server::ticketer().map_err(GatewayError::Ticketer)?;
         let store = Store::open(&config.store_path()).await?;
+        fetch_crls(&config).await?;
         let ca = match &config.ca {
             Some(c) => {
                 let pass = crate::ca::passphrase(c.passphrase_file.as_deref())
@@ -269,6 +272,9 @@ impl Gateway {
             state.clone(),
             Duration::from_secs(2),
         )));
+        if let Some(every) = crl_refresh(&config) {
+            tasks.push(tokio::spawn(refresh_crls(state.clone(), every)));
+        }
         tasks.push(tokio::spawn(watch_expiry(
             state.clone(),
             Duration::from_secs(60),
@@ -375,6 +381,107 @@ async fn flush_quotas_every(state: Arc<State>, every: Duration) {
     loop {
         tick.tick().await;
         flush_quotas(&state).await;
+    }
+}
+
+fn crl_urls(config: &Config) -> Vec<String> {
+    config
+        .domains
+        .iter()
+        .flat_map(|d| d.crls.iter())
+        .filter(|c| crate::config::is_url(c))
+        .map(|c| c.display().to_string())
+        .collect()
+}
+
+fn crl_refresh(config: &Config) -> Option<Duration> {
+    config
+        .domains
+        .iter()
+        .filter(|d| d.crls.iter().any(|c| crate::config::is_url(c)))
+        .map(|d| d.crl_refresh)
+        .min()
+}
+
+/// Fetches one CRL over plain HTTP (CRLs are signed; TLS adds nothing to their integrity).
+async fn fetch(url: &str) -> Result<Vec<u8>, String> {
+    use http_body_util::BodyExt as _;
+    let uri: http::Uri = url.parse().map_err(|e| format!("{e}"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err("only http:// CRL URLs are supported (CRLs are signed by their CA)".into());
+    }
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let resp = tokio::time::timeout(Duration::from_secs(10), client.get(uri))
+        .await
+        .map_err(|_| "no answer within 10 s".to_string())?
+        .map_err(|e| e.to_string())?;
+    if !resp.status().is_success() {
+        return Err(format!("HTTP {}", resp.status()));
+    }
+    let body = http_body_util::Limited::new(resp.into_body(), 256 * 1024 * 1024)
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(body.to_bytes().to_vec())
+}
+
+/// Fetches every CRL URL into its cache file. Returns whether any content changed. At start a
+/// CRL that cannot be fetched and has no cached copy stops the gateway.
+async fn fetch_crls_changed(config: &Config, at_start: bool) -> Result<bool, GatewayError> {
+    let mut changed = false;
+    for url in crl_urls(config) {
+        let path = crate::config::crl_cache_path(config, &url);
+        match fetch(&url).await {
+            Ok(bytes) => {
+                if std::fs::read(&path).ok().as_deref() == Some(&bytes[..]) {
+                    continue;
+                }
+                let write = || -> std::io::Result<()> {
+                    if let Some(dir) = path.parent() {
+                        std::fs::create_dir_all(dir)?;
+                    }
+                    let tmp = path.with_extension("tmp");
+                    std::fs::write(&tmp, &bytes)?;
+                    std::fs::rename(&tmp, &path)
+                };
+                write().map_err(|e| {
+                    GatewayError::Admin(format!(
+                        "cannot cache the CRL from {url} in {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                info!(%url, "CRL fetched");
+                changed = true;
+            }
+            Err(e) if path.exists() => {
+                warn!(%url, error = %e, "cannot fetch the CRL; the cached copy stays in use");
+            }
+            Err(e) if at_start => {
+                return Err(GatewayError::Admin(format!(
+                    "cannot fetch the CRL {url}: {e}. Fix: check the URL, or use a CRL file"
+                )));
+            }
+            Err(e) => warn!(%url, error = %e, "cannot fetch the CRL"),
+        }
+    }
+    Ok(changed)
+}
+
+async fn fetch_crls(config: &Config) -> Result<(), GatewayError> {
+    fetch_crls_changed(config, true).await.map(|_| ())
+}
+
+/// Re-fetches CRL URLs every `every`; a changed CRL is applied with a reload.
+async fn refresh_crls(state: Arc<State>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let config = state.config.load_full();
+        if let Ok(true) = fetch_crls_changed(&config, false).await {
+            let _ = state.reload().await;
+        }
     }
 }
 

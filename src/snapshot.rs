@@ -173,8 +173,23 @@ impl Snapshot {
                 }
             };
             let mut crls = Vec::new();
-            for path in &dc.crls {
-                let (crl, next_update) = pki::load_crl(path).map_err(pki_err)?;
+            for entry in &dc.crls {
+                let url = crate::config::is_url(entry).then(|| entry.display().to_string());
+                let path = match &url {
+                    Some(u) => crate::config::crl_cache_path(config, u),
+                    None => entry.clone(),
+                };
+                let path = &path;
+                let (crl, next_update) = pki::load_crl(path).map_err(|e| match (&url, e) {
+                    (Some(u), PkiError::Read { .. }) => SnapshotError::Pki {
+                        domain: name.clone(),
+                        source: PkiError::BadCrl {
+                            path: u.into(),
+                            detail: "it has not been fetched yet".into(),
+                        },
+                    },
+                    (_, e) => pki_err(e),
+                })?;
                 let expired = next_update.is_some_and(|t| t <= now.as_secs() as i64);
                 metrics::gauge!("symbolon_crl_expired", "domain" => name.clone(), "crl" => path.display().to_string())
                     .set(if expired { 1.0 } else { 0.0 });

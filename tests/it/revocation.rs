@@ -367,3 +367,80 @@ async fn external_crls_on_a_trust_bundle_and_the_expired_crl_policy() {
         200
     );
 }
+
+/// Serves whatever bytes `body` holds at any path, over plain HTTP.
+async fn serve_bytes(body: std::sync::Arc<std::sync::Mutex<Vec<u8>>>) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let body = body.lock().unwrap().clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = s.write_all(head.as_bytes()).await;
+                let _ = s.write_all(&body).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn crls_by_url_are_fetched_and_refreshed() {
+    let h = Harness::new();
+    let ca = TestCa::root("URL CRL CA");
+    h.write("clients.pem", &ca.pem());
+    let revoked = ca.leaf(LeafSpec::client("revoked-by-url"));
+    let now = time::OffsetDateTime::now_utc();
+    let served = std::sync::Arc::new(std::sync::Mutex::new(
+        ca.crl(
+            &[&revoked],
+            now - time::Duration::hours(1),
+            now + time::Duration::hours(6),
+        )
+        .into_bytes(),
+    ));
+    let addr = serve_bytes(served.clone()).await;
+    let domain = h
+        .domain("api.test", Some("clients.pem"), "require")
+        .replace(
+            "mtls =",
+            &format!("crls = [\"http://{addr}/ca.crl\"]\ncrl_refresh = \"1s\"\nmtls ="),
+        );
+    let gw = h
+        .start(&format!("{domain}{}", route_all("builtin:echo")))
+        .await;
+    let err = get(gw.tls_addr(), "api.test", &h.client().cert(&revoked), "/")
+        .await
+        .unwrap_err();
+    assert!(err.contains("CertificateRevoked"), "{err}");
+    // The CA publishes a CRL without it: the next refresh applies it.
+    let mut reloads = gw.reloads();
+    *served.lock().unwrap() = ca
+        .crl(
+            &[],
+            now - time::Duration::minutes(1),
+            now + time::Duration::hours(6),
+        )
+        .into_bytes();
+    tokio::time::timeout(std::time::Duration::from_secs(10), reloads.changed())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        get(gw.tls_addr(), "api.test", &h.client().cert(&revoked), "/")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+}
