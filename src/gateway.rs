@@ -86,9 +86,9 @@ impl State {
         let _guard = self.change_lock.lock().await;
         let result = async {
             let config = Config::load(&self.config_path)?;
-            // CRL URLs new in this config are fetched before the build needs them.
-            fetch_crls_changed(&config, false).await?;
             let store = self.store.state().await?;
+            // CRL URLs new in this config are fetched before the build needs them.
+            fetch_crls_changed(&config, &store, false).await?;
             let snapshot = Snapshot::build(&config, &store, self.ticketer.clone())?;
             Ok::<_, GatewayError>((config, snapshot))
         }
@@ -166,7 +166,7 @@ impl Gateway {
         }
         let ticketer = crate::tls::server::ticketer().map_err(GatewayError::Ticketer)?;
         let store = Store::open(&config.store_path()).await?;
-        fetch_crls(&config).await?;
+        fetch_crls(&config, &store.state().await?).await?;
         let ca = match &config.ca {
             Some(c) => {
                 let pass = crate::ca::passphrase(c.passphrase_file.as_deref())
@@ -384,16 +384,30 @@ async fn flush_quotas_every(state: Arc<State>, every: Duration) {
     }
 }
 
-fn crl_urls(config: &Config) -> Vec<String> {
-    config
+fn crl_urls(config: &Config, store: &StoreState) -> Vec<String> {
+    let mut urls: Vec<String> = config
         .domains
         .iter()
         .flat_map(|d| d.crls.iter())
         .filter(|c| crate::config::is_url(c))
         .map(|c| c.display().to_string())
-        .collect()
+        .collect();
+    for b in &store.bundles {
+        if let Some(spec) = b
+            .crls
+            .as_deref()
+            .and_then(|j| serde_json::from_str::<crate::store::BundleCrls>(j).ok())
+        {
+            urls.extend(spec.urls);
+        }
+    }
+    urls.sort();
+    urls.dedup();
+    urls
 }
 
+/// How often CRL URLs are fetched again: the smallest `crl_refresh` of the config's domains
+/// that use URLs, and at most an hour (API bundles' URLs).
 fn crl_refresh(config: &Config) -> Option<Duration> {
     config
         .domains
@@ -401,6 +415,7 @@ fn crl_refresh(config: &Config) -> Option<Duration> {
         .filter(|d| d.crls.iter().any(|c| crate::config::is_url(c)))
         .map(|d| d.crl_refresh)
         .min()
+        .or(Some(Duration::from_secs(3600)))
 }
 
 /// Fetches one CRL over plain HTTP (CRLs are signed; TLS adds nothing to their integrity).
@@ -428,9 +443,13 @@ async fn fetch(url: &str) -> Result<Vec<u8>, String> {
 
 /// Fetches every CRL URL into its cache file. Returns whether any content changed. At start a
 /// CRL that cannot be fetched and has no cached copy stops the gateway.
-async fn fetch_crls_changed(config: &Config, at_start: bool) -> Result<bool, GatewayError> {
+pub(crate) async fn fetch_crls_changed(
+    config: &Config,
+    store: &StoreState,
+    at_start: bool,
+) -> Result<bool, GatewayError> {
     let mut changed = false;
-    for url in crl_urls(config) {
+    for url in crl_urls(config, store) {
         let path = crate::config::crl_cache_path(config, &url);
         match fetch(&url).await {
             Ok(bytes) => {
@@ -468,8 +487,8 @@ async fn fetch_crls_changed(config: &Config, at_start: bool) -> Result<bool, Gat
     Ok(changed)
 }
 
-async fn fetch_crls(config: &Config) -> Result<(), GatewayError> {
-    fetch_crls_changed(config, true).await.map(|_| ())
+async fn fetch_crls(config: &Config, store: &StoreState) -> Result<(), GatewayError> {
+    fetch_crls_changed(config, store, true).await.map(|_| ())
 }
 
 /// Re-fetches CRL URLs every `every`; a changed CRL is applied with a reload.
@@ -479,7 +498,10 @@ async fn refresh_crls(state: Arc<State>, every: Duration) {
     loop {
         tick.tick().await;
         let config = state.config.load_full();
-        if let Ok(true) = fetch_crls_changed(&config, false).await {
+        let Ok(store) = state.store.state().await else {
+            continue;
+        };
+        if let Ok(true) = fetch_crls_changed(&config, &store, false).await {
             let _ = state.reload().await;
         }
     }

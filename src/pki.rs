@@ -423,8 +423,40 @@ pub fn trust_bundle_from_pem(
 pub fn load_crl(
     path: &Path,
 ) -> Result<(webpki::CertRevocationList<'static>, Option<i64>), PkiError> {
-    use rustls::pki_types::CertificateRevocationListDer;
     let bytes = read_limited(path)?;
+    crl_from_bytes(&bytes, path)
+}
+
+/// Every CRL in PEM text (one or more `X509 CRL` blocks); `path` names the origin in errors.
+pub fn crls_from_pem(
+    text: &str,
+    path: &Path,
+) -> Result<Vec<(webpki::CertRevocationList<'static>, Option<i64>)>, PkiError> {
+    use rustls::pki_types::CertificateRevocationListDer;
+    let mut out = Vec::new();
+    for item in CertificateRevocationListDer::pem_slice_iter(text.as_bytes()) {
+        let der = item.map_err(|e| PkiError::BadCrl {
+            path: path.to_owned(),
+            detail: e.to_string(),
+        })?;
+        out.push(crl_from_bytes(der.as_ref(), path)?);
+    }
+    if out.is_empty() {
+        return Err(PkiError::BadCrl {
+            path: path.to_owned(),
+            detail: "no '-----BEGIN X509 CRL-----' block".into(),
+        });
+    }
+    Ok(out)
+}
+
+/// A CRL from PEM or DER bytes, checked to parse, with its nextUpdate (unix seconds).
+pub fn crl_from_bytes(
+    bytes: &[u8],
+    path: &Path,
+) -> Result<(webpki::CertRevocationList<'static>, Option<i64>), PkiError> {
+    use rustls::pki_types::CertificateRevocationListDer;
+    let bytes = bytes.to_vec();
     let bad = |detail: String| PkiError::BadCrl {
         path: path.to_owned(),
         detail,

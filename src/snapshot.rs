@@ -218,7 +218,7 @@ impl Snapshot {
             });
         }
         for d in &store.domains {
-            inputs.push(domain_from_store(d, store, now)?);
+            inputs.push(domain_from_store(d, store, config, now)?);
         }
         let revocations = Arc::new(crate::revocation::Revocations::from_rows(
             &store.revocations,
@@ -406,6 +406,7 @@ impl Snapshot {
 fn domain_from_store(
     d: &DomainRow,
     store: &StoreState,
+    config: &Config,
     now: UnixTime,
 ) -> Result<DomainInput, SnapshotError> {
     let name = d.hostname.to_ascii_lowercase();
@@ -445,6 +446,41 @@ fn domain_from_store(
         (None, Some(_)) => Mode::Optional,
         (None, None) => Mode::Off,
     };
+    // CRLs attached to the bundle: uploaded PEM, and URLs from the fetch cache.
+    let mut crls = Vec::new();
+    let mut crl_enforce_expiry = true;
+    if let Some(spec) = bundle_row
+        .and_then(|b| b.crls.as_deref())
+        .and_then(|j| serde_json::from_str::<crate::store::BundleCrls>(j).ok())
+    {
+        crl_enforce_expiry = spec.expired.as_deref() != Some("warn");
+        let origin = PathBuf::from(format!(
+            "the CRLs of bundle '{}'",
+            bundle_row.map(|b| b.name.as_str()).unwrap_or("")
+        ));
+        let mut loaded = Vec::new();
+        if let Some(pem) = &spec.pem {
+            loaded.extend(pki::crls_from_pem(pem, &origin).map_err(pki_err)?);
+        }
+        for url in &spec.urls {
+            let path = crate::config::crl_cache_path(config, url);
+            loaded.push(pki::load_crl(&path).map_err(|_| SnapshotError::Pki {
+                domain: name.clone(),
+                source: PkiError::BadCrl {
+                    path: url.into(),
+                    detail: "it has not been fetched yet".into(),
+                },
+            })?);
+        }
+        let now_secs = now.as_secs() as i64;
+        for (crl, next_update) in loaded {
+            if next_update.is_some_and(|t| t <= now_secs) {
+                tracing::warn!(domain = %name, bundle = %origin.display(), "a CRL is past its nextUpdate (policy: {})", if crl_enforce_expiry { "reject" } else { "warn" });
+                metrics::gauge!("symbolon_crl_expired", "domain" => name.clone(), "crl" => origin.display().to_string()).set(1.0);
+            }
+            crls.push(crl);
+        }
+    }
     Ok(DomainInput {
         names: vec![name.clone()],
         name,
@@ -455,8 +491,8 @@ fn domain_from_store(
         max_depth: crate::tls::verify::DEFAULT_MAX_CHAIN_DEPTH,
         trust_bundle: None,
         bundle_label: bundle_row.map(|b| format!("'{}'", b.name)),
-        crls: Vec::new(),
-        crl_enforce_expiry: true,
+        crls,
+        crl_enforce_expiry,
     })
 }
 

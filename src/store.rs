@@ -40,6 +40,23 @@ pub struct BundleRow {
     pub require: bool,
     pub created_at: String,
     pub updated_at: String,
+    /// JSON of [`BundleCrls`], or NULL.
+    pub crls: Option<String>,
+}
+
+/// CRLs attached to a trust bundle.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BundleCrls {
+    /// `http://` URLs, fetched at start, on reload and every hour.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub urls: Vec<String>,
+    /// Uploaded CRLs (PEM, one or more).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pem: Option<String>,
+    /// A CRL past its nextUpdate: `reject` (default) or `warn`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expired: Option<String>,
 }
 
 #[derive(Clone, FromRow)]
@@ -269,28 +286,32 @@ pub fn now() -> String {
 // === writes (all take the transaction's connection) ===
 
 pub async fn insert_bundle(c: &mut SqliteConnection, b: &BundleRow) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO bundles (id, name, pem, require, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)")
+    sqlx::query("INSERT INTO bundles (id, name, pem, require, created_at, updated_at, crls) VALUES (?, ?, ?, ?, ?, ?, ?)")
         .bind(&b.id)
         .bind(&b.name)
         .bind(&b.pem)
         .bind(b.require)
         .bind(&b.created_at)
         .bind(&b.updated_at)
+        .bind(&b.crls)
         .execute(c)
         .await
         .map(|_| ())
 }
 
 pub async fn update_bundle(c: &mut SqliteConnection, b: &BundleRow) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE bundles SET name = ?, pem = ?, require = ?, updated_at = ? WHERE id = ?")
-        .bind(&b.name)
-        .bind(&b.pem)
-        .bind(b.require)
-        .bind(&b.updated_at)
-        .bind(&b.id)
-        .execute(c)
-        .await
-        .map(|_| ())
+    sqlx::query(
+        "UPDATE bundles SET name = ?, pem = ?, require = ?, updated_at = ?, crls = ? WHERE id = ?",
+    )
+    .bind(&b.name)
+    .bind(&b.pem)
+    .bind(b.require)
+    .bind(&b.updated_at)
+    .bind(&b.crls)
+    .bind(&b.id)
+    .execute(c)
+    .await
+    .map(|_| ())
 }
 
 pub async fn delete_row(

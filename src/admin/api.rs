@@ -171,6 +171,36 @@ pub(super) fn check_name(kind: &str, name: &str) -> Res<()> {
     }
 }
 
+/// Validates CRLs to attach to a bundle; `None` or `{}` means none.
+pub(super) fn crls_json(c: Option<&BundleCrls>) -> Res<Option<String>> {
+    let Some(c) = c.filter(|c| **c != BundleCrls::default()) else {
+        return Ok(None);
+    };
+    if let Some(pem) = &c.pem {
+        pki::crls_from_pem(pem, Path::new("crls.pem")).map_err(|e| ApiError::pki("crls.pem", e))?;
+    }
+    for u in &c.urls {
+        if !u.starts_with("http://") {
+            return Err(ApiError::invalid(
+                "bad_crl_url",
+                format!("'{u}' is not an http:// URL"),
+                "CRLs are signed by their CA, so they are fetched over plain http://",
+            ));
+        }
+    }
+    if let Some(e) = &c.expired
+        && e != "reject"
+        && e != "warn"
+    {
+        return Err(ApiError::invalid(
+            "bad_crl_policy",
+            format!("crls.expired '{e}' must be reject or warn"),
+            "reject refuses clients of a CA whose CRL is stale; warn keeps using it",
+        ));
+    }
+    Ok(Some(serde_json::to_string(c).unwrap_or_default()))
+}
+
 fn parse_bundle(pem: &str) -> Res<pki::TrustBundle> {
     pki::trust_bundle_from_pem(
         pem.as_bytes(),
@@ -251,6 +281,7 @@ fn bundle_view(b: &BundleRow, st: &StoreState) -> BundleView {
             .map(|d| d.hostname.clone())
             .collect(),
         certificates,
+        crls: b.crls.as_deref().and_then(|j| serde_json::from_str(j).ok()),
         created_at: b.created_at.clone(),
         updated_at: b.updated_at.clone(),
     }
@@ -383,6 +414,7 @@ async fn create_bundle(
         require: req.require,
         created_at: now.clone(),
         updated_at: now,
+        crls: crls_json(req.crls.as_ref())?,
     };
     store::insert_bundle(&mut ch.tx, &row).await?;
     ch.commit(
@@ -433,6 +465,10 @@ async fn update_bundle(
     if let Some(require) = req.require {
         what.push(format!("require {} -> {require}", row.require));
         row.require = require;
+    }
+    if let Some(c) = &req.crls {
+        row.crls = crls_json(Some(c))?;
+        what.push("crls replaced".into());
     }
     row.updated_at = store::now();
     store::update_bundle(&mut ch.tx, &row).await?;
@@ -1069,6 +1105,8 @@ pub struct DeclBundle {
     pub name: String,
     pub require: bool,
     pub pem: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crls: Option<BundleCrls>,
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -1127,6 +1165,7 @@ fn declarative(st: &StoreState) -> Declarative {
                 name: b.name.clone(),
                 require: b.require,
                 pem: b.pem.clone(),
+                crls: b.crls.as_deref().and_then(|j| serde_json::from_str(j).ok()),
             })
             .collect(),
         domains: st
@@ -1244,8 +1283,9 @@ async fn import(
             e.message = format!("bundle '{}': {}", b.name, e.message);
             e
         })?;
+        let crls = crls_json(b.crls.as_ref())?;
         match st.bundles.iter().find(|x| x.name == b.name) {
-            Some(x) if x.pem == b.pem && x.require == b.require => {
+            Some(x) if x.pem == b.pem && x.require == b.require && x.crls == crls => {
                 report.unchanged.push(format!("bundle {}", b.name));
                 bundle_ids.insert(b.name.clone(), x.id.clone());
             }
@@ -1254,6 +1294,7 @@ async fn import(
                     pem: b.pem.clone(),
                     require: b.require,
                     updated_at: now.clone(),
+                    crls,
                     ..x.clone()
                 };
                 store::update_bundle(&mut ch.tx, &row).await?;
@@ -1268,6 +1309,7 @@ async fn import(
                     require: b.require,
                     created_at: now.clone(),
                     updated_at: now.clone(),
+                    crls,
                 };
                 store::insert_bundle(&mut ch.tx, &row).await?;
                 bundle_ids.insert(b.name.clone(), row.id.clone());

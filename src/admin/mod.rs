@@ -245,6 +245,11 @@ impl<'a> Change<'a> {
         detail: &str,
     ) -> Result<(), ApiError> {
         let state = store::load_all(&mut self.tx).await?;
+        // CRL URLs attached by this change are fetched before the build needs them.
+        let config = self.app.state.config.load_full();
+        if let Err(e) = crate::gateway::fetch_crls_changed(&config, &state, false).await {
+            tracing::warn!(error = %e, "cannot fetch a CRL");
+        }
         let snapshot = self.app.state.build(&state).map_err(ApiError::snapshot)?;
         store::insert_audit(&mut self.tx, &actor.0, action, target, detail).await?;
         self.tx.commit().await?;

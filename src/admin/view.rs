@@ -6,6 +6,7 @@ use utoipa::ToSchema;
 
 use crate::authz::RouteAuthz;
 use crate::pki::{CertInfo, rfc3339};
+pub use crate::store::BundleCrls;
 
 /// Facts about one certificate.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
@@ -42,6 +43,8 @@ pub struct BundleView {
     /// Host names of the domains attached to this bundle.
     pub domains: Vec<String>,
     pub certificates: Vec<CertView>,
+    /// CRLs attached to the bundle.
+    pub crls: Option<BundleCrls>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -53,6 +56,7 @@ pub struct BundleCreate {
     pub pem: String,
     #[serde(default)]
     pub require: bool,
+    pub crls: Option<BundleCrls>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -61,6 +65,8 @@ pub struct BundleUpdate {
     pub name: Option<String>,
     /// Enforce (true) or record only (false).
     pub require: Option<bool>,
+    /// Replaces the attached CRLs (`{}` removes them).
+    pub crls: Option<BundleCrls>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

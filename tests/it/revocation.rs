@@ -444,3 +444,88 @@ async fn crls_by_url_are_fetched_and_refreshed() {
         200
     );
 }
+
+#[tokio::test]
+async fn crls_attached_to_an_api_bundle() {
+    let s = setup().await;
+    let ca = TestCa::root("API Bundle CA");
+    let revoked = ca.leaf(LeafSpec::client("api-revoked"));
+    let by_url = ca.leaf(LeafSpec::client("url-revoked"));
+    let fine = ca.leaf(LeafSpec::client("api-fine"));
+    let now = time::OffsetDateTime::now_utc();
+    let crl = ca.crl(
+        &[&revoked],
+        now - time::Duration::hours(1),
+        now + time::Duration::hours(6),
+    );
+    s.api
+        .ok(
+            Method::POST,
+            "/api/v1/mtls/bundles",
+            Some(
+                json!({"name": "partners", "pem": ca.pem(), "require": true, "crls": {"pem": crl}}),
+            ),
+        )
+        .await;
+    let leaf = s.h.server_ca.leaf(LeafSpec::server("partners.test"));
+    s.api
+        .ok(Method::POST, "/api/v1/domains", Some(json!({"hostname": "partners.test", "cert_pem": leaf.chain_pem, "key_pem": leaf.key_pem, "bundle": "partners"})))
+        .await;
+    let addr = s.gw.tls_addr();
+    let err = get(addr, "partners.test", &s.h.client().cert(&revoked), "/")
+        .await
+        .unwrap_err();
+    assert!(err.contains("CertificateRevoked"), "{err}");
+    assert_eq!(
+        get(addr, "partners.test", &s.h.client().cert(&fine), "/")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    // A URL attached through the API is fetched by the change itself.
+    let served = std::sync::Arc::new(std::sync::Mutex::new(
+        ca.crl(
+            &[&by_url],
+            now - time::Duration::hours(1),
+            now + time::Duration::hours(6),
+        )
+        .into_bytes(),
+    ));
+    let http = serve_bytes(served).await;
+    let v = s
+        .api
+        .ok(
+            Method::PATCH,
+            "/api/v1/mtls/bundles/partners",
+            Some(json!({"crls": {"urls": [format!("http://{http}/partners.crl")]}})),
+        )
+        .await;
+    assert_eq!(v["crls"]["urls"][0], format!("http://{http}/partners.crl"));
+    assert!(
+        get(addr, "partners.test", &s.h.client().cert(&by_url), "/")
+            .await
+            .unwrap_err()
+            .contains("CertificateRevoked")
+    );
+    assert_eq!(
+        get(addr, "partners.test", &s.h.client().cert(&revoked), "/")
+            .await
+            .unwrap()
+            .status,
+        200,
+        "the uploaded CRL was replaced"
+    );
+    // A broken CRL or a bad policy is refused.
+    let (status, v) = s.api.call(Method::PATCH, "/api/v1/mtls/bundles/partners", Some(json!({"crls": {"pem": "-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n"}}))).await;
+    assert_eq!((status.as_u16(), code(&v)), (422, "bad_crl"), "{v}");
+    let (status, v) = s
+        .api
+        .call(
+            Method::PATCH,
+            "/api/v1/mtls/bundles/partners",
+            Some(json!({"crls": {"pem": crl, "expired": "shrug"}})),
+        )
+        .await;
+    assert_eq!((status.as_u16(), code(&v)), (422, "bad_crl_policy"), "{v}");
+}
