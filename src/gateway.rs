@@ -520,6 +520,23 @@ async fn watch_expiry(state: Arc<State>, every: Duration) {
         state
             .expiry
             .check(&snapshot.known_certs, now, &snapshot.expiry_warnings);
+        drop(snapshot);
+        // Certificates the CA issued: gauges for the 100 that expire first (bounded labels).
+        let Ok(mut issued) = state.store.issued().await else {
+            continue;
+        };
+        let now_text = crate::pki::rfc3339(now);
+        issued.retain(|r| r.not_after > now_text);
+        issued.sort_by(|a, b| a.not_after.cmp(&b.not_after));
+        for r in issued.iter().take(100) {
+            if let Ok(t) = time::OffsetDateTime::parse(
+                &r.not_after,
+                &time::format_description::well_known::Rfc3339,
+            ) {
+                metrics::gauge!("symbolon_certificate_expiry_seconds", "kind" => "issued", "name" => r.via.clone(), "fingerprint" => r.fingerprint.clone())
+                    .set((t.unix_timestamp() - now) as f64);
+            }
+        }
     }
 }
 
