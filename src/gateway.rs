@@ -272,9 +272,7 @@ impl Gateway {
             state.clone(),
             Duration::from_secs(2),
         )));
-        if let Some(every) = crl_refresh(&config) {
-            tasks.push(tokio::spawn(refresh_crls(state.clone(), every)));
-        }
+        tasks.push(tokio::spawn(refresh_crls(state.clone())));
         tasks.push(tokio::spawn(watch_expiry(
             state.clone(),
             Duration::from_secs(60),
@@ -407,15 +405,30 @@ fn crl_urls(config: &Config, store: &StoreState) -> Vec<String> {
 }
 
 /// How often CRL URLs are fetched again: the smallest `crl_refresh` of the config's domains
-/// that use URLs, and at most an hour (API bundles' URLs).
-fn crl_refresh(config: &Config) -> Option<Duration> {
-    config
+/// and `crls.refresh` of the API bundles that use URLs (an hour when none says).
+fn crl_refresh(config: &Config, store: &StoreState) -> Duration {
+    let from_config = config
         .domains
         .iter()
         .filter(|d| d.crls.iter().any(|c| crate::config::is_url(c)))
-        .map(|d| d.crl_refresh)
+        .map(|d| d.crl_refresh);
+    let from_store = store.bundles.iter().filter_map(|b| {
+        let spec: crate::store::BundleCrls = serde_json::from_str(b.crls.as_deref()?).ok()?;
+        if spec.urls.is_empty() {
+            return None;
+        }
+        Some(
+            spec.refresh
+                .as_deref()
+                .and_then(|r| crate::config::parse_duration(r).ok())
+                .unwrap_or(Duration::from_secs(3600)),
+        )
+    });
+    from_config
+        .chain(from_store)
         .min()
-        .or(Some(Duration::from_secs(3600)))
+        .unwrap_or(Duration::from_secs(3600))
+        .max(Duration::from_secs(1))
 }
 
 /// Fetches one CRL over plain HTTP (CRLs are signed; TLS adds nothing to their integrity).
@@ -491,16 +504,27 @@ async fn fetch_crls(config: &Config, store: &StoreState) -> Result<(), GatewayEr
     fetch_crls_changed(config, store, true).await.map(|_| ())
 }
 
-/// Re-fetches CRL URLs every `every`; a changed CRL is applied with a reload.
-async fn refresh_crls(state: Arc<State>, every: Duration) {
-    let mut tick = tokio::time::interval(every);
-    tick.tick().await;
+/// Re-fetches CRL URLs at the refresh interval in force; a changed CRL is applied with a reload.
+async fn refresh_crls(state: Arc<State>) {
+    let mut changes = state.generation.subscribe();
     loop {
-        tick.tick().await;
+        let config = state.config.load_full();
+        let Ok(store) = state.store.state().await else {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            continue;
+        };
+        // A change may bring a shorter interval: wait for the interval or the next change.
+        tokio::select! {
+            _ = tokio::time::sleep(crl_refresh(&config, &store)) => {}
+            _ = changes.changed() => continue,
+        }
         let config = state.config.load_full();
         let Ok(store) = state.store.state().await else {
             continue;
         };
+        if crl_urls(&config, &store).is_empty() {
+            continue;
+        }
         if let Ok(true) = fetch_crls_changed(&config, &store, false).await {
             let _ = state.reload().await;
         }

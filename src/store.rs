@@ -57,6 +57,9 @@ pub struct BundleCrls {
     /// A CRL past its nextUpdate: `reject` (default) or `warn`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expired: Option<String>,
+    /// How often the URLs are fetched again (`1h` by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh: Option<String>,
 }
 
 #[derive(Clone, FromRow)]

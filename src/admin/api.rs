@@ -198,6 +198,22 @@ pub(super) fn crls_json(c: Option<&BundleCrls>) -> Res<Option<String>> {
             "reject refuses clients of a CA whose CRL is stale; warn keeps using it",
         ));
     }
+    if let Some(r) = &c.refresh {
+        let d = crate::config::parse_duration(r).map_err(|e| {
+            ApiError::invalid(
+                "bad_duration",
+                format!("crls.refresh: {e}"),
+                "for example 15m or 1h",
+            )
+        })?;
+        if d.as_secs() == 0 {
+            return Err(ApiError::invalid(
+                "bad_duration",
+                "crls.refresh must be at least 1s",
+                "for example 15m or 1h",
+            ));
+        }
+    }
     Ok(Some(serde_json::to_string(c).unwrap_or_default()))
 }
 

@@ -492,13 +492,15 @@ async fn crls_attached_to_an_api_bundle() {
         )
         .into_bytes(),
     ));
-    let http = serve_bytes(served).await;
+    let http = serve_bytes(served.clone()).await;
     let v = s
         .api
         .ok(
             Method::PATCH,
             "/api/v1/mtls/bundles/partners",
-            Some(json!({"crls": {"urls": [format!("http://{http}/partners.crl")]}})),
+            Some(
+                json!({"crls": {"urls": [format!("http://{http}/partners.crl")], "refresh": "1s"}}),
+            ),
         )
         .await;
     assert_eq!(v["crls"]["urls"][0], format!("http://{http}/partners.crl"));
@@ -515,6 +517,26 @@ async fn crls_attached_to_an_api_bundle() {
             .status,
         200,
         "the uploaded CRL was replaced"
+    );
+    // The URL is fetched again every second: a new CRL without the certificate lets it back in.
+    let mut reloads = s.gw.reloads();
+    *served.lock().unwrap() = ca
+        .crl(
+            &[],
+            now - time::Duration::minutes(1),
+            now + time::Duration::hours(6),
+        )
+        .into_bytes();
+    tokio::time::timeout(std::time::Duration::from_secs(10), reloads.changed())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        get(addr, "partners.test", &s.h.client().cert(&by_url), "/")
+            .await
+            .unwrap()
+            .status,
+        200
     );
     // A broken CRL or a bad policy is refused.
     let (status, v) = s.api.call(Method::PATCH, "/api/v1/mtls/bundles/partners", Some(json!({"crls": {"pem": "-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n"}}))).await;
