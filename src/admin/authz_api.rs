@@ -1,5 +1,8 @@
-//! Admin API for authorization: policies, identities (with usage), gateway-wide rules, the
-//! transition report and self-service enrollment of identities.
+//! Admin API beyond the core resources: authorization (policies, identities with usage,
+//! gateway-wide rules, the transition report, self-service enrollment) and the certificate
+//! lifecycle (verify/explain, revocations, expiry list, and the built-in CA's sign, enrollment
+//! tokens and issued list). The core resources (bundles, domains, credentials, routes, audit,
+//! export/import) are in `api.rs`.
 
 use std::path::Path;
 use std::sync::Arc;
