@@ -88,7 +88,7 @@ impl State {
             let config = Config::load(&self.config_path)?;
             let store = self.store.state().await?;
             // CRL URLs new in this config are fetched before the build needs them.
-            fetch_crls_changed(&config, &store, false).await?;
+            fetch_crls(&config, &store, CrlFetch::Missing).await?;
             let snapshot = Snapshot::build(&config, &store, self.ticketer.clone())?;
             Ok::<_, GatewayError>((config, snapshot))
         }
@@ -166,7 +166,8 @@ impl Gateway {
         }
         let ticketer = crate::tls::server::ticketer().map_err(GatewayError::Ticketer)?;
         let store = Store::open(&config.store_path()).await?;
-        fetch_crls(&config, &store.state().await?).await?;
+        let store_state = store.state().await?;
+        fetch_crls(&config, &store_state, CrlFetch::Start).await?;
         let ca = match &config.ca {
             Some(c) => {
                 let pass = crate::ca::passphrase(c.passphrase_file.as_deref())
@@ -178,7 +179,7 @@ impl Gateway {
             }
             None => None,
         };
-        let snapshot = Snapshot::build(&config, &store.state().await?, ticketer.clone())?;
+        let snapshot = Snapshot::build(&config, &store_state, ticketer.clone())?;
 
         let listener =
             TcpListener::bind(config.listen)
@@ -454,16 +455,29 @@ async fn fetch(url: &str) -> Result<Vec<u8>, String> {
     Ok(body.to_bytes().to_vec())
 }
 
-/// Fetches every CRL URL into its cache file. Returns whether any content changed. At start a
-/// CRL that cannot be fetched and has no cached copy stops the gateway.
-pub(crate) async fn fetch_crls_changed(
+/// Which CRL URLs to fetch, and what a failure means.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CrlFetch {
+    /// At start: every URL; one that cannot be fetched and has no cached copy stops the gateway.
+    Start,
+    /// The periodic refresh: every URL; failures keep the cached copy and are logged.
+    Refresh,
+    /// A reload or an admin change: only URLs without a cached copy yet (new ones).
+    Missing,
+}
+
+/// Fetches CRL URLs into their cache files. Returns whether any content changed.
+pub(crate) async fn fetch_crls(
     config: &Config,
     store: &StoreState,
-    at_start: bool,
+    which: CrlFetch,
 ) -> Result<bool, GatewayError> {
     let mut changed = false;
     for url in crl_urls(config, store) {
         let path = crate::config::crl_cache_path(config, &url);
+        if which == CrlFetch::Missing && path.exists() {
+            continue;
+        }
         match fetch(&url).await {
             Ok(bytes) => {
                 if std::fs::read(&path).ok().as_deref() == Some(&bytes[..]) {
@@ -489,7 +503,7 @@ pub(crate) async fn fetch_crls_changed(
             Err(e) if path.exists() => {
                 warn!(%url, error = %e, "cannot fetch the CRL; the cached copy stays in use");
             }
-            Err(e) if at_start => {
+            Err(e) if which == CrlFetch::Start => {
                 return Err(GatewayError::Admin(format!(
                     "cannot fetch the CRL {url}: {e}. Fix: check the URL, or use a CRL file"
                 )));
@@ -498,10 +512,6 @@ pub(crate) async fn fetch_crls_changed(
         }
     }
     Ok(changed)
-}
-
-async fn fetch_crls(config: &Config, store: &StoreState) -> Result<(), GatewayError> {
-    fetch_crls_changed(config, store, true).await.map(|_| ())
 }
 
 /// Re-fetches CRL URLs at the refresh interval in force; a changed CRL is applied with a reload.
@@ -525,7 +535,7 @@ async fn refresh_crls(state: Arc<State>) {
         if crl_urls(&config, &store).is_empty() {
             continue;
         }
-        if let Ok(true) = fetch_crls_changed(&config, &store, false).await {
+        if let Ok(true) = fetch_crls(&config, &store, CrlFetch::Refresh).await {
             let _ = state.reload().await;
         }
     }

@@ -247,7 +247,9 @@ impl<'a> Change<'a> {
         let state = store::load_all(&mut self.tx).await?;
         // CRL URLs attached by this change are fetched before the build needs them.
         let config = self.app.state.config.load_full();
-        if let Err(e) = crate::gateway::fetch_crls_changed(&config, &state, false).await {
+        if let Err(e) =
+            crate::gateway::fetch_crls(&config, &state, crate::gateway::CrlFetch::Missing).await
+        {
             tracing::warn!(error = %e, "cannot fetch a CRL");
         }
         let snapshot = self.app.state.build(&state).map_err(ApiError::snapshot)?;
