@@ -15,8 +15,6 @@ pub struct ClientIdentity {
     pub verdict: Verdict,
     /// The presented leaf, parsed (absent when no certificate was sent).
     pub leaf: Option<CertInfo>,
-    /// The presented leaf's DER.
-    pub leaf_der: Option<Vec<u8>>,
     pub headers: IdentityHeaders,
 }
 
@@ -68,9 +66,15 @@ impl ClientIdentity {
         Self {
             verdict,
             leaf,
-            leaf_der: leaf_der.map(|d| d.as_ref().to_vec()),
             headers,
         }
+    }
+
+    /// The presented leaf's DER, decoded from the `Client-Cert` value (rarely needed, so it is
+    /// not kept twice per connection).
+    pub fn leaf_der(&self) -> Option<Vec<u8>> {
+        let value = self.headers.client_cert.as_ref()?.to_str().ok()?;
+        STANDARD.decode(value.trim_matches(':')).ok()
     }
 
     /// The `X-Client-Verify` text: `SUCCESS`, `FAILED:<reason>` or `NONE`.

@@ -168,7 +168,7 @@ async fn renew(ca: &Ca, body: &[u8], conn: &ConnContext, state: &State) -> Respo
     } else {
         Profile::Client
     };
-    let Some(der) = conn.identity.leaf_der.as_ref() else {
+    let Some(der) = conn.identity.leaf_der() else {
         return error(
             StatusCode::FORBIDDEN,
             "certificate_required",
@@ -176,7 +176,7 @@ async fn renew(ca: &Ca, body: &[u8], conn: &ConnContext, state: &State) -> Respo
             "",
         );
     };
-    match ca.renew(der, &req.csr_pem, profile, None) {
+    match ca.renew(&der, &req.csr_pem, profile, None) {
         Ok(issued) => {
             let _ = state
                 .store
