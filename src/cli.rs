@@ -531,10 +531,7 @@ fn inspect(file: &std::path::Path) -> ExitCode {
             return ExitCode::from(64);
         }
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or_default();
+    let now = crate::pki::unix_now();
     for (i, der) in certs.iter().enumerate() {
         match crate::pki::CertInfo::parse(der) {
             Ok(info) => {

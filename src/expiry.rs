@@ -7,6 +7,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
+use crate::lock;
 use crate::pki::{CertInfo, rfc3339};
 
 /// One certificate and when it expires.
@@ -51,13 +52,6 @@ const SEEN_CAP: usize = 10_000;
 pub struct Watch {
     seen: Mutex<HashMap<String, KnownCert>>,
     warned: Mutex<HashSet<(String, i64)>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    }
 }
 
 impl Watch {

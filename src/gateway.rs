@@ -122,10 +122,7 @@ impl State {
 
     /// Makes `snapshot` the one new handshakes and requests use.
     pub fn publish(&self, snapshot: Snapshot) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or_default();
+        let now = crate::pki::unix_now();
         self.expiry
             .check(&snapshot.known_certs, now, &snapshot.expiry_warnings);
         self.snapshot.store(Arc::new(snapshot));
@@ -547,10 +544,7 @@ async fn watch_expiry(state: Arc<State>, every: Duration) {
     loop {
         tick.tick().await;
         let snapshot = state.snapshot.load();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or_default();
+        let now = crate::pki::unix_now();
         state
             .expiry
             .check(&snapshot.known_certs, now, &snapshot.expiry_warnings);
@@ -598,10 +592,7 @@ async fn crl(state: &State) -> Result<Vec<u8>, String> {
             Some((r.serial?, at, r.reason))
         })
         .collect();
-    let number = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
+    let number = crate::pki::unix_now() as u64;
     let validity = state
         .config
         .load()

@@ -37,3 +37,12 @@ pub mod snapshot;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
+
+/// Locks a mutex; a panic in another holder never makes the data unusable (the caches and
+/// counters it guards stay consistent entry by entry).
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}

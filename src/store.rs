@@ -279,11 +279,7 @@ pub fn new_id() -> String {
 
 /// Now, RFC 3339 UTC.
 pub fn now() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or_default();
-    crate::pki::rfc3339(secs)
+    crate::pki::rfc3339(crate::pki::unix_now())
 }
 
 // === writes (all take the transaction's connection) ===

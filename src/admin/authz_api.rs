@@ -204,10 +204,7 @@ pub(super) async fn expiring(
             )
         })?
         .as_secs() as i64;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or_default();
+    let now = crate::pki::unix_now();
     let snapshot = app.state.snapshot.load();
     Ok(Json(app.state.expiry.expiring(
         &snapshot.known_certs,

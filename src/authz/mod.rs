@@ -23,6 +23,9 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::lock;
+use crate::pki::unix_now;
+
 pub use rules::{Effect, Rule};
 
 /// How a route authenticates its callers beyond the domain's TLS policy.
@@ -346,20 +349,6 @@ pub struct TransitionEntry {
 }
 
 const TRANSITION_CAP: usize = 10_000;
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    }
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or_default()
-}
 
 /// Why admission failed.
 enum Refused {

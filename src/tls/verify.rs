@@ -20,6 +20,7 @@ use rustls::pki_types::{CertificateDer, TrustAnchor, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
+use crate::lock;
 use crate::pki::TrustBundle;
 
 /// Whether a domain asks for, and insists on, a client certificate.
@@ -383,14 +384,6 @@ impl ClientVerifier {
             }
         }
         failures.insert(key, (reason, Instant::now()));
-    }
-}
-
-/// Locks a cache; a panic elsewhere never makes the cache unusable.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(poisoned) => poisoned.into_inner(),
     }
 }
 
