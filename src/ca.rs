@@ -142,16 +142,21 @@ pub fn encrypt_key(pkcs8: &[u8], passphrase: &[u8]) -> Result<String, CaError> {
     blob.extend_from_slice(&nonce);
     blob.extend_from_slice(&PBKDF2_ITERATIONS.to_be_bytes());
     blob.extend_from_slice(&sealed);
-    let b64 = STANDARD.encode(blob);
+    Ok(pem_block(ENC_LABEL, &blob))
+}
+
+/// A PEM block: base64 in 64-character lines between BEGIN and END lines.
+fn pem_block(label: &str, der: &[u8]) -> String {
+    let b64 = STANDARD.encode(der);
     let lines: Vec<&str> = b64
         .as_bytes()
         .chunks(64)
         .filter_map(|c| std::str::from_utf8(c).ok())
         .collect();
-    Ok(format!(
-        "-----BEGIN {ENC_LABEL}-----\n{}\n-----END {ENC_LABEL}-----\n",
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
         lines.join("\n")
-    ))
+    )
 }
 
 /// Opens a sealed key.
@@ -293,6 +298,7 @@ pub fn init(
 pub struct Ca {
     issuer: Issuer<'static, KeyPair>,
     intermediate: CertificateDer<'static>,
+    intermediate_info: CertInfo,
     root: CertificateDer<'static>,
     not_after: OffsetDateTime,
 }
@@ -319,13 +325,14 @@ impl Ca {
         let pkcs8 = decrypt_key(&read(&key_path)?, passphrase, &key_path)?;
         let key = KeyPair::try_from(&PrivatePkcs8KeyDer::from(pkcs8))
             .map_err(|_| CaError::Decrypt(key_path))?;
-        let info = CertInfo::parse(&intermediate).map_err(CaError::Invalid)?;
-        let not_after = OffsetDateTime::from_unix_timestamp(info.not_after)
+        let intermediate_info = CertInfo::parse(&intermediate).map_err(CaError::Invalid)?;
+        let not_after = OffsetDateTime::from_unix_timestamp(intermediate_info.not_after)
             .map_err(|e| CaError::Invalid(e.to_string()))?;
         let issuer = Issuer::from_ca_cert_der(&intermediate, key)?;
         Ok(Self {
             issuer,
             intermediate,
+            intermediate_info,
             root,
             not_after,
         })
@@ -337,8 +344,8 @@ impl Ca {
 
     /// Whether this CA's intermediate issued a certificate (by issuer name).
     pub fn issued(&self, cert: &CertInfo) -> bool {
-        CertInfo::parse(&self.intermediate)
-            .is_ok_and(|i| i.subject_raw == cert.issuer_raw || i.subject == cert.issuer)
+        let i = &self.intermediate_info;
+        i.subject_raw == cert.issuer_raw || i.subject == cert.issuer
     }
 
     /// The lifetime asked for (or the profile's default), capped by the intermediate's expiry.
@@ -392,19 +399,11 @@ impl Ca {
 
     fn finish(&self, der: CertificateDer<'static>) -> Result<Issued, CaError> {
         let info = CertInfo::parse(&der).map_err(CaError::Invalid)?;
-        let pem = |d: &[u8]| {
-            let b64 = STANDARD.encode(d);
-            let lines: Vec<&str> = b64
-                .as_bytes()
-                .chunks(64)
-                .filter_map(|c| std::str::from_utf8(c).ok())
-                .collect();
-            format!(
-                "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
-                lines.join("\n")
-            )
-        };
-        let chain_pem = format!("{}{}", pem(&der), pem(&self.intermediate));
+        let chain_pem = format!(
+            "{}{}",
+            pem_block("CERTIFICATE", &der),
+            pem_block("CERTIFICATE", &self.intermediate)
+        );
         Ok(Issued {
             der,
             chain_pem,
@@ -593,16 +592,12 @@ fn reason_code(r: &str) -> Option<RevocationReason> {
 
 /// PEM of a CRL.
 pub fn crl_pem(der: &[u8]) -> String {
-    let b64 = STANDARD.encode(der);
-    let lines: Vec<&str> = b64
-        .as_bytes()
-        .chunks(64)
-        .filter_map(|c| std::str::from_utf8(c).ok())
-        .collect();
-    format!(
-        "-----BEGIN X509 CRL-----\n{}\n-----END X509 CRL-----\n",
-        lines.join("\n")
-    )
+    pem_block("X509 CRL", der)
+}
+
+/// A lifetime such as `24h` or `90d`.
+pub fn parse_lifetime(s: &str) -> Result<Duration, String> {
+    crate::config::parse_duration(s).map(|d| Duration::seconds(d.as_secs() as i64))
 }
 
 /// The CA passphrase: from a file, else from `SYMBOLON_CA_PASSPHRASE`.

@@ -12,24 +12,9 @@ fn fail(e: impl std::fmt::Display, code: u8) -> ExitCode {
     ExitCode::from(code)
 }
 
-fn profile(s: &str) -> Result<Profile, String> {
-    match s {
-        "client" => Ok(Profile::Client),
-        "server" => Ok(Profile::Server),
-        "spiffe" => Ok(Profile::Spiffe),
-        other => Err(format!(
-            "profile '{other}' must be client, server or spiffe"
-        )),
-    }
-}
-
 fn lifetime(s: Option<&str>) -> Result<Option<time::Duration>, String> {
-    s.map(|l| {
-        crate::config::parse_duration(l)
-            .map(|d| time::Duration::seconds(d.as_secs() as i64))
-            .map_err(|e| format!("--lifetime: {e}"))
-    })
-    .transpose()
+    s.map(|l| ca::parse_lifetime(l).map_err(|e| format!("--lifetime: {e}")))
+        .transpose()
 }
 
 fn load(dir: &CaDir) -> Result<Ca, ExitCode> {
@@ -206,7 +191,7 @@ pub fn run(cmd: CaCmd, data_dir: &std::path::Path) -> ExitCode {
             profile: p,
             lifetime: l,
         } => {
-            let (p, l) = match (profile(&p), lifetime(l.as_deref())) {
+            let (p, l) = match (p.parse::<Profile>(), lifetime(l.as_deref())) {
                 (Ok(p), Ok(l)) => (p, l),
                 (Err(e), _) | (_, Err(e)) => return fail(e, EXIT_USAGE),
             };
@@ -246,7 +231,7 @@ pub fn run(cmd: CaCmd, data_dir: &std::path::Path) -> ExitCode {
             out_dir,
             p12_password,
         } => {
-            let (p, l) = match (profile(&p), lifetime(l.as_deref())) {
+            let (p, l) = match (p.parse::<Profile>(), lifetime(l.as_deref())) {
                 (Ok(p), Ok(l)) => (p, l),
                 (Err(e), _) | (_, Err(e)) => return fail(e, EXIT_USAGE),
             };

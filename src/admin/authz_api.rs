@@ -67,8 +67,7 @@ fn the_ca(app: &App) -> Res<Arc<crate::ca::Ca>> {
 
 fn lifetime(s: Option<&str>) -> Res<Option<time::Duration>> {
     s.map(|l| {
-        crate::config::parse_duration(l)
-            .map(|d| time::Duration::seconds(d.as_secs() as i64))
+        crate::ca::parse_lifetime(l)
             .map_err(|e| ApiError::invalid("bad_duration", e, "for example 24h or 90d"))
     })
     .transpose()
