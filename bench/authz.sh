@@ -11,6 +11,7 @@
 # alternates the two paths; the script reports server CPU µs per request for each and the ratio.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/common.sh
 N=${IDENTITIES:-100000}
 ROUNDS=${ROUNDS:-10}
 SECS=${SECONDS_PER_RUN:-4}
@@ -27,20 +28,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-wait_port() {
-    for _ in $(seq 1 200); do
-        (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    echo "nothing listens on $1:$2" >&2
-    return 1
-}
 
-# Certificates from the embedded default (dev CA, server, client, admin).
-"$SYM" serve --data-dir "$WORK/data" --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 >/dev/null 2>&1 &
-INIT=$!
-for _ in $(seq 1 200); do [ -f "$WORK/data/symbolon.toml" ] && break; sleep 0.05; done
-kill "$INIT"; wait "$INIT" 2>/dev/null || true
+make_certs "$WORK/data"
 D=$WORK/data
 
 UP_PORT=18081

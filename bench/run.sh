@@ -13,6 +13,7 @@
 # "CPU µs per request" holds even when the client side is the bottleneck.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/common.sh
 ROUNDS=${ROUNDS:-3}
 SECS=${SECONDS_PER_RUN:-10}
 CONC=${CONCURRENCY:-32}
@@ -38,21 +39,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-wait_port() { # host port
-    for _ in $(seq 1 200); do
-        (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    echo "nothing listens on $1:$2" >&2
-    return 1
-}
 
-# Certificates: Symbolon's embedded default creates a dev CA, a localhost server certificate and
-# a client certificate. Start it once on spare ports, then stop it.
-"$SYM" serve --data-dir "$WORK/data" --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 >/dev/null 2>&1 &
-INIT=$!
-for _ in $(seq 1 200); do [ -f "$WORK/data/symbolon.toml" ] && break; sleep 0.05; done
-kill "$INIT"; wait "$INIT" 2>/dev/null || true
+make_certs "$WORK/data"
 D=$WORK/data
 
 UP_PORT=18080
