@@ -295,6 +295,9 @@ pub fn init(
 }
 
 /// A loaded CA: the intermediate that signs, and the chain to hand out.
+/// Issued certificates start this many seconds in the past, for clients whose clocks lag.
+pub const BACKDATE_SECS: i64 = 60;
+
 pub struct Ca {
     issuer: Issuer<'static, KeyPair>,
     intermediate: CertificateDer<'static>,
@@ -356,7 +359,10 @@ impl Ca {
     ) -> (OffsetDateTime, OffsetDateTime) {
         let now = OffsetDateTime::now_utc();
         let end = now + lifetime.unwrap_or(profile.default_lifetime());
-        (now - Duration::minutes(1), end.min(self.not_after))
+        (
+            now - Duration::seconds(BACKDATE_SECS),
+            end.min(self.not_after),
+        )
     }
 
     fn apply_profile(

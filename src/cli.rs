@@ -91,6 +91,9 @@ pub enum Command {
     /// Routes: host + path prefix → upstream.
     #[command(subcommand)]
     Route(RouteCmd),
+    /// Sidecars: local plain-HTTP listeners forwarded over mTLS with a CA-issued, rotated credential.
+    #[command(subcommand)]
+    Sidecar(SidecarCmd),
     /// Authorization policies: access rights, rate limit, quota.
     #[command(subcommand)]
     Policy(PolicyCmd),
@@ -448,11 +451,14 @@ pub enum RouteCmd {
         path_prefix: String,
         #[arg(long)]
         strip_prefix: bool,
+        /// Client credential presented to an https:// upstream.
         #[arg(long)]
         credential: Option<String>,
         /// Authorization settings as a JSON file (auth, rules, token_header, strip_auth, enforce).
         #[arg(long)]
         authz: Option<PathBuf>,
+        #[command(flatten)]
+        tls: UpstreamTlsArgs,
     },
     List,
     Show {
@@ -470,14 +476,71 @@ pub enum RouteCmd {
         path_prefix: Option<String>,
         #[arg(long)]
         strip_prefix: Option<bool>,
+        /// Client credential presented to an https:// upstream ("" removes it).
         #[arg(long)]
         credential: Option<String>,
         /// Authorization settings as a JSON file.
         #[arg(long)]
         authz: Option<PathBuf>,
+        #[command(flatten)]
+        tls: UpstreamTlsArgs,
     },
     Delete {
         id: String,
+    },
+}
+
+/// How the gateway checks an https:// upstream (route create/update, sidecar create).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct UpstreamTlsArgs {
+    /// Trust bundle the upstream's certificate must chain to (default: the system CAs; "" resets).
+    #[arg(long)]
+    pub upstream_trust_bundle: Option<String>,
+    /// Server name sent as SNI and checked in the upstream's certificate ("" resets).
+    #[arg(long)]
+    pub upstream_server_name: Option<String>,
+    /// Fail with 502 when the upstream does not ask for a client certificate.
+    #[arg(long)]
+    pub require_upstream_mtls: Option<bool>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SidecarCmd {
+    /// Listen on a local address and forward to an upstream over mTLS.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// e.g. 127.0.0.1:15001
+        #[arg(long)]
+        listen: String,
+        /// e.g. https://orders.internal:8443
+        #[arg(long)]
+        upstream: String,
+        #[command(flatten)]
+        tls: UpstreamTlsArgs,
+        /// Present this existing credential (instead of one issued by the built-in CA).
+        #[arg(long, conflicts_with_all = ["common_name", "spiffe_id"])]
+        credential: Option<String>,
+        /// Have the built-in CA issue the credential with this common name (rotated at 2/3 of its lifetime).
+        #[arg(long)]
+        common_name: Option<String>,
+        /// SPIFFE ID of the issued credential.
+        #[arg(long, requires = "common_name")]
+        spiffe_id: Option<String>,
+        /// Lifetime of the issued credential.
+        #[arg(long, default_value = "24h", requires = "common_name")]
+        lifetime: String,
+    },
+    List,
+    Show {
+        name: String,
+    },
+    Delete {
+        name: String,
+    },
+    /// Issue a new credential now (the old one stays valid until it expires).
+    Rotate {
+        name: String,
     },
 }
 

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::cli::{
     ApiArgs, BundleCmd, Command, CredentialCmd, DomainCmd, EXIT_UNAVAILABLE, IdentityCmd,
-    PolicyArgs, PolicyCmd, RouteCmd, RulesCmd,
+    PolicyArgs, PolicyCmd, RouteCmd, RulesCmd, SidecarCmd, UpstreamTlsArgs,
 };
 use crate::client::{AdminClient, ClientError, ClientOptions};
 
@@ -87,6 +87,15 @@ async fn run_inner(command: Command, data_dir: &Path, api: &ApiArgs) -> Result<(
         "upstream",
         "strip_prefix",
         "credential",
+    ];
+    const SIDECAR: &[&str] = &[
+        "name",
+        "source",
+        "listening_on",
+        "upstream",
+        "presents",
+        "rotation",
+        "listen_error",
     ];
     const POLICY: &[&str] = &[
         "id",
@@ -258,10 +267,12 @@ async fn run_inner(command: Command, data_dir: &Path, api: &ApiArgs) -> Result<(
                 strip_prefix,
                 credential,
                 authz,
+                tls,
             } => {
                 let authz = authz.as_deref().map(read_json).transpose()?;
+                let upstream_tls = upstream_tls_body(&tls, None);
                 Out::Table(
-                    c.json(Method::POST, "/api/v1/routes", json!({"name": name, "upstream": upstream, "host": host, "path_prefix": path_prefix, "strip_prefix": strip_prefix, "credential": credential, "authz": authz})).await?,
+                    c.json(Method::POST, "/api/v1/routes", json!({"name": name, "upstream": upstream, "host": host, "path_prefix": path_prefix, "strip_prefix": strip_prefix, "credential": credential, "authz": authz, "upstream_tls": upstream_tls})).await?,
                     ROUTE,
                 )
             }
@@ -278,10 +289,18 @@ async fn run_inner(command: Command, data_dir: &Path, api: &ApiArgs) -> Result<(
                 strip_prefix,
                 credential,
                 authz,
+                tls,
             } => {
                 let authz = authz.as_deref().map(read_json).transpose()?;
+                // Only the TLS settings given change; the others are kept.
+                let upstream_tls = if upstream_tls_body(&tls, None).is_some() {
+                    let current = c.get(&format!("/api/v1/routes/{}", enc(&id))).await?;
+                    upstream_tls_body(&tls, current.get("upstream_tls"))
+                } else {
+                    None
+                };
                 Out::Table(
-                    c.json(Method::PATCH, &format!("/api/v1/routes/{}", enc(&id)), json!({"name": name, "upstream": upstream, "host": host, "path_prefix": path_prefix, "strip_prefix": strip_prefix, "credential": credential, "authz": authz})).await?,
+                    c.json(Method::PATCH, &format!("/api/v1/routes/{}", enc(&id)), json!({"name": name, "upstream": upstream, "host": host, "path_prefix": path_prefix, "strip_prefix": strip_prefix, "credential": credential, "authz": authz, "upstream_tls": upstream_tls})).await?,
                     ROUTE,
                 )
             }
@@ -294,6 +313,55 @@ async fn run_inner(command: Command, data_dir: &Path, api: &ApiArgs) -> Result<(
                 .await?;
                 Out::Done(format!("route {id} deleted"))
             }
+        },
+        Command::Sidecar(sc) => match sc {
+            SidecarCmd::Create {
+                name,
+                listen,
+                upstream,
+                tls,
+                credential,
+                common_name,
+                spiffe_id,
+                lifetime,
+            } => {
+                let mut upstream_tls = upstream_tls_body(&tls, None).unwrap_or_else(|| json!({}));
+                if let Some(cred) = credential {
+                    upstream_tls["credential"] = json!(cred);
+                }
+                let issue = common_name.map(
+                    |cn| json!({"common_name": cn, "spiffe_id": spiffe_id, "lifetime": lifetime}),
+                );
+                let body = json!({"name": name, "listen": listen, "upstream": upstream,
+                    "upstream_tls": upstream_tls, "issue": issue});
+                Out::Table(
+                    c.json(Method::POST, "/api/v1/sidecars", body).await?,
+                    SIDECAR,
+                )
+            }
+            SidecarCmd::List => Out::Table(c.get("/api/v1/sidecars").await?, SIDECAR),
+            SidecarCmd::Show { name } => Out::Table(
+                c.get(&format!("/api/v1/sidecars/{}", enc(&name))).await?,
+                SIDECAR,
+            ),
+            SidecarCmd::Delete { name } => {
+                c.send(
+                    Method::DELETE,
+                    &format!("/api/v1/sidecars/{}", enc(&name)),
+                    None,
+                )
+                .await?;
+                Out::Done(format!("sidecar {name} deleted"))
+            }
+            SidecarCmd::Rotate { name } => Out::Table(
+                c.json(
+                    Method::POST,
+                    &format!("/api/v1/sidecars/{}/rotate", enc(&name)),
+                    json!({}),
+                )
+                .await?,
+                SIDECAR,
+            ),
         },
         Command::Policy(p) => match p {
             PolicyCmd::Create { name, spec } => {
@@ -695,6 +763,34 @@ fn check(status: StatusCode, body: &[u8]) -> Result<(), u8> {
         eprintln!("hint: {h}");
     }
     Err(1)
+}
+
+/// The `upstream_tls` object from CLI flags, merged over `current` (None when no flag is given
+/// and there is nothing to merge). An empty value resets a setting.
+fn upstream_tls_body(tls: &UpstreamTlsArgs, current: Option<&Value>) -> Option<Value> {
+    if tls.upstream_trust_bundle.is_none()
+        && tls.upstream_server_name.is_none()
+        && tls.require_upstream_mtls.is_none()
+    {
+        return None;
+    }
+    let mut body = current
+        .filter(|v| v.is_object())
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    let mut set = |key: &str, value: &Option<String>| {
+        match value.as_deref() {
+            Some("") => body[key] = Value::Null,
+            Some(v) => body[key] = json!(v),
+            None => {}
+        };
+    };
+    set("trust_bundle", &tls.upstream_trust_bundle);
+    set("server_name", &tls.upstream_server_name);
+    if let Some(r) = tls.require_upstream_mtls {
+        body["require_mtls"] = json!(r);
+    }
+    Some(body)
 }
 
 fn cell(v: &Value) -> String {

@@ -71,6 +71,8 @@ pub struct Config {
     pub domains: Vec<DomainConfig>,
     #[serde(default, rename = "routes")]
     pub routes: Vec<RouteConfig>,
+    #[serde(default, rename = "sidecars")]
+    pub sidecars: Vec<SidecarConfig>,
 }
 
 /// Timeouts, written as `"500ms"`, `"10s"` or `"2m"`.
@@ -220,6 +222,116 @@ pub struct RouteConfig {
     /// Authorization: static rules, identity requirement, token header.
     #[serde(default)]
     pub authz: Option<crate::authz::RouteAuthz>,
+    /// For `https://` upstreams: trust, server name, client credential.
+    #[serde(default)]
+    pub upstream_tls: Option<UpstreamTls>,
+}
+
+/// How the gateway talks TLS to an `https://` upstream. Absent: the system CAs, the URL's host
+/// as server name, no client certificate.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// Name of a trust bundle (admin API) the upstream's certificate must chain to.
+    /// Default: the system's CA certificates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_bundle: Option<String>,
+    /// Config file only: a PEM file of those CA certificates instead of a named bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub trust_bundle_file: Option<PathBuf>,
+    /// Name sent as SNI and checked against the upstream's certificate. Default: the URL's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+    /// Config file only: name of a client credential (admin API) to present. Through the API,
+    /// set the route's `credential` instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+    /// Config file only: the client certificate chain (PEM) to present…
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub cert_file: Option<PathBuf>,
+    /// …and its private key (PEM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub key_file: Option<PathBuf>,
+    /// Refuse to send the request (502) when the upstream does not ask for a client
+    /// certificate. Default `false`.
+    #[serde(default)]
+    pub require_mtls: bool,
+}
+
+impl UpstreamTls {
+    /// Whether any file-based setting is used (they are for the config file only).
+    pub fn uses_files(&self) -> bool {
+        self.trust_bundle_file.is_some() || self.cert_file.is_some() || self.key_file.is_some()
+    }
+
+    fn resolve_paths(&mut self, fix: &impl Fn(&mut PathBuf)) {
+        for p in [
+            &mut self.trust_bundle_file,
+            &mut self.cert_file,
+            &mut self.key_file,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            fix(p);
+        }
+    }
+
+    fn files(&self) -> impl Iterator<Item = PathBuf> + '_ {
+        [&self.trust_bundle_file, &self.cert_file, &self.key_file]
+            .into_iter()
+            .flatten()
+            .cloned()
+    }
+}
+
+/// Sidecar (egress) mode: a local plain-HTTP listener whose requests the gateway forwards to
+/// one upstream over TLS, presenting a client credential (typically issued and rotated by the
+/// built-in CA).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SidecarConfig {
+    /// Name in logs, metrics and the API.
+    pub name: String,
+    /// Plain-HTTP listen address; keep it on loopback (e.g. `127.0.0.1:15001`).
+    #[schema(value_type = String)]
+    pub listen: SocketAddr,
+    /// `https://host:port[/base]` (or `http://` for a plain upstream).
+    pub upstream: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_tls: Option<UpstreamTls>,
+    /// Have the built-in CA issue the client credential, and rotate it at two thirds of its
+    /// lifetime. The credential is stored as `sidecar-NAME`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issue: Option<IssueSpec>,
+}
+
+/// What the built-in CA puts into a sidecar's credential.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IssueSpec {
+    /// Subject common name.
+    pub common_name: String,
+    /// SPIFFE ID as URI SAN (`spiffe://trust-domain/path`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spiffe_id: Option<String>,
+    /// Certificate lifetime, e.g. `24h`. Default `24h`; rotation happens after two thirds.
+    #[serde(default = "default_sidecar_lifetime")]
+    pub lifetime: String,
+}
+
+fn default_sidecar_lifetime() -> String {
+    "24h".into()
+}
+
+impl SidecarConfig {
+    /// The name of the credential the built-in CA issues for this sidecar.
+    pub fn credential_name(&self) -> String {
+        format!("sidecar-{}", self.name)
+    }
 }
 
 impl Config {
@@ -270,6 +382,18 @@ impl Config {
                 }
             }
         }
+        for tls in self
+            .routes
+            .iter_mut()
+            .filter_map(|r| r.upstream_tls.as_mut())
+            .chain(
+                self.sidecars
+                    .iter_mut()
+                    .filter_map(|s| s.upstream_tls.as_mut()),
+            )
+        {
+            tls.resolve_paths(&fix);
+        }
     }
 
     /// The store's path (set by [`Config::load`]).
@@ -285,6 +409,14 @@ impl Config {
             files.push(d.key.clone());
             files.extend(d.trust_bundle.clone());
             files.extend(d.crls.iter().filter(|c| !is_url(c)).cloned());
+        }
+        for tls in self
+            .routes
+            .iter()
+            .filter_map(|r| r.upstream_tls.as_ref())
+            .chain(self.sidecars.iter().filter_map(|s| s.upstream_tls.as_ref()))
+        {
+            files.extend(tls.files());
         }
         files
     }

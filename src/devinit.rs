@@ -281,6 +281,15 @@ mod tests {
         assert_eq!(fs::read(dir.join("ca.pem")).unwrap(), ca_before);
         let config = crate::config::Config::load(&second.config).unwrap();
         let ticketer = crate::tls::server::ticketer().unwrap();
-        crate::snapshot::Snapshot::build(&config, &Default::default(), ticketer).unwrap();
+        crate::snapshot::Snapshot::build(
+            &config,
+            &Default::default(),
+            ticketer,
+            &crate::upstream::Pools::new(
+                std::time::Duration::from_secs(1),
+                std::time::Duration::from_secs(1),
+            ),
+        )
+        .unwrap();
     }
 }

@@ -77,6 +77,11 @@ pub struct State {
     change_lock: tokio::sync::Mutex<()>,
     /// Counts applied changes; subscribers learn when a new snapshot is live.
     generation: watch::Sender<u64>,
+    /// Upstream TLS pools, by setting (outlive snapshots).
+    pub pools: crate::upstream::Pools,
+    /// Sidecar listeners, kept in line with the published snapshot.
+    pub sidecars: crate::sidecar::Listeners,
+    me: std::sync::Weak<State>,
 }
 
 impl State {
@@ -86,10 +91,13 @@ impl State {
         let _guard = self.change_lock.lock().await;
         let result = async {
             let config = Config::load(&self.config_path)?;
+            crate::sidecar::ensure_credentials(&config, &self.store, self.ca.as_deref())
+                .await
+                .map_err(|e| GatewayError::Admin(e.to_string()))?;
             let store = self.store.state().await?;
             // CRL URLs new in this config are fetched before the build needs them.
             fetch_crls(&config, &store, CrlFetch::Missing).await?;
-            let snapshot = Snapshot::build(&config, &store, self.ticketer.clone())?;
+            let snapshot = Snapshot::build(&config, &store, self.ticketer.clone(), &self.pools)?;
             Ok::<_, GatewayError>((config, snapshot))
         }
         .await;
@@ -117,7 +125,17 @@ impl State {
 
     /// Builds (and so validates) a snapshot from the applied config file and `store`.
     pub fn build(&self, store: &StoreState) -> Result<Snapshot, SnapshotError> {
-        Snapshot::build(&self.config.load(), store, self.ticketer.clone())
+        Snapshot::build(
+            &self.config.load(),
+            store,
+            self.ticketer.clone(),
+            &self.pools,
+        )
+    }
+
+    /// Learns of every newly published snapshot.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
     }
 
     /// Makes `snapshot` the one new handshakes and requests use.
@@ -125,7 +143,11 @@ impl State {
         let now = crate::pki::unix_now();
         self.expiry
             .check(&snapshot.known_certs, now, &snapshot.expiry_warnings);
-        self.snapshot.store(Arc::new(snapshot));
+        let snapshot = Arc::new(snapshot);
+        self.snapshot.store(snapshot.clone());
+        if let Some(me) = self.me.upgrade() {
+            self.sidecars.reconcile(&me, &snapshot.sidecars);
+        }
         self.generation.send_modify(|g| *g += 1);
     }
 }
@@ -176,7 +198,15 @@ impl Gateway {
             }
             None => None,
         };
-        let snapshot = Snapshot::build(&config, &store_state, ticketer.clone())?;
+        crate::sidecar::ensure_credentials(&config, &store, ca.as_deref())
+            .await
+            .map_err(|e| GatewayError::Admin(e.to_string()))?;
+        let store_state = store.state().await?;
+        let pools = crate::upstream::Pools::new(
+            config.timeouts.upstream_connect,
+            config.timeouts.upstream_idle,
+        );
+        let snapshot = Snapshot::build(&config, &store_state, ticketer.clone(), &pools)?;
 
         let listener =
             TcpListener::bind(config.listen)
@@ -218,7 +248,10 @@ impl Gateway {
         http.http1().timer(TokioTimer::new());
         http.http2().timer(TokioTimer::new());
 
-        let state = Arc::new(State {
+        let state = Arc::new_cyclic(|me| State {
+            pools,
+            sidecars: crate::sidecar::Listeners::default(),
+            me: me.clone(),
             snapshot: ArcSwap::from_pointee(snapshot),
             upstream,
             http,
@@ -232,6 +265,9 @@ impl Gateway {
             change_lock: tokio::sync::Mutex::new(()),
             generation: watch::channel(0).0,
         });
+        state
+            .sidecars
+            .reconcile(&state, &state.snapshot.load().sidecars);
         let quotas = state.store.quota_use().await?;
         state
             .authz
@@ -271,6 +307,10 @@ impl Gateway {
             Duration::from_secs(2),
         )));
         tasks.push(tokio::spawn(refresh_crls(state.clone())));
+        tasks.push(tokio::spawn(crate::sidecar::rotate_when_due(
+            state.clone(),
+            shutdown_rx.clone(),
+        )));
         tasks.push(tokio::spawn(watch_expiry(
             state.clone(),
             Duration::from_secs(60),
@@ -314,6 +354,11 @@ impl Gateway {
         &self.state
     }
 
+    /// Where a sidecar listens (its actual port when configured with port 0).
+    pub fn sidecar_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.state.sidecars.status(name).and_then(Result::ok)
+    }
+
     /// A receiver that changes each time a reload is applied (by SIGHUP, a file change or
     /// [`Gateway::reload`]); its value counts the applied reloads.
     pub fn reloads(&self) -> watch::Receiver<u64> {
@@ -328,6 +373,7 @@ impl Gateway {
     /// Stops accepting, lets open connections finish (up to the shutdown grace), then returns.
     pub async fn shutdown(self) {
         let _ = self.shutdown_tx.send(true);
+        self.state.sidecars.stop_all();
         let graceful = self.accept.await.unwrap_or_default();
         // The listener is closed once the accept loop has returned.
         info!(

@@ -33,10 +33,12 @@ pub mod pki;
 pub mod proxy;
 pub mod revocation;
 pub mod routing;
+pub mod sidecar;
 pub mod snapshot;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
+pub mod upstream;
 
 /// Locks a mutex; a panic in another holder never makes the data unusable (the caches and
 /// counters it guards stay consistent entry by entry).

@@ -1,5 +1,7 @@
 //! Host + path-prefix routing. Built once per snapshot; lookups allocate nothing.
 
+use std::sync::Arc;
+
 use http::Uri;
 
 use crate::config::RouteConfig;
@@ -12,12 +14,20 @@ pub enum Upstream {
     /// The built-in CA's device endpoints: `…/enroll` (bootstrap token + CSR) and `…/renew`
     /// (current certificate over mTLS + CSR).
     Ca,
-    /// A plain HTTP origin: `scheme://authority` plus an optional base path.
+    /// An HTTP or HTTPS origin: `scheme://authority` plus an optional base path. HTTPS
+    /// routes carry their TLS client in [`Route::tls`].
     Http {
         scheme: http::uri::Scheme,
         authority: http::uri::Authority,
         base_path: String,
     },
+}
+
+impl Upstream {
+    /// Whether this is an `https://` origin.
+    pub fn is_https(&self) -> bool {
+        matches!(self, Upstream::Http { scheme, .. } if *scheme == http::uri::Scheme::HTTPS)
+    }
 }
 
 /// One validated route.
@@ -33,13 +43,16 @@ pub struct Route {
     pub authz: Option<std::sync::Arc<crate::authz::RouteAuthz>>,
     /// `symbolon_authz_decisions_total{decision="allowed"}` for this route, registered once.
     pub allowed: metrics::Counter,
+    /// For `https://` upstreams: the pool and the settings it was made with (set by the
+    /// snapshot, which resolves bundles and credentials).
+    pub tls: Option<Arc<crate::upstream::TlsUpstream>>,
 }
 
 /// A problem with a route in the configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum RouteError {
     #[error(
-        "route '{route}': upstream '{upstream}' is not a valid URL ({detail}). Fix: write it as http://HOST:PORT[/base/path] or builtin:echo"
+        "route '{route}': upstream '{upstream}' is not a valid URL ({detail}). Fix: write it as http://HOST:PORT[/base/path], https://HOST:PORT[/base/path] or builtin:echo"
     )]
     BadUrl {
         route: String,
@@ -47,9 +60,9 @@ pub enum RouteError {
         detail: String,
     },
     #[error(
-        "route '{route}': upstream '{upstream}' uses https, which is not supported yet. Fix: use an http:// upstream on a trusted network (upstream TLS and mTLS come with upstream credentials)"
+        "route '{route}': upstream TLS settings (upstream_tls, credential) need an https:// upstream, not '{upstream}'. Fix: use https://, or remove the TLS settings"
     )]
-    HttpsUpstream { route: String, upstream: String },
+    TlsWithoutHttps { route: String, upstream: String },
     #[error("route '{route}': path_prefix '{prefix}' must start with '/'")]
     BadPrefix { route: String, prefix: String },
     #[error("route '{route}': {detail}")]
@@ -80,6 +93,12 @@ impl Route {
         }
         let prefix = normalise_prefix(&rc.path_prefix);
         let upstream = parse_upstream(&name, &rc.upstream)?;
+        if rc.upstream_tls.is_some() && !upstream.is_https() {
+            return Err(RouteError::TlsWithoutHttps {
+                route: name,
+                upstream: rc.upstream.clone(),
+            });
+        }
         let authz = match &rc.authz {
             Some(a) => {
                 for (i, r) in a.rules.iter().enumerate() {
@@ -115,6 +134,7 @@ impl Route {
             strip_prefix: rc.strip_prefix,
             authz,
             allowed,
+            tls: None,
         })
     }
 
@@ -156,7 +176,8 @@ fn normalise_prefix(p: &str) -> String {
     }
 }
 
-fn parse_upstream(route: &str, s: &str) -> Result<Upstream, RouteError> {
+/// Parses `builtin:echo`, `builtin:ca` or an `http(s)://host[:port][/base]` URL.
+pub fn parse_upstream(route: &str, s: &str) -> Result<Upstream, RouteError> {
     if s == "builtin:echo" {
         return Ok(Upstream::Echo);
     }
@@ -172,14 +193,8 @@ fn parse_upstream(route: &str, s: &str) -> Result<Upstream, RouteError> {
         .parse()
         .map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
     let scheme = uri.scheme().cloned().ok_or_else(|| bad("no scheme"))?;
-    if scheme == http::uri::Scheme::HTTPS {
-        return Err(RouteError::HttpsUpstream {
-            route: route.into(),
-            upstream: s.into(),
-        });
-    }
-    if scheme != http::uri::Scheme::HTTP {
-        return Err(bad("the scheme must be http"));
+    if scheme != http::uri::Scheme::HTTP && scheme != http::uri::Scheme::HTTPS {
+        return Err(bad("the scheme must be http or https"));
     }
     let authority = uri.authority().cloned().ok_or_else(|| bad("no host"))?;
     if authority.host().is_empty() {
@@ -250,6 +265,7 @@ mod tests {
             upstream: upstream.into(),
             strip_prefix: strip,
             authz: None,
+            upstream_tls: None,
         })
         .unwrap()
     }
@@ -278,7 +294,7 @@ mod tests {
 
     #[test]
     fn bad_upstreams_are_named() {
-        for bad in ["not a url", "ftp://x", "http://", "https://x"] {
+        for bad in ["not a url", "ftp://x", "http://", "https://x?q=1"] {
             let err = Route::from_config(&RouteConfig {
                 name: Some("r".into()),
                 host: None,
@@ -286,6 +302,7 @@ mod tests {
                 upstream: bad.into(),
                 strip_prefix: false,
                 authz: None,
+                upstream_tls: None,
             })
             .unwrap_err();
             assert!(err.to_string().contains("route 'r'"), "{err}");

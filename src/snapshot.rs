@@ -11,12 +11,13 @@ use rustls::ServerConfig;
 use rustls::pki_types::UnixTime;
 use rustls::server::ProducesTickets;
 
-use crate::config::{Config, RouteConfig, Timeouts};
+use crate::config::{Config, RouteConfig, Timeouts, UpstreamTls};
 use crate::pki::{self, PkiError};
 use crate::routing::{Route, RouteError, RouteTable};
 use crate::store::{DomainRow, StoreState};
 use crate::tls::server::server_config;
 use crate::tls::verify::{ClientVerifier, Mode};
+use crate::upstream::{Pools, Roots, TlsSpec, TlsUpstream};
 
 /// Why a configuration could not become a snapshot. Nothing is applied when this is returned.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +44,8 @@ pub enum SnapshotError {
     UnknownDefault { name: String },
     #[error("route '{route}' names a credential that does not exist")]
     UnknownCredential { route: String },
+    #[error("{owner}: {detail}")]
+    UpstreamTls { owner: String, detail: String },
     #[error("domain '{domain}': mtls must be require, optional or off, not '{value}'")]
     BadMode { domain: String, value: String },
     #[error("domain '{domain}': cannot build the TLS configuration: {source}")]
@@ -119,6 +122,8 @@ pub struct Snapshot {
     pub known_certs: Vec<crate::expiry::KnownCert>,
     /// Expiry warning thresholds, in seconds.
     pub expiry_warnings: Vec<i64>,
+    /// Sidecar (egress) listeners by name, from the config file and the store.
+    pub sidecars: HashMap<String, Arc<crate::sidecar::Sidecar>>,
 }
 
 /// One domain to build, from the config file or from the store.
@@ -143,6 +148,7 @@ impl Snapshot {
         config: &Config,
         store: &StoreState,
         ticketer: Arc<dyn ProducesTickets>,
+        pools: &Pools,
     ) -> Result<Self, SnapshotError> {
         let now = UnixTime::now();
         let mut inputs = Vec::new();
@@ -331,19 +337,40 @@ impl Snapshot {
             None if domains.is_empty() => None,
             None => Some(0),
         };
-        let mut routes = config
-            .routes
-            .iter()
-            .map(Route::from_config)
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut routes = Vec::new();
+        for rc in &config.routes {
+            let mut route = Route::from_config(rc)?;
+            let owner = format!("route '{}'", route.name);
+            route.tls = upstream_tls(
+                &owner,
+                &route.upstream,
+                rc.upstream_tls.as_ref(),
+                None,
+                store,
+                pools,
+                now,
+            )?;
+            routes.push(route);
+        }
         for r in &store.routes {
-            if let Some(cid) = &r.credential_id
-                && !store.credentials.iter().any(|c| &c.id == cid)
-            {
-                return Err(SnapshotError::UnknownCredential {
-                    route: r.name.clone(),
-                });
-            }
+            let credential = match &r.credential_id {
+                Some(cid) => Some(store.credentials.iter().find(|c| &c.id == cid).ok_or_else(
+                    || SnapshotError::UnknownCredential {
+                        route: r.name.clone(),
+                    },
+                )?),
+                None => None,
+            };
+            let tls_settings: Option<UpstreamTls> =
+                match &r.upstream_tls {
+                    Some(json) => Some(serde_json::from_str(json).map_err(|e| {
+                        SnapshotError::UpstreamTls {
+                            owner: format!("route '{}'", r.name),
+                            detail: format!("stored upstream_tls is not valid: {e}"),
+                        }
+                    })?),
+                    None => None,
+                };
             let authz = match &r.authz {
                 Some(json) => {
                     Some(
@@ -355,14 +382,48 @@ impl Snapshot {
                 }
                 None => None,
             };
-            routes.push(Route::from_config(&RouteConfig {
+            let mut route = Route::from_config(&RouteConfig {
                 name: Some(r.name.clone()),
                 host: r.host.clone(),
                 path_prefix: r.path_prefix.clone(),
                 upstream: r.upstream.clone(),
                 strip_prefix: r.strip_prefix,
                 authz,
-            })?);
+                upstream_tls: tls_settings.clone(),
+            })?;
+            let owner = format!("route '{}'", route.name);
+            if credential.is_some() && !route.upstream.is_https() {
+                return Err(RouteError::TlsWithoutHttps {
+                    route: route.name,
+                    upstream: r.upstream.clone(),
+                }
+                .into());
+            }
+            route.tls = upstream_tls(
+                &owner,
+                &route.upstream,
+                tls_settings.as_ref(),
+                credential,
+                store,
+                pools,
+                now,
+            )?;
+            routes.push(route);
+        }
+        let sidecars = crate::sidecar::build_all(config, store, pools, now)?;
+        for s in sidecars.values() {
+            if let Some(tls) = &s.tls
+                && let Some((name, ck)) = &tls.spec.credential
+                && let Some(info) = ck
+                    .end_entity_cert()
+                    .ok()
+                    .and_then(|d| pki::CertInfo::parse(d).ok())
+                && !known_certs
+                    .iter()
+                    .any(|k| k.kind == "credential" && &k.name == name)
+            {
+                known_certs.push(crate::expiry::KnownCert::new("credential", name, &info));
+            }
         }
         Ok(Self {
             domains,
@@ -376,6 +437,7 @@ impl Snapshot {
             revocations,
             known_certs,
             expiry_warnings,
+            sidecars,
         })
     }
 
@@ -494,6 +556,112 @@ fn domain_from_store(
         crls,
         crl_enforce_expiry,
     })
+}
+
+/// The TLS pool of an `https://` upstream (`None` for other upstreams): resolves a named
+/// bundle or file, a named credential or files, and checks they fit together.
+pub(crate) fn upstream_tls(
+    owner: &str,
+    upstream: &crate::routing::Upstream,
+    settings: Option<&UpstreamTls>,
+    credential: Option<&crate::store::CredentialRow>,
+    store: &StoreState,
+    pools: &Pools,
+    now: UnixTime,
+) -> Result<Option<Arc<TlsUpstream>>, SnapshotError> {
+    if !upstream.is_https() {
+        return Ok(None);
+    }
+    let err = |detail: String| SnapshotError::UpstreamTls {
+        owner: owner.to_string(),
+        detail,
+    };
+    let default = UpstreamTls::default();
+    let s = settings.unwrap_or(&default);
+    let roots = match (&s.trust_bundle, &s.trust_bundle_file) {
+        (Some(_), Some(_)) => {
+            return Err(err("set trust_bundle or trust_bundle_file, not both".into()));
+        }
+        (Some(name), None) => {
+            let b = store.bundles.iter().find(|b| &b.name == name).ok_or_else(|| {
+                err(format!(
+                    "trust bundle '{name}' does not exist. Fix: create it (symbolon bundle add {name} CA.pem) or name another one"
+                ))
+            })?;
+            let label = format!("'{name}'");
+            let tb = pki::trust_bundle_from_pem(b.pem.as_bytes(), &PathBuf::from(&label), now)
+                .map_err(|e| err(e.to_string()))?;
+            Roots::Bundle {
+                label,
+                certs: tb.certs,
+            }
+        }
+        (None, Some(path)) => {
+            let tb = pki::load_trust_bundle(path, now).map_err(|e| err(e.to_string()))?;
+            Roots::Bundle {
+                label: path.display().to_string(),
+                certs: tb.certs,
+            }
+        }
+        (None, None) => Roots::System,
+    };
+    let by_name = match &s.credential {
+        Some(name) => Some(
+            store
+                .credentials
+                .iter()
+                .find(|c| &c.name == name)
+                .ok_or_else(|| {
+                    err(format!(
+                        "credential '{name}' does not exist. Fix: add it (symbolon credential add {name} CERT KEY) or name another one"
+                    ))
+                })?,
+        ),
+        None => None,
+    };
+    let files = match (&s.cert_file, &s.key_file) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        _ => return Err(err("cert_file and key_file go together".into())),
+    };
+    let credential = match (credential.or(by_name), files) {
+        (Some(_), Some(_)) => {
+            return Err(err(
+                "name a credential or give cert_file/key_file, not both".into(),
+            ));
+        }
+        (Some(row), None) => {
+            let cert_origin =
+                PathBuf::from(format!("the certificate of credential '{}'", row.name));
+            let key_origin = PathBuf::from(format!("the key of credential '{}'", row.name));
+            let chain = pki::parse_certs(row.cert_pem.as_bytes(), &cert_origin)
+                .map_err(|e| err(e.to_string()))?;
+            let key = pki::parse_key(row.key_pem.as_bytes(), &key_origin)
+                .map_err(|e| err(e.to_string()))?;
+            let ck = pki::certified_key(chain, key, &cert_origin, &key_origin)
+                .map_err(|e| err(e.to_string()))?;
+            Some((row.name.clone(), ck))
+        }
+        (None, Some((c, k))) => {
+            let chain = pki::load_certs(c).map_err(|e| err(e.to_string()))?;
+            let key = pki::load_key(k).map_err(|e| err(e.to_string()))?;
+            let ck = pki::certified_key(chain, key, c, k).map_err(|e| err(e.to_string()))?;
+            Some((c.display().to_string(), ck))
+        }
+        (None, None) => None,
+    };
+    if s.require_mtls && credential.is_none() {
+        return Err(err(
+            "require_mtls is set but there is no client credential to present. Fix: give the route a credential".into(),
+        ));
+    }
+    let spec = TlsSpec {
+        roots,
+        server_name: s.server_name.clone(),
+        credential,
+        require_mtls: s.require_mtls,
+    };
+    pools.client(spec).map(Some).map_err(|e| err(e.to_string()))
 }
 
 /// Policies, identities and gateway-wide rules from the store.

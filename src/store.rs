@@ -95,6 +95,17 @@ pub struct RouteRow {
     pub created_at: String,
     /// JSON of [`crate::authz::RouteAuthz`], or NULL.
     pub authz: Option<String>,
+    /// JSON of [`crate::config::UpstreamTls`] (without its credential), or NULL.
+    pub upstream_tls: Option<String>,
+}
+
+#[derive(Clone, Debug, FromRow, Serialize)]
+pub struct SidecarRow {
+    pub id: String,
+    pub name: String,
+    /// JSON of [`crate::config::SidecarConfig`].
+    pub spec: String,
+    pub created_at: String,
 }
 
 #[derive(Clone, Debug, FromRow, Serialize)]
@@ -141,6 +152,7 @@ pub struct StoreState {
     /// JSON list of gateway-wide [`crate::authz::Rule`]s.
     pub global_rules: Option<String>,
     pub revocations: Vec<RevocationRow>,
+    pub sidecars: Vec<SidecarRow>,
 }
 
 #[derive(Clone, Debug, FromRow, Serialize, Deserialize, utoipa::ToSchema)]
@@ -251,7 +263,11 @@ pub async fn load_all(conn: &mut SqliteConnection) -> Result<StoreState, StoreEr
         sqlx::query_as::<_, RevocationRow>("SELECT * FROM revocations ORDER BY revoked_at")
             .fetch_all(&mut *conn)
             .await?;
+    let sidecars = sqlx::query_as::<_, SidecarRow>("SELECT * FROM sidecars ORDER BY name")
+        .fetch_all(&mut *conn)
+        .await?;
     Ok(StoreState {
+        sidecars,
         bundles,
         domains,
         credentials,
@@ -325,6 +341,7 @@ pub async fn delete_row(
         Table::Routes => "DELETE FROM routes WHERE id = ?",
         Table::Policies => "DELETE FROM policies WHERE id = ?",
         Table::Identities => "DELETE FROM identities WHERE id = ?",
+        Table::Sidecars => "DELETE FROM sidecars WHERE id = ?",
     };
     Ok(sqlx::query(sql).bind(id).execute(c).await?.rows_affected())
 }
@@ -337,6 +354,7 @@ pub enum Table {
     Routes,
     Policies,
     Identities,
+    Sidecars,
 }
 
 pub async fn upsert_domain(c: &mut SqliteConnection, d: &DomainRow) -> Result<(), sqlx::Error> {
@@ -392,12 +410,12 @@ pub async fn update_credential(
 
 pub async fn upsert_route(c: &mut SqliteConnection, r: &RouteRow) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO routes (id, name, host, path_prefix, upstream, strip_prefix, credential_id, created_at, authz) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+        "INSERT INTO routes (id, name, host, path_prefix, upstream, strip_prefix, credential_id, created_at, authz, upstream_tls) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
          ON CONFLICT(id) DO UPDATE SET name = excluded.name, host = excluded.host, \
          path_prefix = excluded.path_prefix, upstream = excluded.upstream, \
          strip_prefix = excluded.strip_prefix, credential_id = excluded.credential_id, \
-         authz = excluded.authz",
+         authz = excluded.authz, upstream_tls = excluded.upstream_tls",
     )
     .bind(&r.id)
     .bind(&r.name)
@@ -408,6 +426,21 @@ pub async fn upsert_route(c: &mut SqliteConnection, r: &RouteRow) -> Result<(), 
     .bind(&r.credential_id)
     .bind(&r.created_at)
     .bind(&r.authz)
+    .bind(&r.upstream_tls)
+    .execute(c)
+    .await
+    .map(|_| ())
+}
+
+pub async fn upsert_sidecar(c: &mut SqliteConnection, r: &SidecarRow) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO sidecars (id, name, spec, created_at) VALUES (?, ?, ?, ?) \
+         ON CONFLICT(id) DO UPDATE SET name = excluded.name, spec = excluded.spec",
+    )
+    .bind(&r.id)
+    .bind(&r.name)
+    .bind(&r.spec)
+    .bind(&r.created_at)
     .execute(c)
     .await
     .map(|_| ())

@@ -15,9 +15,9 @@ use serde::{Deserialize, Serialize};
 use sqlx::SqliteConnection;
 use utoipa::OpenApi;
 
-use super::authz_api;
 use super::view::*;
 use super::{Actor, ApiError, App, Change};
+use super::{authz_api, sidecar_api};
 use crate::authz::RouteAuthz;
 use crate::pki::{self, CertInfo};
 use crate::store::{self, BundleRow, CredentialRow, DomainRow, RouteRow, StoreState, Table};
@@ -78,7 +78,13 @@ type Body<T> = Result<Json<T>, JsonRejection>;
         authz_api::expiring,
         authz_api::ca_sign,
         authz_api::ca_enrollment_token,
-        authz_api::ca_issued
+        authz_api::ca_issued,
+        sidecar_api::list_sidecars,
+        sidecar_api::create_sidecar,
+        sidecar_api::get_sidecar,
+        sidecar_api::replace_sidecar,
+        sidecar_api::delete_sidecar,
+        sidecar_api::rotate_sidecar
     ),
     components(schemas(ErrorBody, ErrorDetail, store::AuditRow))
 )]
@@ -86,7 +92,7 @@ struct ApiDoc;
 
 /// The error body every failure uses.
 #[derive(Serialize, utoipa::ToSchema)]
-struct ErrorBody {
+pub(super) struct ErrorBody {
     error: ErrorDetail,
 }
 
@@ -135,6 +141,7 @@ pub(super) fn router(app: Arc<App>, max_upload: usize) -> Router {
         .route("/api/v1/audit", get(audit))
         .route("/api/v1/export", get(export))
         .route("/api/v1/import", post(import));
+    let router = super::sidecar_api::routes(router);
     super::authz_api::routes(router)
         .fallback(|| async {
             ApiError::new(
@@ -354,6 +361,10 @@ fn route_view(r: &RouteRow, st: &StoreState) -> RouteView {
             .map(|c| c.name.clone()),
         authz: r
             .authz
+            .as_deref()
+            .and_then(|j| serde_json::from_str(j).ok()),
+        upstream_tls: r
+            .upstream_tls
             .as_deref()
             .and_then(|j| serde_json::from_str(j).ok()),
         created_at: r.created_at.clone(),
@@ -611,6 +622,37 @@ async fn delete_bundle(
         return Err(ApiError::in_use(
             format!("bundle '{}' is attached to {}", b.name, attached.join(", ")),
             "detach it from those domains first",
+        ));
+    }
+    let names_it = |json: &str| {
+        serde_json::from_str::<crate::config::UpstreamTls>(json)
+            .is_ok_and(|t| t.trust_bundle.as_deref() == Some(b.name.as_str()))
+    };
+    let users: Vec<String> = st
+        .routes
+        .iter()
+        .filter(|r| r.upstream_tls.as_deref().is_some_and(names_it))
+        .map(|r| format!("route '{}'", r.name))
+        .chain(
+            st.sidecars
+                .iter()
+                .filter(|s| {
+                    serde_json::from_str::<crate::config::SidecarConfig>(&s.spec)
+                        .ok()
+                        .and_then(|c| c.upstream_tls)
+                        .is_some_and(|t| t.trust_bundle.as_deref() == Some(b.name.as_str()))
+                })
+                .map(|s| format!("sidecar '{}'", s.name)),
+        )
+        .collect();
+    if !users.is_empty() {
+        return Err(ApiError::in_use(
+            format!(
+                "bundle '{}' verifies the upstreams of {}",
+                b.name,
+                users.join(", ")
+            ),
+            "point those at another trust bundle first",
         ));
     }
     store::delete_row(&mut ch.tx, Table::Bundles, &b.id).await?;
@@ -895,6 +937,29 @@ fn authz_json(a: Option<&RouteAuthz>) -> Res<Option<String>> {
     })
 }
 
+/// Validates a route's upstream TLS settings (API form: names, no files) for the store.
+pub(super) fn upstream_tls_json(t: Option<&crate::config::UpstreamTls>) -> Res<Option<String>> {
+    let Some(t) = t else { return Ok(None) };
+    if t.uses_files() || t.credential.is_some() {
+        return Err(ApiError::invalid(
+            "bad_upstream_tls",
+            "upstream_tls: trust_bundle_file, cert_file, key_file and credential are for the config file",
+            "name a trust bundle in upstream_tls.trust_bundle and a credential in the route's credential field",
+        ));
+    }
+    if *t == crate::config::UpstreamTls::default() {
+        return Ok(None);
+    }
+    serde_json::to_string(t).map(Some).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            e.to_string(),
+            "",
+        )
+    })
+}
+
 fn check_route(r: &RouteRow) -> Res<()> {
     crate::routing::Route::from_config(&crate::config::RouteConfig {
         name: Some(r.name.clone()),
@@ -904,6 +969,10 @@ fn check_route(r: &RouteRow) -> Res<()> {
         strip_prefix: r.strip_prefix,
         authz: r
             .authz
+            .as_deref()
+            .and_then(|j| serde_json::from_str(j).ok()),
+        upstream_tls: r
+            .upstream_tls
             .as_deref()
             .and_then(|j| serde_json::from_str(j).ok()),
     })
@@ -948,6 +1017,7 @@ async fn create_route(
         credential_id,
         created_at: store::now(),
         authz: authz_json(req.authz.as_ref())?,
+        upstream_tls: upstream_tls_json(req.upstream_tls.as_ref())?,
     };
     check_route(&row)?;
     store::upsert_route(&mut ch.tx, &row).await?;
@@ -1003,6 +1073,9 @@ async fn update_route(
     }
     if let Some(a) = req.authz {
         row.authz = authz_json(Some(&a))?;
+    }
+    if let Some(t) = req.upstream_tls {
+        row.upstream_tls = upstream_tls_json(Some(&t))?;
     }
     if let Some(c) = req.credential {
         row.credential_id = if c.is_empty() {
@@ -1073,6 +1146,10 @@ pub struct Declarative {
     pub credentials: Vec<DeclCredential>,
     #[serde(default, rename = "routes")]
     pub routes: Vec<DeclRoute>,
+    /// Sidecars managed through the API; their issued credentials are not exported (each
+    /// import issues fresh ones).
+    #[serde(default, rename = "sidecars")]
+    pub sidecars: Vec<crate::config::SidecarConfig>,
     #[serde(default, rename = "policies")]
     pub policies: Vec<DeclPolicy>,
     #[serde(default, rename = "identities")]
@@ -1165,9 +1242,21 @@ pub struct DeclRoute {
     pub credential: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authz: Option<RouteAuthz>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_tls: Option<crate::config::UpstreamTls>,
 }
 
 fn declarative(st: &StoreState) -> Declarative {
+    let sidecars: Vec<crate::config::SidecarConfig> = st
+        .sidecars
+        .iter()
+        .filter_map(|s| serde_json::from_str(&s.spec).ok())
+        .collect();
+    let managed: Vec<String> = sidecars
+        .iter()
+        .filter(|s| s.issue.is_some())
+        .map(|s| s.credential_name())
+        .collect();
     let bundle_name = |id: &Option<String>| {
         id.as_deref()
             .and_then(|i| st.bundle(i))
@@ -1199,6 +1288,7 @@ fn declarative(st: &StoreState) -> Declarative {
         credentials: st
             .credentials
             .iter()
+            .filter(|c| !managed.contains(&c.name))
             .map(|c| DeclCredential {
                 name: c.name.clone(),
                 cert_pem: c.cert_pem.clone(),
@@ -1224,8 +1314,13 @@ fn declarative(st: &StoreState) -> Declarative {
                     .authz
                     .as_deref()
                     .and_then(|j| serde_json::from_str(j).ok()),
+                upstream_tls: r
+                    .upstream_tls
+                    .as_deref()
+                    .and_then(|j| serde_json::from_str(j).ok()),
             })
             .collect(),
+        sidecars,
         policies: st
             .policies
             .iter()
@@ -1489,6 +1584,7 @@ async fn import(
                 .map(|x| x.created_at.clone())
                 .unwrap_or_else(|| now.clone()),
             authz: authz_json(r.authz.as_ref())?,
+            upstream_tls: upstream_tls_json(r.upstream_tls.as_ref())?,
         };
         check_route(&row)?;
         match existing {
@@ -1498,7 +1594,8 @@ async fn import(
                     && x.upstream == row.upstream
                     && x.strip_prefix == row.strip_prefix
                     && x.credential_id == row.credential_id
-                    && x.authz == row.authz =>
+                    && x.authz == row.authz
+                    && x.upstream_tls == row.upstream_tls =>
             {
                 report.unchanged.push(format!("route {}", r.name))
             }
@@ -1512,6 +1609,7 @@ async fn import(
             }
         }
     }
+    super::sidecar_api::import_sidecars(&app, &mut ch, &st, &decl.sidecars, &mut report).await?;
     import_authz(&mut ch, &st, &decl, &mut report, &now).await?;
     let detail = format!(
         "created {}, updated {}, unchanged {}",

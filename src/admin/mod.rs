@@ -6,6 +6,7 @@
 mod api;
 mod authz_api;
 mod error;
+mod sidecar_api;
 pub mod view;
 
 use std::net::SocketAddr;

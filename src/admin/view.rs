@@ -152,6 +152,8 @@ pub struct RouteView {
     pub credential: Option<String>,
     /// Authorization settings (static rules, identity requirement, token header).
     pub authz: Option<RouteAuthz>,
+    /// For https:// upstreams: trust bundle, server name, require_mtls.
+    pub upstream_tls: Option<crate::config::UpstreamTls>,
     pub created_at: String,
 }
 
@@ -164,9 +166,12 @@ pub struct RouteCreate {
     pub upstream: String,
     #[serde(default)]
     pub strip_prefix: bool,
-    /// Credential id or name.
+    /// Credential id or name: the client certificate presented to an https:// upstream.
     pub credential: Option<String>,
     pub authz: Option<RouteAuthz>,
+    /// For https:// upstreams: `trust_bundle` (name; default the system CAs), `server_name`,
+    /// `require_mtls`. The `*_file` and `credential` fields are for the config file only.
+    pub upstream_tls: Option<crate::config::UpstreamTls>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -181,6 +186,8 @@ pub struct RouteUpdate {
     pub credential: Option<String>,
     /// Replaces the route's authorization settings.
     pub authz: Option<RouteAuthz>,
+    /// Replaces the route's upstream TLS settings (`{}` resets them to the defaults).
+    pub upstream_tls: Option<crate::config::UpstreamTls>,
 }
 
 fn root() -> String {

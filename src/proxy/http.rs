@@ -271,7 +271,30 @@ async fn forward(
             scheme, authority, ..
         } => (scheme.clone(), authority.clone()),
     };
-    let mut path = route.upstream_path(req.uri().path());
+    let path = route.upstream_path(req.uri().path());
+    send(
+        req,
+        scheme,
+        authority,
+        path,
+        route.tls.as_deref(),
+        state,
+        timeouts,
+    )
+    .await
+}
+
+/// Sends `req` to `scheme://authority` + `path` (the query is kept) over the plain client or
+/// the given TLS pool, and turns every failure into a [`ProxyError`] that names its cause.
+pub(crate) async fn send(
+    mut req: Request<Incoming>,
+    scheme: http::uri::Scheme,
+    authority: Authority,
+    mut path: String,
+    tls: Option<&crate::upstream::TlsUpstream>,
+    state: &State,
+    timeouts: &crate::config::Timeouts,
+) -> Result<Response<RespBody>, ProxyError> {
     if let Some(q) = req.uri().query() {
         path.push('?');
         path.push_str(q);
@@ -290,13 +313,26 @@ async fn forward(
     *req.uri_mut() = uri;
     *req.version_mut() = Version::HTTP_11;
     let upstream = authority.to_string();
-    let response = tokio::time::timeout(timeouts.upstream_response, state.upstream.request(req))
+    let pending = match tls {
+        Some(t) => t.client.request(req),
+        None => state.upstream.request(req),
+    };
+    let response = tokio::time::timeout(timeouts.upstream_response, pending)
         .await
         .map_err(|_| ProxyError::UpstreamTimeout {
             upstream: upstream.clone(),
             secs: timeouts.upstream_response.as_secs_f64(),
         })?
         .map_err(|e| {
+            if let Some(t) = tls
+                && let Some((detail, hint)) = crate::upstream::explain_tls_failure(&e, &t.spec)
+            {
+                return ProxyError::UpstreamTls {
+                    upstream: upstream.clone(),
+                    detail,
+                    hint,
+                };
+            }
             let detail = error_chain(&e);
             if e.is_connect() {
                 ProxyError::UpstreamConnect { upstream, detail }
@@ -310,7 +346,7 @@ async fn forward(
 }
 
 /// The error and its causes, joined, so a 502 names the real cause ("connection refused").
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut parts = vec![e.to_string()];
     let mut source = e.source();
     while let Some(s) = source {

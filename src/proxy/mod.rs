@@ -6,7 +6,7 @@
 mod ca_service;
 mod echo;
 pub mod headers;
-mod http;
+pub(crate) mod http;
 pub mod respond;
 
 use std::net::SocketAddr;

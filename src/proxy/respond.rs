@@ -20,6 +20,12 @@ pub enum ProxyError {
     UpstreamConnect { upstream: String, detail: String },
     #[error("the upstream {upstream} failed: {detail}")]
     UpstreamFailed { upstream: String, detail: String },
+    #[error("the upstream {upstream}: {detail}")]
+    UpstreamTls {
+        upstream: String,
+        detail: String,
+        hint: String,
+    },
     #[error("the upstream {upstream} did not answer within {secs:.1} s")]
     UpstreamTimeout { upstream: String, secs: f64 },
     #[error("the request cannot be forwarded: {detail}")]
@@ -36,9 +42,9 @@ impl ProxyError {
             ProxyError::NoHost | ProxyError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ProxyError::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
-            ProxyError::UpstreamConnect { .. } | ProxyError::UpstreamFailed { .. } => {
-                StatusCode::BAD_GATEWAY
-            }
+            ProxyError::UpstreamConnect { .. }
+            | ProxyError::UpstreamFailed { .. }
+            | ProxyError::UpstreamTls { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Denied(d) => {
                 StatusCode::from_u16(d.status).unwrap_or(StatusCode::FORBIDDEN)
@@ -54,6 +60,7 @@ impl ProxyError {
             ProxyError::NoRoute { .. } => "no_route",
             ProxyError::UpstreamConnect { .. } => "upstream_unreachable",
             ProxyError::UpstreamFailed { .. } => "upstream_error",
+            ProxyError::UpstreamTls { .. } => "upstream_tls",
             ProxyError::UpstreamTimeout { .. } => "upstream_timeout",
             ProxyError::BadRequest { .. } => "bad_request",
             ProxyError::Denied(d) => d.code,
@@ -72,6 +79,7 @@ impl ProxyError {
                 "check that the upstream is running and the route's upstream URL is right".into()
             }
             ProxyError::UpstreamFailed { .. } => "see the upstream's logs".into(),
+            ProxyError::UpstreamTls { hint, .. } => hint.clone(),
             ProxyError::UpstreamTimeout { .. } => {
                 "the upstream is slow or stuck; raise timeouts.upstream_response if that is expected".into()
             }

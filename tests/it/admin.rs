@@ -451,10 +451,40 @@ async fn credentials_and_routes() {
             .status,
         404
     );
+    // A credential only makes sense towards an https:// upstream.
+    let (status, v) = s
+        .api
+        .post("/api/v1/routes", json!({"name": "orders", "host": "api.test", "path_prefix": "/orders", "upstream": "builtin:echo", "credential": "origin"}))
+        .await;
+    assert_eq!(status.as_u16(), 422, "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("https://"),
+        "{v}"
+    );
+    let origin_ca = TestCa::root("Origin CA");
+    s.api
+        .ok(
+            Method::POST,
+            "/api/v1/mtls/bundles",
+            Some(json!({"name": "origin-ca", "pem": origin_ca.pem()})),
+        )
+        .await;
     let v = s.api
-        .ok(Method::POST, "/api/v1/routes", Some(json!({"name": "orders", "host": "api.test", "path_prefix": "/orders", "upstream": "builtin:echo", "strip_prefix": true, "credential": "origin"})))
+        .ok(Method::POST, "/api/v1/routes", Some(json!({"name": "to-origin", "host": "api.test", "path_prefix": "/origin", "upstream": "https://127.0.0.1:9", "credential": "origin", "upstream_tls": {"trust_bundle": "origin-ca", "server_name": "origin.test"}})))
         .await;
     assert_eq!(v["credential"], "origin");
+    assert_eq!(
+        v["upstream_tls"],
+        json!({"trust_bundle": "origin-ca", "server_name": "origin.test", "require_mtls": false})
+    );
+    let (status, v) = s
+        .api
+        .call(Method::DELETE, "/api/v1/mtls/bundles/origin-ca", None)
+        .await;
+    assert_eq!((status.as_u16(), code(&v)), (409, "in_use"), "{v}");
+    let v = s.api
+        .ok(Method::POST, "/api/v1/routes", Some(json!({"name": "orders", "host": "api.test", "path_prefix": "/orders", "upstream": "builtin:echo", "strip_prefix": true})))
+        .await;
     let route_id = v["id"].as_str().unwrap();
     assert_eq!(
         s.api
@@ -486,6 +516,13 @@ async fn credentials_and_routes() {
         .call(Method::DELETE, "/api/v1/credentials/origin", None)
         .await;
     assert_eq!((status.as_u16(), code(&v)), (409, "in_use"));
+    assert_eq!(
+        s.api
+            .call(Method::DELETE, "/api/v1/routes/to-origin", None)
+            .await
+            .0,
+        204
+    );
     assert_eq!(
         s.api
             .call(Method::DELETE, "/api/v1/routes/orders", None)
@@ -552,6 +589,9 @@ async fn openapi_document_lists_every_endpoint() {
         ("/api/v1/ca/sign", &["post"]),
         ("/api/v1/ca/enrollment-tokens", &["post"]),
         ("/api/v1/ca/issued", &["get"]),
+        ("/api/v1/sidecars", &["get", "post"]),
+        ("/api/v1/sidecars/{name}", &["get", "put", "delete"]),
+        ("/api/v1/sidecars/{name}/rotate", &["post"]),
     ];
     for (path, methods) in want {
         let item = paths

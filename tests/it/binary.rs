@@ -469,11 +469,15 @@ fn cli_against_a_live_server() {
         "--name",
         "orders",
         "--upstream",
-        "builtin:echo",
+        "https://127.0.0.1:9",
         "--path-prefix",
         "/orders",
         "--credential",
         "origin",
+        "--upstream-trust-bundle",
+        "partners",
+        "--upstream-server-name",
+        "orders.internal",
     ]);
     assert_eq!(code, 0, "{err}");
     let (code, _, err) = run(&["credential", "delete", "origin"]);
@@ -481,6 +485,22 @@ fn cli_against_a_live_server() {
     let (code, out, _) = run(&["route", "update", "orders", "--strip-prefix", "true"]);
     assert_eq!(code, 0);
     assert!(out.contains("true"));
+    // Changing one TLS setting keeps the others.
+    let (code, _, err) = run(&[
+        "route",
+        "update",
+        "orders",
+        "--require-upstream-mtls",
+        "true",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = run(&["--json", "route", "show", "orders"]);
+    let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        shown["upstream_tls"],
+        serde_json::json!({"trust_bundle": "partners", "server_name": "orders.internal", "require_mtls": true}),
+        "{out}"
+    );
 
     // Export, then import the same file: nothing changes.
     let (code, _, err) = run(&["export", "-o", "exported.toml"]);

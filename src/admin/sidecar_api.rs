@@ -1,0 +1,341 @@
+//! Admin API for sidecars (egress listeners): list, create, replace, delete, rotate now.
+//! Sidecars from the config file are listed and can be rotated, but are changed in the file.
+
+use std::sync::Arc;
+
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::api::{check_name, json_or};
+use super::view::ImportReport;
+use super::{Actor, ApiError, App, Change};
+use crate::config::SidecarConfig;
+use crate::sidecar::{Rotation, SidecarError};
+use crate::store::{self, SidecarRow, StoreState, Table};
+
+type Res<T> = Result<T, ApiError>;
+type Body<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
+
+pub(super) fn routes(r: Router<Arc<App>>) -> Router<Arc<App>> {
+    r.route("/api/v1/sidecars", get(list_sidecars).post(create_sidecar))
+        .route(
+            "/api/v1/sidecars/{name}",
+            get(get_sidecar).put(replace_sidecar).delete(delete_sidecar),
+        )
+        .route("/api/v1/sidecars/{name}/rotate", post(rotate_sidecar))
+}
+
+/// A sidecar, where it listens, and the state of its issued credential.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SidecarView {
+    #[serde(flatten)]
+    pub settings: SidecarConfig,
+    /// `config` (the config file; change it there) or `api`.
+    pub source: String,
+    /// The address it actually listens on.
+    pub listening_on: Option<String>,
+    /// Why it does not listen, if it does not.
+    pub listen_error: Option<String>,
+    /// Name of the client credential it presents.
+    pub presents: Option<String>,
+    /// The issued credential and when it is rotated (with `issue`).
+    pub rotation: Option<Rotation>,
+}
+
+fn view(app: &App, name: &str) -> Option<SidecarView> {
+    let snapshot = app.state.snapshot.load();
+    let sc = snapshot.sidecars.get(name)?;
+    let (listening_on, listen_error) = match app.state.sidecars.status(name) {
+        Some(Ok(addr)) => (Some(addr.to_string()), None),
+        Some(Err(e)) => (None, Some(e)),
+        None => (None, None),
+    };
+    Some(SidecarView {
+        settings: sc.config.clone(),
+        source: sc.source.into(),
+        listening_on,
+        listen_error,
+        presents: sc
+            .tls
+            .as_ref()
+            .and_then(|t| t.spec.credential.as_ref())
+            .map(|c| c.0.clone()),
+        rotation: sc.rotation.clone(),
+    })
+}
+
+fn sidecar_error(e: SidecarError) -> ApiError {
+    match e {
+        SidecarError::NotFound(n) => ApiError::not_found("sidecar", &n),
+        SidecarError::NotManaged(_) | SidecarError::NoCa(_) | SidecarError::Issue { .. } => {
+            let text = e.to_string();
+            let (m, h) = text.split_once(". Fix: ").unwrap_or((&text, ""));
+            ApiError::invalid("sidecar_credential", m, h)
+        }
+        SidecarError::Store(s) => s.into(),
+        SidecarError::Snapshot(s) => ApiError::snapshot(s),
+    }
+}
+
+/// Checks a sidecar's settings and that its listen address is free (when it is new or moved).
+fn check_new(app: &App, sc: &SidecarConfig, moved: bool) -> Res<()> {
+    check_name("sidecar", &sc.name)?;
+    crate::sidecar::check(sc).map_err(|e| {
+        ApiError::invalid(
+            "bad_sidecar",
+            e,
+            "see the SidecarConfig schema in the OpenAPI document",
+        )
+    })?;
+    if sc.issue.is_some() && app.state.ca.is_none() {
+        return Err(sidecar_error(SidecarError::NoCa(sc.name.clone())));
+    }
+    if moved && sc.listen.port() != 0 {
+        std::net::TcpListener::bind(sc.listen).map_err(|e| {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "listen_address_in_use",
+                format!("cannot listen on {}: {e}", sc.listen),
+                "choose a free port for the sidecar",
+            )
+        })?;
+    }
+    Ok(())
+}
+
+#[utoipa::path(get, path = "/api/v1/sidecars", tag = "sidecars", responses((status = 200, body = [SidecarView])))]
+pub(super) async fn list_sidecars(State(app): State<Arc<App>>) -> Res<Json<Vec<SidecarView>>> {
+    let mut names: Vec<String> = app.state.snapshot.load().sidecars.keys().cloned().collect();
+    names.sort();
+    Ok(Json(names.iter().filter_map(|n| view(&app, n)).collect()))
+}
+
+#[utoipa::path(get, path = "/api/v1/sidecars/{name}", tag = "sidecars", params(("name" = String, Path)),
+    responses((status = 200, body = SidecarView), (status = 404, body = super::api::ErrorBody)))]
+pub(super) async fn get_sidecar(
+    State(app): State<Arc<App>>,
+    UrlPath(name): UrlPath<String>,
+) -> Res<Json<SidecarView>> {
+    view(&app, &name)
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("sidecar", &name))
+}
+
+#[utoipa::path(post, path = "/api/v1/sidecars", tag = "sidecars", request_body = SidecarConfig,
+    responses((status = 201, body = SidecarView), (status = 409, body = super::api::ErrorBody), (status = 422, body = super::api::ErrorBody)))]
+pub(super) async fn create_sidecar(
+    State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
+    body: Body<SidecarConfig>,
+) -> Res<Response> {
+    let sc = json_or(body)?;
+    if app.state.snapshot.load().sidecars.contains_key(&sc.name) {
+        return Err(ApiError::duplicate("sidecar", &sc.name));
+    }
+    check_new(&app, &sc, true)?;
+    let mut ch = Change::begin(&app).await?;
+    let row = SidecarRow {
+        id: store::new_id(),
+        name: sc.name.clone(),
+        spec: spec_json(&sc)?,
+        created_at: store::now(),
+    };
+    store::upsert_sidecar(&mut ch.tx, &row).await?;
+    let issued = issue(&app, &mut ch, &sc).await?;
+    ch.commit(&actor, "sidecar.create", &sc.name, &sc.upstream)
+        .await?;
+    record(&app, issued).await;
+    let v = view(&app, &sc.name).ok_or_else(|| ApiError::not_found("sidecar", &sc.name))?;
+    Ok((StatusCode::CREATED, Json(v)).into_response())
+}
+
+#[utoipa::path(put, path = "/api/v1/sidecars/{name}", tag = "sidecars", request_body = SidecarConfig, params(("name" = String, Path)),
+    responses((status = 200, body = SidecarView), (status = 404, body = super::api::ErrorBody), (status = 422, body = super::api::ErrorBody)))]
+pub(super) async fn replace_sidecar(
+    State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
+    UrlPath(name): UrlPath<String>,
+    body: Body<SidecarConfig>,
+) -> Res<Json<SidecarView>> {
+    let sc = json_or(body)?;
+    if sc.name != name {
+        return Err(ApiError::invalid(
+            "bad_sidecar",
+            format!("the body names sidecar '{}', the URL '{name}'", sc.name),
+            "to rename a sidecar, delete it and create it anew",
+        ));
+    }
+    let mut ch = Change::begin(&app).await?;
+    let st = store::load_all(&mut ch.tx).await?;
+    let row = owned(&app, &st, &name)?;
+    let old: Option<SidecarConfig> = serde_json::from_str(&row.spec).ok();
+    let moved = old.as_ref().is_none_or(|o| o.listen != sc.listen);
+    check_new(&app, &sc, moved)?;
+    let row = SidecarRow {
+        spec: spec_json(&sc)?,
+        ..row
+    };
+    store::upsert_sidecar(&mut ch.tx, &row).await?;
+    // A changed certificate request gets a fresh certificate at once.
+    let reissue = sc.issue.is_some() && old.and_then(|o| o.issue) != sc.issue;
+    let issued = if reissue {
+        issue(&app, &mut ch, &sc).await?
+    } else {
+        None
+    };
+    ch.commit(&actor, "sidecar.update", &sc.name, &sc.upstream)
+        .await?;
+    record(&app, issued).await;
+    view(&app, &name)
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("sidecar", &name))
+}
+
+#[utoipa::path(delete, path = "/api/v1/sidecars/{name}", tag = "sidecars", params(("name" = String, Path)),
+    responses((status = 204), (status = 404, body = super::api::ErrorBody), (status = 409, body = super::api::ErrorBody)))]
+pub(super) async fn delete_sidecar(
+    State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
+    UrlPath(name): UrlPath<String>,
+) -> Res<StatusCode> {
+    let mut ch = Change::begin(&app).await?;
+    let st = store::load_all(&mut ch.tx).await?;
+    let row = owned(&app, &st, &name)?;
+    store::delete_row(&mut ch.tx, Table::Sidecars, &row.id).await?;
+    // Its issued credential goes with it, unless a route presents it too.
+    let managed = format!("sidecar-{name}");
+    if let Some(c) = st.credentials.iter().find(|c| c.name == managed)
+        && !st
+            .routes
+            .iter()
+            .any(|r| r.credential_id.as_deref() == Some(c.id.as_str()))
+    {
+        store::delete_row(&mut ch.tx, Table::Credentials, &c.id).await?;
+    }
+    ch.commit(&actor, "sidecar.delete", &name, "").await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/api/v1/sidecars/{name}/rotate", tag = "sidecars", params(("name" = String, Path)),
+    responses((status = 200, body = SidecarView), (status = 404, body = super::api::ErrorBody), (status = 422, body = super::api::ErrorBody)))]
+pub(super) async fn rotate_sidecar(
+    State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
+    UrlPath(name): UrlPath<String>,
+) -> Res<Json<SidecarView>> {
+    crate::sidecar::rotate(&app.state, &name, &actor.0)
+        .await
+        .map_err(sidecar_error)?;
+    view(&app, &name)
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("sidecar", &name))
+}
+
+/// The store row of an API-managed sidecar (a config-file sidecar is refused with a hint).
+fn owned(app: &App, st: &StoreState, name: &str) -> Res<SidecarRow> {
+    if let Some(row) = st.sidecars.iter().find(|s| s.name == name) {
+        return Ok(row.clone());
+    }
+    if app.state.snapshot.load().sidecars.contains_key(name) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "defined_in_config_file",
+            format!("sidecar '{name}' is defined in the config file"),
+            "change it in the config file; the gateway reloads it",
+        ));
+    }
+    Err(ApiError::not_found("sidecar", name))
+}
+
+fn spec_json(sc: &SidecarConfig) -> Res<String> {
+    if let Some(t) = &sc.upstream_tls {
+        super::api::upstream_tls_json(Some(&crate::config::UpstreamTls {
+            credential: None,
+            ..t.clone()
+        }))?;
+        if t.uses_files() {
+            return Err(ApiError::invalid(
+                "bad_upstream_tls",
+                "upstream_tls: trust_bundle_file, cert_file and key_file are for the config file",
+                "name a trust bundle and a credential instead",
+            ));
+        }
+    }
+    serde_json::to_string(sc).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            e.to_string(),
+            "",
+        )
+    })
+}
+
+/// Issues the sidecar's credential inside the change, when it asks for one.
+async fn issue(
+    app: &App,
+    ch: &mut Change<'_>,
+    sc: &SidecarConfig,
+) -> Res<Option<store::IssuedRow>> {
+    if sc.issue.is_none() {
+        return Ok(None);
+    }
+    crate::sidecar::issue_credential(&mut ch.tx, app.state.ca.as_deref(), sc)
+        .await
+        .map(Some)
+        .map_err(sidecar_error)
+}
+
+async fn record(app: &App, issued: Option<store::IssuedRow>) {
+    if let Some(r) = issued
+        && let Err(e) = app.state.store.record_issued(&r).await
+    {
+        tracing::warn!(error = %e, "cannot record the issued certificate");
+    }
+}
+
+/// The sidecar part of an import: creates and replaces; issues credentials where needed.
+pub(super) async fn import_sidecars(
+    app: &App,
+    ch: &mut Change<'_>,
+    st: &StoreState,
+    sidecars: &[SidecarConfig],
+    report: &mut ImportReport,
+) -> Res<()> {
+    for sc in sidecars {
+        let existing = st.sidecars.iter().find(|s| s.name == sc.name);
+        let old: Option<SidecarConfig> = existing.and_then(|r| serde_json::from_str(&r.spec).ok());
+        if old.as_ref() == Some(sc) {
+            report.unchanged.push(format!("sidecar {}", sc.name));
+            continue;
+        }
+        check_new(app, sc, old.as_ref().is_none_or(|o| o.listen != sc.listen))?;
+        let row = SidecarRow {
+            id: existing.map(|r| r.id.clone()).unwrap_or_else(store::new_id),
+            name: sc.name.clone(),
+            spec: spec_json(sc)?,
+            created_at: existing
+                .map(|r| r.created_at.clone())
+                .unwrap_or_else(store::now),
+        };
+        store::upsert_sidecar(&mut ch.tx, &row).await?;
+        let has_credential = st
+            .credentials
+            .iter()
+            .any(|c| c.name == sc.credential_name());
+        if sc.issue.is_some() && (!has_credential || old.and_then(|o| o.issue) != sc.issue) {
+            issue(app, ch, sc).await?;
+        }
+        if existing.is_some() {
+            report.updated.push(format!("sidecar {}", sc.name));
+        } else {
+            report.created.push(format!("sidecar {}", sc.name));
+        }
+    }
+    Ok(())
+}
