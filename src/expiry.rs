@@ -22,6 +22,10 @@ pub struct KnownCert {
     pub not_after: String,
     /// Negative once expired.
     pub expires_in_seconds: i64,
+    /// A sidecar credential the built-in CA renews by itself (no expiry warnings unless its
+    /// rotation fails and it actually expires).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub auto_rotated: bool,
     #[serde(skip)]
     pub not_after_unix: i64,
 }
@@ -35,6 +39,7 @@ impl KnownCert {
             fingerprint_sha256: info.fingerprint_sha256.clone(),
             not_after: rfc3339(info.not_after),
             expires_in_seconds: 0,
+            auto_rotated: false,
             not_after_unix: info.not_after,
         }
     }
@@ -52,6 +57,8 @@ const SEEN_CAP: usize = 10_000;
 pub struct Watch {
     seen: Mutex<HashMap<String, KnownCert>>,
     warned: Mutex<HashSet<(String, i64)>>,
+    /// Label sets of the expiry gauges last set, so that replaced certificates stop reporting.
+    gauged: Mutex<HashSet<(String, String, String)>>,
 }
 
 impl Watch {
@@ -83,9 +90,21 @@ impl Watch {
 
     /// Logs a warning the first time a certificate crosses each threshold; sets the gauges.
     pub fn check(&self, configured: &[KnownCert], now: i64, thresholds: &[i64]) {
+        let mut current = HashSet::new();
         for c in configured {
             metrics::gauge!("symbolon_certificate_expiry_seconds", "kind" => c.kind.clone(), "name" => c.name.clone(), "fingerprint" => c.fingerprint_sha256.clone())
                 .set((c.not_after_unix - now) as f64);
+            current.insert((c.kind.clone(), c.name.clone(), c.fingerprint_sha256.clone()));
+        }
+        {
+            // A replaced certificate (a rotated credential, a renewed domain) reads NaN, which
+            // no alert threshold matches, instead of its last value forever.
+            let mut gauged = lock(&self.gauged);
+            for (kind, name, fp) in gauged.difference(&current) {
+                metrics::gauge!("symbolon_certificate_expiry_seconds", "kind" => kind.clone(), "name" => name.clone(), "fingerprint" => fp.clone())
+                    .set(f64::NAN);
+            }
+            *gauged = current;
         }
         let seen: Vec<KnownCert> = lock(&self.seen).values().cloned().collect();
         let soon = seen
@@ -96,6 +115,9 @@ impl Watch {
         let mut warned = lock(&self.warned);
         for c in configured.iter().chain(&seen) {
             let left = c.not_after_unix - now;
+            if c.auto_rotated && left > 0 {
+                continue;
+            }
             // The smallest threshold already crossed.
             let Some(t) = thresholds.iter().copied().filter(|t| left <= *t).min() else {
                 continue;

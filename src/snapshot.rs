@@ -411,6 +411,11 @@ impl Snapshot {
             routes.push(route);
         }
         let sidecars = crate::sidecar::build_all(config, store, pools, now)?;
+        for k in known_certs.iter_mut().filter(|k| k.kind == "credential") {
+            k.auto_rotated = sidecars
+                .values()
+                .any(|s| s.rotation.as_ref().is_some_and(|r| r.credential == k.name));
+        }
         for s in sidecars.values() {
             if let Some(tls) = &s.tls
                 && let Some((name, ck)) = &tls.spec.credential

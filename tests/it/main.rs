@@ -15,4 +15,6 @@ mod mtls;
 mod proxy;
 mod reload;
 mod revocation;
+mod sidecar;
 mod support;
+mod upstream_tls;

@@ -6,4 +6,4 @@ pub mod upstream;
 pub use client::{ClientSpec, Conn, get};
 pub use harness::{ADMIN_TOKEN, Harness, route_all};
 pub use pki::{Eku, LeafSpec, TestCa};
-pub use upstream::Upstream;
+pub use upstream::{TlsUpstream, Upstream};

@@ -124,3 +124,97 @@ fn tokio_stream_from<T: Send + 'static>(
 ) -> impl futures_core::Stream<Item = T> {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
+
+/// A real HTTPS upstream on 127.0.0.1:0 (rustls). With a client CA it requires a client
+/// certificate from that CA. Each answer names the client certificate the connection
+/// presented; `/slow` answers after 300 ms (a request in flight across a change).
+pub struct TlsUpstream {
+    pub addr: std::net::SocketAddr,
+    /// TCP connections accepted so far.
+    pub connections: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl TlsUpstream {
+    pub async fn start(
+        server: &super::pki::Leaf,
+        client_ca: Option<rustls::pki_types::CertificateDer<'static>>,
+    ) -> Self {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap();
+        let builder = match client_ca {
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                roots.add(ca).unwrap();
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                )
+                .build()
+                .unwrap();
+                builder.with_client_cert_verifier(verifier)
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let config = Arc::new(
+            builder
+                .with_single_cert(server.chain(), server.key())
+                .unwrap(),
+        );
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = connections.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let client = tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .map(|c| symbolon::pki::fingerprint_sha256(c));
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        let client = client.clone();
+                        async move {
+                            if req.uri().path() == "/slow" {
+                                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                            }
+                            let json = serde_json::json!({
+                                "upstream": "tls",
+                                "path": req.uri().path(),
+                                "host": req.headers().get("host").and_then(|h| h.to_str().ok()),
+                                "client_fingerprint": client,
+                            });
+                            Ok::<_, Infallible>(Response::new(
+                                Full::new(Bytes::from(json.to_string())).boxed(),
+                            ))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), svc)
+                        .await;
+                });
+            }
+        });
+        Self { addr, connections }
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    pub fn connections(&self) -> u64 {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
