@@ -313,8 +313,9 @@ pub(crate) async fn issue_credential(
     Ok(Ca::record(&issued, profile, "sidecar"))
 }
 
-/// Issues the credentials of sidecars that ask for one and have none yet (at start and on
-/// reload, before the snapshot is built). Nothing is written if one of them fails.
+/// Issues the credentials of sidecars that ask for one and have none yet, and deletes those of
+/// sidecars removed from the config file (at start and on reload, before the snapshot is
+/// built). Nothing is written if one of them fails.
 pub(crate) async fn ensure_credentials(
     config: &Config,
     store: &store::Store,
@@ -327,6 +328,39 @@ pub(crate) async fn ensure_credentials(
             wanted.push(sc);
         }
     }
+    // Credentials of sidecars removed from the config file: issued by this CA, named after a
+    // sidecar that no longer exists, and presented by no route.
+    let orphans: Vec<&CredentialRow> = current
+        .credentials
+        .iter()
+        .filter(|c| c.name.starts_with("sidecar-"))
+        .filter(|c| {
+            !wanted
+                .iter()
+                .any(|sc| sc.issue.is_some() && sc.credential_name() == c.name)
+        })
+        .filter(|c| {
+            !current
+                .routes
+                .iter()
+                .any(|r| r.credential_id.as_deref() == Some(c.id.as_str()))
+                && !config.routes.iter().any(|r| {
+                    r.upstream_tls
+                        .as_ref()
+                        .and_then(|t| t.credential.as_deref())
+                        == Some(c.name.as_str())
+                })
+        })
+        .filter(|c| {
+            let issued_here = |ca: &Ca| {
+                pki::parse_certs(c.cert_pem.as_bytes(), std::path::Path::new(&c.name))
+                    .ok()
+                    .and_then(|chain| chain.first().and_then(|d| pki::CertInfo::parse(d).ok()))
+                    .is_some_and(|info| ca.issued(&info))
+            };
+            ca.is_some_and(issued_here)
+        })
+        .collect();
     let missing: Vec<&SidecarConfig> = wanted
         .iter()
         .filter(|sc| sc.issue.is_some())
@@ -335,10 +369,21 @@ pub(crate) async fn ensure_credentials(
             !current.credentials.iter().any(|c| c.name == name)
         })
         .collect();
-    if missing.is_empty() {
+    if missing.is_empty() && orphans.is_empty() {
         return Ok(());
     }
     let mut tx = store.begin().await?;
+    for c in &orphans {
+        store::delete_row(&mut tx, store::Table::Credentials, &c.id).await?;
+        store::insert_audit(
+            &mut tx,
+            "sidecar",
+            "credential.delete",
+            &c.name,
+            "its sidecar was removed from the config file",
+        )
+        .await?;
+    }
     let mut records = Vec::new();
     for sc in &missing {
         check(sc).map_err(|detail| SidecarError::Issue {
@@ -466,6 +511,9 @@ impl Listeners {
                 continue;
             }
             let listen = sc.config.listen;
+            if !listen.ip().is_loopback() {
+                warn!(sidecar = %name, %listen, "the sidecar listens beyond loopback: anyone who reaches it sends requests with its client credential");
+            }
             let result = bind(listen).map(|(listener, addr)| {
                 let task = tokio::spawn(accept(state.clone(), name.clone().into(), listener));
                 info!(sidecar = %name, %addr, upstream = %sc.config.upstream, "sidecar listening");

@@ -416,18 +416,36 @@ impl Snapshot {
                 .values()
                 .any(|s| s.rotation.as_ref().is_some_and(|r| r.credential == k.name));
         }
-        for s in sidecars.values() {
-            if let Some(tls) = &s.tls
-                && let Some((name, ck)) = &tls.spec.credential
+        // Credentials and upstream trust given as files (the store's are listed above).
+        let specs = routes
+            .iter()
+            .filter_map(|r| r.tls.as_ref())
+            .chain(sidecars.values().filter_map(|s| s.tls.as_ref()));
+        for tls in specs {
+            if let Some((name, ck)) = &tls.spec.credential
                 && let Some(info) = ck
                     .end_entity_cert()
                     .ok()
                     .and_then(|d| pki::CertInfo::parse(d).ok())
                 && !known_certs
                     .iter()
-                    .any(|k| k.kind == "credential" && &k.name == name)
+                    .any(|k| k.fingerprint_sha256 == info.fingerprint_sha256)
             {
                 known_certs.push(crate::expiry::KnownCert::new("credential", name, &info));
+            }
+            if let Roots::Bundle { label, certs } = &tls.spec.roots {
+                for info in certs.iter().filter_map(|d| pki::CertInfo::parse(d).ok()) {
+                    if !known_certs
+                        .iter()
+                        .any(|k| k.fingerprint_sha256 == info.fingerprint_sha256)
+                    {
+                        known_certs.push(crate::expiry::KnownCert::new(
+                            "bundle",
+                            label.trim_matches('\''),
+                            &info,
+                        ));
+                    }
+                }
             }
         }
         Ok(Self {

@@ -502,6 +502,49 @@ fn cli_against_a_live_server() {
         "{out}"
     );
 
+    // A sidecar presenting a fixed credential: listed, not rotatable; issuing needs a CA.
+    let (code, out, err) = run(&[
+        "sidecar",
+        "create",
+        "--name",
+        "egress",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        "https://127.0.0.1:9",
+        "--upstream-trust-bundle",
+        "partners",
+        "--credential",
+        "origin",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("egress") && out.contains("127.0.0.1:"),
+        "{out}"
+    );
+    let (code, _, err) = run(&["sidecar", "rotate", "egress"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("fixed credential"), "{err}");
+    let (code, _, err) = run(&[
+        "sidecar",
+        "create",
+        "--name",
+        "issued",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        "https://127.0.0.1:9",
+        "--common-name",
+        "billing",
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("no CA") && err.contains("symbolon ca init"),
+        "{err}"
+    );
+    let (_, out, _) = run(&["sidecar", "list"]);
+    assert!(out.contains("egress") && !out.contains("issued"), "{out}");
+
     // Export, then import the same file: nothing changes.
     let (code, _, err) = run(&["export", "-o", "exported.toml"]);
     assert_eq!(code, 0, "{err}");

@@ -377,3 +377,39 @@ async fn api_sidecar_rotates_by_itself_and_changes_apply_live() {
     assert!(!creds.to_string().contains("sidecar-fast"), "{creds}");
     s.gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn config_file_sidecars_follow_reloads() {
+    let s = setup(ORDERS).await;
+    assert!(s.gw.sidecar_addr("orders").is_some());
+    let text = std::fs::read_to_string(s.h.path("symbolon.toml")).unwrap();
+    let section = ORDERS.replace("ORIGIN", &s.origin.url());
+    assert!(text.contains(&section));
+    // Removed from the file: the listener closes and its issued credential is deleted.
+    s.h.write("symbolon.toml", &text.replace(&section, ""));
+    s.gw.reload().await.unwrap();
+    assert_eq!(s.gw.sidecar_addr("orders"), None);
+    assert_eq!(
+        s.api.ok(Method::GET, "/api/v1/sidecars", None).await,
+        json!([])
+    );
+    let creds = s.api.ok(Method::GET, "/api/v1/credentials", None).await;
+    assert!(!creds.to_string().contains("sidecar-orders"), "{creds}");
+    // Back in the file: a fresh credential is issued and the sidecar serves again.
+    s.h.write("symbolon.toml", &text);
+    s.gw.reload().await.unwrap();
+    let addr = s.gw.sidecar_addr("orders").unwrap();
+    let (status, v) = Plain::open(addr).await.unwrap().get("/x").await.unwrap();
+    assert_eq!(status, 200, "{v}");
+    s.gw.shutdown().await;
+    // A sidecar asking for an issued credential needs the CA.
+    let h = Harness::new();
+    Pki::new().write(&h);
+    let err = h
+        .start_err(&ORDERS.replace("ORIGIN", "https://127.0.0.1:9"))
+        .await;
+    assert!(
+        err.contains("sidecar 'orders'") && err.contains("no CA"),
+        "{err}"
+    );
+}
