@@ -8,6 +8,9 @@
 //! 5. Per request: Host must belong to the connection's domain (else 421), [`routing`] picks the
 //!    route, [`proxy::headers`] strips spoofed identity headers and sets ours, the request goes
 //!    to the upstream, and an access-log line is written.
+//! 6. An `https://` upstream is reached through [`upstream`]: one pool per TLS setting (trust,
+//!    server name, client credential), built with the snapshot. [`sidecar`] listeners send a
+//!    local app's plain HTTP the same way, with a credential the built-in [`ca`] rotates.
 //!
 //! # The rule that keeps it simple
 //! The data plane reads only the current immutable [`snapshot::Snapshot`]. The control plane
