@@ -227,9 +227,12 @@ impl ResolvesClientCert for Presenter {
     }
 }
 
-/// Connects TCP, then TLS with the spec's settings. A `tower::Service<Uri>` for hyper's client.
+/// Connects TCP, then TLS with the spec's settings. A `tower::Service<Uri>` for hyper's client,
+/// which clones it for every request (so it is one `Arc`).
 #[derive(Clone)]
-pub struct TlsConnector {
+pub struct TlsConnector(Arc<ConnectorInner>);
+
+struct ConnectorInner {
     http: HttpConnector,
     config: Arc<ClientConfig>,
     server_name: Option<ServerName<'static>>,
@@ -276,13 +279,13 @@ impl TlsConnector {
         http.enforce_http(false);
         http.set_connect_timeout(Some(connect_timeout));
         http.set_nodelay(true);
-        Ok(Self {
+        Ok(Self(Arc::new(ConnectorInner {
             http,
             config: Arc::new(config),
             server_name,
             credential,
             require_mtls: spec.require_mtls,
-        })
+        })))
     }
 }
 
@@ -293,8 +296,9 @@ impl tower::Service<Uri> for TlsConnector {
     type Error = BoxError;
     type Future = Pin<Box<dyn Future<Output = Result<TlsConn, BoxError>> + Send>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.http.poll_ready(cx).map_err(Into::into)
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        // HttpConnector is always ready.
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
@@ -304,19 +308,20 @@ impl tower::Service<Uri> for TlsConnector {
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_string();
-        let tcp = self.http.call(uri);
-        let mut config = self.config.clone();
+        let inner = &self.0;
+        let tcp = inner.http.clone().call(uri);
+        let mut config = inner.config.clone();
         let asked = Arc::new(AtomicBool::new(false));
-        if self.require_mtls {
+        if inner.require_mtls {
             let mut per_conn = (*config).clone();
             per_conn.client_auth_cert_resolver = Arc::new(Presenter {
-                key: self.credential.clone(),
+                key: inner.credential.clone(),
                 asked: asked.clone(),
             });
             config = Arc::new(per_conn);
         }
-        let server_name = self.server_name.clone();
-        let require_mtls = self.require_mtls;
+        let server_name = inner.server_name.clone();
+        let require_mtls = inner.require_mtls;
         Box::pin(async move {
             let name = match server_name {
                 Some(n) => n,

@@ -54,10 +54,14 @@ struct LoadArgs {
     addr: SocketAddr,
     #[arg(long, default_value = "localhost")]
     sni: String,
+    /// Client certificate and key (TLS mode).
+    #[arg(long, required_unless_present = "plain")]
+    cert: Option<PathBuf>,
+    #[arg(long, required_unless_present = "plain")]
+    key: Option<PathBuf>,
+    /// Plain HTTP instead of TLS (a local app talking to a sidecar / egress proxy).
     #[arg(long)]
-    cert: PathBuf,
-    #[arg(long)]
-    key: PathBuf,
+    plain: bool,
     #[arg(long, value_enum)]
     mode: Mode,
     #[arg(long, default_value_t = 32)]
@@ -101,8 +105,11 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn load(args: LoadArgs) -> anyhow::Result<()> {
-    let config = client_config(&args)?;
-    let connector = TlsConnector::from(config);
+    let connector = if args.plain {
+        None
+    } else {
+        Some(TlsConnector::from(client_config(&args)?))
+    };
     let name = ServerName::try_from(args.sni.clone())?;
     let close = if args.mode == Mode::Handshake {
         "close"
@@ -133,6 +140,11 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
                     }
                 };
                 let _ = tcp.set_nodelay(true);
+                let Some(connector) = &connector else {
+                    let mut tcp = tcp;
+                    requests(&mut tcp, &request, &mut buf, mode, stop_at, &done, &errors).await;
+                    continue;
+                };
                 let mut tls = match connector.connect(name.clone(), tcp).await {
                     Ok(t) => t,
                     Err(_) => {
@@ -140,18 +152,7 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
                         continue;
                     }
                 };
-                loop {
-                    match exchange(&mut tls, &request, &mut buf).await {
-                        Ok(200) => done.fetch_add(1, Ordering::Relaxed),
-                        _ => {
-                            errors.fetch_add(1, Ordering::Relaxed);
-                            break;
-                        }
-                    };
-                    if mode == Mode::Handshake || Instant::now() >= stop_at {
-                        break;
-                    }
-                }
+                requests(&mut tls, &request, &mut buf, mode, stop_at, &done, &errors).await;
             }
         }));
     }
@@ -180,6 +181,30 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
         t.abort();
     }
     Ok(())
+}
+
+/// Sends requests on one connection: one (handshake mode) or until the run ends.
+async fn requests<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    request: &[u8],
+    buf: &mut Vec<u8>,
+    mode: Mode,
+    stop_at: Instant,
+    done: &AtomicU64,
+    errors: &AtomicU64,
+) {
+    loop {
+        match exchange(s, request, buf).await {
+            Ok(200) => done.fetch_add(1, Ordering::Relaxed),
+            _ => {
+                errors.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
+        if mode == Mode::Handshake || Instant::now() >= stop_at {
+            return;
+        }
+    }
 }
 
 /// Writes one request and reads one response (Content-Length bodies only); returns the status.
@@ -224,11 +249,14 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
 fn client_config(args: &LoadArgs) -> anyhow::Result<Arc<ClientConfig>> {
     let mut provider = rustls::crypto::aws_lc_rs::default_provider();
     provider.kx_groups = vec![rustls::crypto::aws_lc_rs::kx_group::X25519];
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&args.cert)
-        .with_context(|| format!("reading {}", args.cert.display()))?
+    let (Some(cert), Some(key)) = (&args.cert, &args.key) else {
+        bail!("--cert and --key are needed for TLS");
+    };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("reading {}", cert.display()))?
         .collect::<Result<_, _>>()?;
-    let key = PrivateKeyDer::from_pem_file(&args.key)
-        .with_context(|| format!("reading {}", args.key.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("reading {}", key.display()))?;
     let mut config = ClientConfig::builder_with_provider(Arc::new(provider))
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
