@@ -61,7 +61,7 @@ client_ca = "$D/admin-ca.pem"
 max_upload_bytes = 268435456
 EOF
 
-TOKIO_WORKER_THREADS=1 taskset -c 0 "$SYM" serve --config "$WORK/symbolon.toml" >"$WORK/symbolon.log" 2>&1 &
+taskset -c 0 "$SYM" serve --workers 1 --config "$WORK/symbolon.toml" >"$WORK/symbolon.log" 2>&1 &
 SYM_PID=$!
 PIDS+=($SYM_PID)
 wait_port 127.0.0.1 $SYM_PORT

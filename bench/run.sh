@@ -3,7 +3,7 @@
 #
 #   bash bench/run.sh            # ROUNDS=3 SECONDS_PER_RUN=10 by default
 #
-# Each server is pinned to core 0 (one worker: TOKIO_WORKER_THREADS=1, nginx worker_processes 1);
+# Each server is pinned to core 0 (one worker: `serve --workers 1`, a single-threaded event loop; nginx worker_processes 1);
 # the load generator and the tiny upstream share core 1. Both servers require a client
 # certificate (ECDSA P-256, from Symbolon's dev CA), speak TLS 1.3 with X25519 (pinned on the
 # client: nginx's OpenSSL 3.0 cannot do the post-quantum hybrid), have no access log and no session
@@ -34,7 +34,7 @@ WORK=$(mktemp -d /tmp/symbolon-bench.XXXXXX)
 PIDS=()
 cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
+    [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid" 2>/dev/null)" 2>/dev/null || true
     wait 2>/dev/null || true
 }
 trap cleanup EXIT
@@ -104,7 +104,7 @@ http {
 }
 EOF
 
-TOKIO_WORKER_THREADS=1 taskset -c 0 "$SYM" serve --config "$WORK/symbolon.toml" >"$WORK/symbolon.log" 2>&1 &
+taskset -c 0 "$SYM" serve --workers 1 --config "$WORK/symbolon.toml" >"$WORK/symbolon.log" 2>&1 &
 SYM_PID=$!
 PIDS+=($SYM_PID)
 taskset -c 0 nginx -c "$WORK/nginx.conf" -e "$WORK/nginx-error.log" >/dev/null 2>&1 &

@@ -111,7 +111,7 @@ EOF
 taskset -c 1 nginx -c "$WORK/upstream.conf" -e "$WORK/upstream-error.log" >/dev/null 2>&1 &
 PIDS+=($!)
 wait_port 127.0.0.1 $UP_PORT
-TOKIO_WORKER_THREADS=1 taskset -c 0 "$SYM" serve --config "$WORK/symbolon.toml" >"$WORK/symbolon.log" 2>&1 &
+taskset -c 0 "$SYM" serve --workers 1 --config "$WORK/symbolon.toml" >"$WORK/symbolon.log" 2>&1 &
 SYM_PID=$!
 PIDS+=($SYM_PID)
 taskset -c 0 nginx -c "$WORK/nginx.conf" -e "$WORK/nginx-error.log" >/dev/null 2>&1 &

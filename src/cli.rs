@@ -78,6 +78,10 @@ pub enum Command {
         /// Listen address of the admin API, overriding `admin.listen` in the config.
         #[arg(long, env = "SYMBOLON_ADMIN_LISTEN")]
         admin_listen: Option<SocketAddr>,
+        /// Worker threads (default: one per core). 1 runs a single-threaded event loop, like
+        /// one nginx worker or Envoy's --concurrency 1, which saves the cost of work stealing.
+        #[arg(long, env = "SYMBOLON_WORKERS", value_parser = clap::value_parser!(u16).range(1..))]
+        workers: Option<u16>,
     },
     /// Trust bundles: CA certificates that client certificates must chain to.
     #[command(subcommand)]
@@ -551,10 +555,20 @@ pub const EXIT_UNAVAILABLE: u8 = 69;
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = match &cli.command {
+        Command::Serve {
+            workers: Some(1), ..
+        } => tokio::runtime::Builder::new_current_thread(),
+        Command::Serve {
+            workers: Some(n), ..
+        } => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(usize::from(*n));
+            b
+        }
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -567,6 +581,7 @@ pub fn main() -> ExitCode {
             listen,
             metrics_listen,
             admin_listen,
+            workers: _,
         } => {
             crate::telemetry::init_logging();
             runtime.block_on(serve(

@@ -380,7 +380,7 @@ fn cli(dir: &Path, args: &[&str]) -> (i32, String, String) {
 fn cli_against_a_live_server() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let mut args = vec!["serve", "--data-dir", "data"];
+    let mut args = vec!["serve", "--data-dir", "data", "--workers", "1"];
     args.extend(PORTS);
     let p = Process::spawn(&args, dir);
     let server = format!("https://127.0.0.1:{}", p.admin_addr.unwrap().port());
