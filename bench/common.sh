@@ -21,3 +21,24 @@ make_certs() {
     kill "$init"
     wait "$init" 2>/dev/null || true
 }
+
+# summarize RESULTS MODE=LABEL...: a markdown table of the medians of each mode, Symbolon vs
+# nginx, from the JSON lines the load generator printed (tagged with "server" and "mode").
+summarize() {
+    python3 - "$@" <<'EOF'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+modes = [a.split("=", 1) for a in sys.argv[2:]]
+def med(server, mode, key):
+    return statistics.median(r[key] for r in rows if r["server"] == server and r["mode"] == mode)
+print()
+print("| scenario | Symbolon /s | nginx /s | Symbolon server CPU µs/req | nginx server CPU µs/req | per-CPU-second ratio (Symbolon ÷ nginx) | throughput ratio |")
+print("|---|---|---|---|---|---|---|")
+for mode, label in modes:
+    s_rate, n_rate = med("symbolon", mode, "per_second"), med("nginx", mode, "per_second")
+    s_cpu, n_cpu = med("symbolon", mode, "server_cpu_us_per_request"), med("nginx", mode, "server_cpu_us_per_request")
+    print(f"| {label} | {s_rate:,.0f} | {n_rate:,.0f} | {s_cpu:.1f} | {n_cpu:.1f} | {n_cpu / s_cpu:.2f}× | {s_rate / n_rate:.2f}× |")
+rounds = len(rows) // (2 * len(modes))
+print(f"\n(medians of {rounds} rounds; errors: {sum(r['errors'] for r in rows)})")
+EOF
+}

@@ -130,19 +130,4 @@ for round in $(seq 1 "$ROUNDS"); do
     done
 done
 
-python3 - "$RESULTS" <<'EOF'
-import json, statistics, sys
-rows = [json.loads(l) for l in open(sys.argv[1])]
-def med(server, mode, key):
-    return statistics.median(r[key] for r in rows if r["server"] == server and r["mode"] == mode)
-print()
-print("| scenario | Symbolon /s | nginx /s | Symbolon server CPU µs/req | nginx server CPU µs/req | per-CPU-second ratio (Symbolon ÷ nginx) | throughput ratio |")
-print("|---|---|---|---|---|---|---|")
-names = {"handshake": "new TLS 1.3 mTLS connection per request", "keepalive": "keep-alive requests"}
-for mode in ("handshake", "keepalive"):
-    s_rate, n_rate = med("symbolon", mode, "per_second"), med("nginx", mode, "per_second")
-    s_cpu, n_cpu = med("symbolon", mode, "server_cpu_us_per_request"), med("nginx", mode, "server_cpu_us_per_request")
-    errs = sum(r["errors"] for r in rows if r["mode"] == mode)
-    print(f"| {names[mode]} | {s_rate:,.0f} | {n_rate:,.0f} | {s_cpu:.1f} | {n_cpu:.1f} | {n_cpu / s_cpu:.2f}× | {s_rate / n_rate:.2f}× |")
-print(f"\n(medians of {len(rows) // 4} rounds; errors: {sum(r['errors'] for r in rows)})")
-EOF
+summarize "$RESULTS" "handshake=new TLS 1.3 mTLS connection per request" "keepalive=keep-alive requests"
