@@ -214,7 +214,7 @@ async fn steady_stream_across_forced_rotations_loses_nothing() {
         .unwrap_or_else(|| panic!("{list}"));
     assert_eq!(entry["fingerprint_sha256"], fingerprints[3].as_str());
     assert_eq!(entry["auto_rotated"], true);
-    let metrics = reqwest_metrics(s.gw.metrics_addr()).await;
+    let metrics = crate::mtls::metrics_text(&s.gw).await;
     let line = format!(
         "symbolon_certificate_expiry_seconds{{kind=\"credential\",name=\"sidecar-orders\",fingerprint=\"{}\"}}",
         fingerprints[3]
@@ -226,14 +226,6 @@ async fn steady_stream_across_forced_rotations_loses_nothing() {
     let audit = s.api.ok(Method::GET, "/api/v1/audit?limit=5", None).await;
     assert!(audit.to_string().contains("credential.rotate"), "{audit}");
     s.gw.shutdown().await;
-}
-
-async fn reqwest_metrics(addr: SocketAddr) -> String {
-    let mut c = Plain::open(addr).await.unwrap();
-    match c.get("/metrics").await.unwrap() {
-        (200, Value::String(text)) => text,
-        other => panic!("{other:?}"),
-    }
 }
 
 #[tokio::test]

@@ -177,6 +177,25 @@ async fn right_credential_accepted_wrong_refused_wrong_ca_502() {
         v["error"]["hint"].as_str().unwrap().contains("server_name"),
         "{v}"
     );
+
+    // Credentials and upstream CAs given as files are watched for expiry too.
+    let metrics = crate::mtls::metrics_text(&gw).await;
+    for (kind, fp) in [
+        ("credential", pki.good.fingerprint()),
+        (
+            "bundle",
+            symbolon::pki::fingerprint_sha256(pki.origin_ca.cert.der()),
+        ),
+    ] {
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("symbolon_certificate_expiry_seconds")
+                    && l.contains(&format!("kind=\"{kind}\""))
+                    && l.contains(&fp)),
+            "no expiry gauge for the {kind} {fp}"
+        );
+    }
     gw.shutdown().await;
 }
 
