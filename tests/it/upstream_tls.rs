@@ -104,6 +104,11 @@ async fn right_credential_accepted_wrong_refused_wrong_ca_502() {
         "trust_bundle_file = \"stranger-ca.pem\", server_name = \"origin.test\", cert_file = \"good.crt\", key_file = \"good.key\"",
     );
     body += &tls_route(
+        "system",
+        &url,
+        "server_name = \"origin.test\", cert_file = \"good.crt\", key_file = \"good.key\"",
+    );
+    body += &tls_route(
         "noname",
         &url,
         "trust_bundle_file = \"origin-ca.pem\", cert_file = \"good.crt\", key_file = \"good.key\"",
@@ -175,6 +180,14 @@ async fn right_credential_accepted_wrong_refused_wrong_ca_502() {
     assert_eq!(status, 502, "{v}");
     assert!(
         v["error"]["hint"].as_str().unwrap().contains("server_name"),
+        "{v}"
+    );
+
+    // Without a trust bundle the system CAs decide, and they do not know the test CA.
+    let (status, v) = fetch(&gw, &h, "/system/x").await;
+    assert_eq!((status, v["error"]["code"].as_str()), (502, Some("upstream_tls")), "{v}");
+    assert!(
+        v["error"]["hint"].as_str().unwrap().contains("the system CA certificates"),
         "{v}"
     );
 
