@@ -373,17 +373,15 @@ impl Gateway {
     /// Stops accepting, lets open connections finish (up to the shutdown grace), then returns.
     pub async fn shutdown(self) {
         let _ = self.shutdown_tx.send(true);
-        self.state.sidecars.stop_all();
+        let sidecars = self.state.sidecars.stop_all().await;
         let graceful = self.accept.await.unwrap_or_default();
         // The listener is closed once the accept loop has returned.
         info!(
-            open = graceful.count(),
+            open = graceful.count() + sidecars.count(),
             "shutting down: no new connections; open ones may finish"
         );
-        if tokio::time::timeout(self.grace, graceful.shutdown())
-            .await
-            .is_err()
-        {
+        let both = async { tokio::join!(graceful.shutdown(), sidecars.shutdown()) };
+        if tokio::time::timeout(self.grace, both).await.is_err() {
             warn!(grace = ?self.grace, "connections still open after the shutdown grace period; closing them");
         }
         for t in self.tasks {

@@ -19,11 +19,12 @@ use http::{Request, Response, header};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
 use rustls::pki_types::UnixTime;
 use serde::Serialize;
 use sqlx::SqliteConnection;
 use tokio::sync::watch;
-use tokio::task::AbortHandle;
+use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use crate::ca::{Ca, Profile};
@@ -480,16 +481,25 @@ pub(crate) async fn rotate_when_due(state: Arc<State>, mut shutdown: watch::Rece
     }
 }
 
-/// The running sidecar listeners.
-#[derive(Debug, Default)]
+/// The running sidecar listeners, and the connections they accepted (for a graceful stop).
+#[derive(Default)]
 pub struct Listeners {
     running: Mutex<HashMap<String, Running>>,
+    graceful: Arc<Mutex<GracefulShutdown>>,
+}
+
+impl std::fmt::Debug for Listeners {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listeners")
+            .field("running", &self.running)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug)]
 struct Running {
     listen: SocketAddr,
-    result: Result<(SocketAddr, AbortHandle), String>,
+    result: Result<(SocketAddr, JoinHandle<()>), String>,
 }
 
 impl Listeners {
@@ -515,9 +525,14 @@ impl Listeners {
                 warn!(sidecar = %name, %listen, "the sidecar listens beyond loopback: anyone who reaches it sends requests with its client credential");
             }
             let result = bind(listen).map(|(listener, addr)| {
-                let task = tokio::spawn(accept(state.clone(), name.clone().into(), listener));
+                let task = tokio::spawn(accept(
+                    state.clone(),
+                    name.clone().into(),
+                    listener,
+                    self.graceful.clone(),
+                ));
                 info!(sidecar = %name, %addr, upstream = %sc.config.upstream, "sidecar listening");
-                (addr, task.abort_handle())
+                (addr, task)
             });
             if let Err(e) = &result {
                 error!(sidecar = %name, %listen, error = %e, "sidecar cannot listen");
@@ -533,13 +548,19 @@ impl Listeners {
             .map(|r| r.result.as_ref().map(|(a, _)| *a).map_err(Clone::clone))
     }
 
-    /// Closes every listener (at shutdown).
-    pub fn stop_all(&self) {
-        for (_, r) in lock(&self.running).drain() {
-            if let Ok((_, task)) = r.result {
-                task.abort();
-            }
+    /// Closes every listener (at shutdown; when this returns, none accepts any more) and hands
+    /// back the open connections, which finish the request in flight and close when told to.
+    pub async fn stop_all(&self) -> GracefulShutdown {
+        let tasks: Vec<JoinHandle<()>> = lock(&self.running)
+            .drain()
+            .filter_map(|(_, r)| r.result.ok().map(|(_, task)| task))
+            .collect();
+        for task in tasks {
+            task.abort();
+            // An aborted task has dropped its listener once it completes.
+            let _ = task.await;
         }
+        std::mem::take(&mut *lock(&self.graceful))
     }
 }
 
@@ -556,17 +577,27 @@ fn bind(listen: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), Str
     Ok((listener, addr))
 }
 
-async fn accept(state: Arc<State>, name: Arc<str>, listener: tokio::net::TcpListener) {
+async fn accept(
+    state: Arc<State>,
+    name: Arc<str>,
+    listener: tokio::net::TcpListener,
+    graceful: Arc<Mutex<GracefulShutdown>>,
+) {
     loop {
         match listener.accept().await {
             Ok((tcp, _peer)) => {
                 let _ = tcp.set_nodelay(true);
                 let state = state.clone();
                 let name = name.clone();
+                let watcher = lock(&graceful).watcher();
                 tokio::spawn(async move {
                     let svc_state = state.clone();
                     let svc = service_fn(move |req| handle(req, name.clone(), svc_state.clone()));
-                    let _ = state.http.serve_connection(TokioIo::new(tcp), svc).await;
+                    let conn = state
+                        .http
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .into_owned();
+                    let _ = watcher.watch(conn).await;
                 });
             }
             Err(e) => {

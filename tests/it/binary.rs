@@ -270,6 +270,56 @@ fn sigterm_lets_in_flight_requests_finish() {
 }
 
 #[test]
+fn sigterm_lets_a_sidecar_request_in_flight_finish() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let up = rt.block_on(Upstream::start());
+    let h = Harness::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = h.config(&format!(
+        "[[sidecars]]\nname = \"egress\"\nlisten = \"127.0.0.1:{port}\"\nupstream = \"{}\"\n",
+        up.url()
+    ));
+    let config = config.to_str().unwrap().to_string();
+    let mut p = Process::spawn(&["serve", "--config", &config], h.dir.path());
+    rt.block_on(async {
+        use http_body_util::BodyExt;
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let (mut send, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let req = http::Request::get("/stream")
+            .header("host", "localhost")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let mut body = resp.into_body();
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(&first[..], b"first;");
+        p.signal("TERM");
+        p.wait_for("shutting down");
+        assert!(
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_err(),
+            "the sidecar still accepts after SIGTERM"
+        );
+        up.release();
+        let rest = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&rest[..], b"second");
+    });
+    assert!(p.wait_exit().success());
+}
+
+#[test]
 fn refused_configuration_exits_78_naming_the_file() {
     let h = Harness::new();
     h.write("bundle.pem", "-----BEGIN CERTIFICATE-----\ntruncated");

@@ -185,9 +185,16 @@ async fn right_credential_accepted_wrong_refused_wrong_ca_502() {
 
     // Without a trust bundle the system CAs decide, and they do not know the test CA.
     let (status, v) = fetch(&gw, &h, "/system/x").await;
-    assert_eq!((status, v["error"]["code"].as_str()), (502, Some("upstream_tls")), "{v}");
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (502, Some("upstream_tls")),
+        "{v}"
+    );
     assert!(
-        v["error"]["hint"].as_str().unwrap().contains("the system CA certificates"),
+        v["error"]["hint"]
+            .as_str()
+            .unwrap()
+            .contains("the system CA certificates"),
         "{v}"
     );
 
