@@ -142,6 +142,12 @@ async fn right_credential_accepted_wrong_refused_wrong_ca_502() {
         "{} connections",
         origin.connections()
     );
+    // Pools outlive snapshots: after a reload that changes nothing, the warm connection is reused.
+    let before = origin.connections();
+    gw.reload().await.unwrap();
+    let r = conn.get("/good/a").await.unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(origin.connections(), before, "the reload dropped the pool");
 
     let (status, v) = fetch(&gw, &h, "/wrong/x").await;
     assert_eq!(
