@@ -28,8 +28,57 @@ pub enum StoreError {
         #[source]
         source: sqlx::migrate::MigrateError,
     },
+    #[error(
+        "cannot make the store {path} private (mode 0600): {source}. Fix: check the data dir's owner and permissions"
+    )]
+    Private {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("store error: {0}")]
     Sql(#[from] sqlx::Error),
+}
+
+/// The store holds private keys (domains, credentials): it is created 0600, and an existing
+/// one readable by others is tightened. SQLite gives its -wal and -shm files the same mode.
+#[cfg(unix)]
+fn make_private(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let err = |source| StoreError::Private {
+        path: path.display().to_string(),
+        source,
+    };
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(err(e)),
+    }
+    let with_suffix = |suffix: &str| {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        std::path::PathBuf::from(name)
+    };
+    for file in [path.to_path_buf(), with_suffix("-wal"), with_suffix("-shm")] {
+        let Ok(meta) = std::fs::metadata(&file) else {
+            continue;
+        };
+        if meta.permissions().mode() & 0o077 != 0 {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+            tracing::warn!(file = %file.display(), "the store holds private keys and was readable by others; its mode is now 0600");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn make_private(_path: &Path) -> Result<(), StoreError> {
+    Ok(())
 }
 
 #[derive(Clone, Debug, FromRow, Serialize)]
@@ -186,6 +235,7 @@ pub type Tx = sqlx::Transaction<'static, sqlx::Sqlite>;
 impl Store {
     /// Opens (creating if needed) the SQLite store at `path` and applies migrations.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        make_private(path)?;
         let shown = path.display().to_string();
         let options = SqliteConnectOptions::from_str(&format!("sqlite://{shown}"))
             .map_err(|source| StoreError::Open {
@@ -627,5 +677,30 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         Ok(row)
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn the_store_and_its_journal_are_private() {
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("symbolon.db");
+        let store = Store::open(&path).await.unwrap();
+        let mut tx = store.begin().await.unwrap();
+        set_setting(&mut tx, "probe", "1").await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&dir.path().join("symbolon.db-wal")), 0o600);
+        drop(store);
+        // An existing store readable by others is tightened when opened.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let _store = Store::open(&path).await.unwrap();
+        assert_eq!(mode(&path), 0o600);
     }
 }
