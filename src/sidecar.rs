@@ -314,7 +314,18 @@ pub(crate) async fn issue_credential(
     Ok(Ca::record(&issued, profile, "sidecar"))
 }
 
-/// Issues the credentials of sidecars that ask for one and have none yet, and deletes those of
+/// Whether a credential carries the common name and SPIFFE ID that `spec` asks for.
+fn issued_for(c: &CredentialRow, spec: &crate::config::IssueSpec) -> bool {
+    pki::parse_certs(c.cert_pem.as_bytes(), std::path::Path::new(&c.name))
+        .ok()
+        .and_then(|chain| chain.first().and_then(|d| pki::CertInfo::parse(d).ok()))
+        .is_some_and(|info| {
+            info.subject == format!("CN={}", spec.common_name) && info.spiffe_id == spec.spiffe_id
+        })
+}
+
+/// Issues the credentials of sidecars that ask for one and have none yet (or one issued for
+/// another name), and deletes those of
 /// sidecars removed from the config file (at start and on reload, before the snapshot is
 /// built). Nothing is written if one of them fails.
 pub(crate) async fn ensure_credentials(
@@ -362,12 +373,16 @@ pub(crate) async fn ensure_credentials(
             ca.is_some_and(issued_here)
         })
         .collect();
+    // Missing, or issued for another name (the config file's `issue` changed).
     let missing: Vec<&SidecarConfig> = wanted
         .iter()
-        .filter(|sc| sc.issue.is_some())
         .filter(|sc| {
+            let Some(spec) = &sc.issue else { return false };
             let name = sc.credential_name();
-            !current.credentials.iter().any(|c| c.name == name)
+            !current
+                .credentials
+                .iter()
+                .any(|c| c.name == name && issued_for(c, spec))
         })
         .collect();
     if missing.is_empty() && orphans.is_empty() {

@@ -393,6 +393,32 @@ async fn config_file_sidecars_follow_reloads() {
     let addr = s.gw.sidecar_addr("orders").unwrap();
     let (status, v) = Plain::open(addr).await.unwrap().get("/x").await.unwrap();
     assert_eq!(status, 200, "{v}");
+    let subject = |v: &Value| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "sidecar-orders")
+            .map(|c| c["subject"].as_str().unwrap().to_string())
+            .unwrap()
+    };
+    let creds = s.api.ok(Method::GET, "/api/v1/credentials", None).await;
+    assert_eq!(subject(&creds), "CN=billing");
+    // A changed `issue` in the file gets a certificate for the new name at the reload; an
+    // unchanged one keeps its certificate.
+    s.h.write(
+        "symbolon.toml",
+        &text.replace("common_name = \"billing\"", "common_name = \"invoicing\""),
+    );
+    s.gw.reload().await.unwrap();
+    let creds = s.api.ok(Method::GET, "/api/v1/credentials", None).await;
+    assert_eq!(subject(&creds), "CN=invoicing");
+    let fp = s.api.ok(Method::GET, "/api/v1/sidecars/orders", None).await["rotation"]["fingerprint_sha256"].clone();
+    s.gw.reload().await.unwrap();
+    let again = s.api.ok(Method::GET, "/api/v1/sidecars/orders", None).await["rotation"]["fingerprint_sha256"].clone();
+    assert_eq!(
+        fp, again,
+        "a reload that changes nothing re-issued the credential"
+    );
     s.gw.shutdown().await;
     // A sidecar asking for an issued credential needs the CA.
     let h = Harness::new();
