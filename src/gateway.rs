@@ -91,10 +91,13 @@ impl State {
         let _guard = self.change_lock.lock().await;
         let result = async {
             let config = Config::load(&self.config_path)?;
-            crate::sidecar::ensure_credentials(&config, &self.store, self.ca.as_deref())
+            let mut store = self.store.state().await?;
+            if crate::sidecar::ensure_credentials(&config, &self.store, &store, self.ca.as_deref())
                 .await
-                .map_err(|e| GatewayError::Admin(e.to_string()))?;
-            let store = self.store.state().await?;
+                .map_err(|e| GatewayError::Admin(e.to_string()))?
+            {
+                store = self.store.state().await?;
+            }
             // CRL URLs new in this config are fetched before the build needs them.
             fetch_crls(&config, &store, CrlFetch::Missing).await?;
             let snapshot = Snapshot::build(&config, &store, self.ticketer.clone(), &self.pools)?;
@@ -198,10 +201,13 @@ impl Gateway {
             }
             None => None,
         };
-        crate::sidecar::ensure_credentials(&config, &store, ca.as_deref())
+        let mut store_state = store_state;
+        if crate::sidecar::ensure_credentials(&config, &store, &store_state, ca.as_deref())
             .await
-            .map_err(|e| GatewayError::Admin(e.to_string()))?;
-        let store_state = store.state().await?;
+            .map_err(|e| GatewayError::Admin(e.to_string()))?
+        {
+            store_state = store.state().await?;
+        }
         let pools = crate::upstream::Pools::new(
             config.timeouts.upstream_connect,
             config.timeouts.upstream_idle,

@@ -272,6 +272,12 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, PkiError>
     parse_certs(&bytes, path)
 }
 
+/// The first certificate of a PEM chain, parsed; `None` if there is none or it cannot be read.
+pub fn leaf_info(pem: &str) -> Option<CertInfo> {
+    let chain = parse_certs(pem.as_bytes(), Path::new("")).ok()?;
+    CertInfo::parse(chain.first()?).ok()
+}
+
 /// Parses PEM bytes into certificates; `path` only names the source in errors.
 pub fn parse_certs(bytes: &[u8], path: &Path) -> Result<Vec<CertificateDer<'static>>, PkiError> {
     let mut certs = Vec::new();

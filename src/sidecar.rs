@@ -242,13 +242,12 @@ pub(crate) fn build_all(
 /// When an issued credential is due: two thirds into its lifetime, counted from its issue
 /// (the CA back-dates `not_before` by [`crate::ca::BACKDATE_SECS`]).
 fn rotation_of(row: &CredentialRow) -> Result<Rotation, String> {
-    let chain = pki::parse_certs(row.cert_pem.as_bytes(), std::path::Path::new(&row.name))
-        .map_err(|e| e.to_string())?;
-    let info = chain
-        .first()
-        .ok_or("the credential has no certificate")
-        .and_then(|d| pki::CertInfo::parse(d).map_err(|_| "the certificate cannot be parsed"))
-        .map_err(str::to_string)?;
+    let info = pki::leaf_info(&row.cert_pem).ok_or_else(|| {
+        format!(
+            "the certificate of credential '{}' cannot be read",
+            row.name
+        )
+    })?;
     let issued = info.not_before + crate::ca::BACKDATE_SECS;
     let rotate_at = issued + (info.not_after - issued).max(0) * 2 / 3;
     Ok(Rotation {
@@ -316,24 +315,22 @@ pub(crate) async fn issue_credential(
 
 /// Whether a credential carries the common name and SPIFFE ID that `spec` asks for.
 fn issued_for(c: &CredentialRow, spec: &crate::config::IssueSpec) -> bool {
-    pki::parse_certs(c.cert_pem.as_bytes(), std::path::Path::new(&c.name))
-        .ok()
-        .and_then(|chain| chain.first().and_then(|d| pki::CertInfo::parse(d).ok()))
-        .is_some_and(|info| {
-            info.subject == format!("CN={}", spec.common_name) && info.spiffe_id == spec.spiffe_id
-        })
+    pki::leaf_info(&c.cert_pem).is_some_and(|info| {
+        info.subject == format!("CN={}", spec.common_name) && info.spiffe_id == spec.spiffe_id
+    })
 }
 
 /// Issues the credentials of sidecars that ask for one and have none yet (or one issued for
 /// another name), and deletes those of
 /// sidecars removed from the config file (at start and on reload, before the snapshot is
-/// built). Nothing is written if one of them fails.
+/// built). Nothing is written if one of them fails. Returns whether it wrote anything (then
+/// `current` is out of date).
 pub(crate) async fn ensure_credentials(
     config: &Config,
     store: &store::Store,
+    current: &StoreState,
     ca: Option<&Ca>,
-) -> Result<(), SidecarError> {
-    let current = store.state().await?;
+) -> Result<bool, SidecarError> {
     let mut wanted: Vec<SidecarConfig> = config.sidecars.clone();
     for row in &current.sidecars {
         if let Ok(sc) = serde_json::from_str::<SidecarConfig>(&row.spec) {
@@ -364,13 +361,7 @@ pub(crate) async fn ensure_credentials(
                 })
         })
         .filter(|c| {
-            let issued_here = |ca: &Ca| {
-                pki::parse_certs(c.cert_pem.as_bytes(), std::path::Path::new(&c.name))
-                    .ok()
-                    .and_then(|chain| chain.first().and_then(|d| pki::CertInfo::parse(d).ok()))
-                    .is_some_and(|info| ca.issued(&info))
-            };
-            ca.is_some_and(issued_here)
+            ca.is_some_and(|ca| pki::leaf_info(&c.cert_pem).is_some_and(|info| ca.issued(&info)))
         })
         .collect();
     // Missing, or issued for another name (the config file's `issue` changed).
@@ -386,7 +377,7 @@ pub(crate) async fn ensure_credentials(
         })
         .collect();
     if missing.is_empty() && orphans.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
     let mut tx = store.begin().await?;
     for c in &orphans {
@@ -420,7 +411,7 @@ pub(crate) async fn ensure_credentials(
     for r in &records {
         store.record_issued(r).await?;
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Replaces a sidecar's issued credential now and publishes the change.

@@ -248,9 +248,7 @@ impl Snapshot {
             }
         }
         for c in &store.credentials {
-            let chain = pki::parse_certs(c.cert_pem.as_bytes(), std::path::Path::new("credential"))
-                .unwrap_or_default();
-            if let Some(info) = chain.first().and_then(|d| pki::CertInfo::parse(d).ok()) {
+            if let Some(info) = pki::leaf_info(&c.cert_pem) {
                 known_certs.push(crate::expiry::KnownCert::new("credential", &c.name, &info));
             }
         }

@@ -243,13 +243,8 @@ fn parse_cert_and_key(cert_pem: &str, key_pem: &str) -> Res<CertInfo> {
         pki::parse_key(key_pem.as_bytes(), key_origin).map_err(|e| ApiError::pki("key_pem", e))?;
     pki::certified_key(chain.clone(), key, cert_origin, key_origin)
         .map_err(|e| ApiError::pki("key_pem", e))?;
-    leaf_info(cert_pem)
+    pki::leaf_info(cert_pem)
         .ok_or_else(|| ApiError::invalid("malformed_pem", "cert_pem: cannot parse", ""))
-}
-
-fn leaf_info(pem: &str) -> Option<CertInfo> {
-    let chain = pki::parse_certs(pem.as_bytes(), Path::new("")).ok()?;
-    CertInfo::parse(chain.first()?).ok()
 }
 
 pub(super) fn json_or<T>(body: Body<T>) -> Res<T> {
@@ -324,14 +319,14 @@ fn domain_view(d: &DomainRow, st: &StoreState) -> DomainView {
         bundle: bundle.map(|b| b.name.clone()),
         mtls,
         mtls_setting: d.mtls.clone(),
-        certificate: leaf_info(&d.cert_pem).as_ref().map(CertView::from),
+        certificate: pki::leaf_info(&d.cert_pem).as_ref().map(CertView::from),
         created_at: d.created_at.clone(),
         updated_at: d.updated_at.clone(),
     }
 }
 
 fn credential_view(c: &CredentialRow) -> CredentialView {
-    let info = leaf_info(&c.cert_pem);
+    let info = pki::leaf_info(&c.cert_pem);
     CredentialView {
         id: c.id.clone(),
         name: c.name.clone(),
