@@ -933,7 +933,7 @@ fn authz_json(a: Option<&RouteAuthz>) -> Res<Option<String>> {
 }
 
 /// Validates a route's upstream TLS settings (API form: names, no files) for the store.
-pub(super) fn upstream_tls_json(t: Option<&crate::config::UpstreamTls>) -> Res<Option<String>> {
+fn upstream_tls_json(t: Option<&crate::config::UpstreamTls>) -> Res<Option<String>> {
     let Some(t) = t else { return Ok(None) };
     if t.uses_files() || t.credential.is_some() {
         return Err(ApiError::invalid(

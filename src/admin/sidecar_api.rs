@@ -253,18 +253,13 @@ fn owned(app: &App, st: &StoreState, name: &str) -> Res<SidecarRow> {
 }
 
 fn spec_json(sc: &SidecarConfig) -> Res<String> {
-    if let Some(t) = &sc.upstream_tls {
-        super::api::upstream_tls_json(Some(&crate::config::UpstreamTls {
-            credential: None,
-            ..t.clone()
-        }))?;
-        if t.uses_files() {
-            return Err(ApiError::invalid(
-                "bad_upstream_tls",
-                "upstream_tls: trust_bundle_file, cert_file and key_file are for the config file",
-                "name a trust bundle and a credential instead",
-            ));
-        }
+    // Unlike a route, a sidecar names its credential inside upstream_tls; files stay refused.
+    if sc.upstream_tls.as_ref().is_some_and(|t| t.uses_files()) {
+        return Err(ApiError::invalid(
+            "bad_upstream_tls",
+            "upstream_tls: trust_bundle_file, cert_file and key_file are for the config file",
+            "name a trust bundle and a credential instead",
+        ));
     }
     serde_json::to_string(sc).map_err(|e| {
         ApiError::new(

@@ -273,6 +273,22 @@ async fn api_sidecar_rotates_by_itself_and_changes_apply_live() {
         (409, "listen_address_in_use"),
         "{v}"
     );
+    let mut files = spec.clone();
+    files["name"] = json!("files");
+    files["upstream_tls"]["trust_bundle_file"] = json!("/etc/ssl/certs/ca.pem");
+    let (status, v) = s.api.post("/api/v1/sidecars", files).await;
+    assert_eq!(
+        (status.as_u16(), code(&v)),
+        (422, "bad_upstream_tls"),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("config file"),
+        "{v}"
+    );
     let mut plain = spec.clone();
     plain["name"] = json!("plain");
     plain["upstream"] = json!("http://127.0.0.1:9");
