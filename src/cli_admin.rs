@@ -181,15 +181,7 @@ async fn run_inner(command: Command, data_dir: &Path, api: &ApiArgs) -> Result<(
                 .await?,
                 BUNDLE,
             ),
-            BundleCmd::Delete { id } => {
-                c.send(
-                    Method::DELETE,
-                    &format!("/api/v1/mtls/bundles/{}", enc(&id)),
-                    None,
-                )
-                .await?;
-                Out::Done(format!("bundle {id} deleted"))
-            }
+            BundleCmd::Delete { id } => c.delete("/api/v1/mtls/bundles", "bundle", &id).await?,
         },
         Command::Domain(d) => match d {
             DomainCmd::Create {
@@ -224,15 +216,7 @@ async fn run_inner(command: Command, data_dir: &Path, api: &ApiArgs) -> Result<(
                     DOMAIN,
                 )
             }
-            DomainCmd::Delete { id } => {
-                c.send(
-                    Method::DELETE,
-                    &format!("/api/v1/domains/{}", enc(&id)),
-                    None,
-                )
-                .await?;
-                Out::Done(format!("domain {id} deleted"))
-            }
+            DomainCmd::Delete { id } => c.delete("/api/v1/domains", "domain", &id).await?,
         },
         Command::Credential(cr) => match cr {
             CredentialCmd::Upload { cert, key, name } => {
@@ -249,13 +233,7 @@ async fn run_inner(command: Command, data_dir: &Path, api: &ApiArgs) -> Result<(
             }
             CredentialCmd::List => Out::Table(c.get("/api/v1/credentials").await?, CRED),
             CredentialCmd::Delete { id } => {
-                c.send(
-                    Method::DELETE,
-                    &format!("/api/v1/credentials/{}", enc(&id)),
-                    None,
-                )
-                .await?;
-                Out::Done(format!("credential {id} deleted"))
+                c.delete("/api/v1/credentials", "credential", &id).await?
             }
         },
         Command::Route(r) => match r {
@@ -304,15 +282,7 @@ async fn run_inner(command: Command, data_dir: &Path, api: &ApiArgs) -> Result<(
                     ROUTE,
                 )
             }
-            RouteCmd::Delete { id } => {
-                c.send(
-                    Method::DELETE,
-                    &format!("/api/v1/routes/{}", enc(&id)),
-                    None,
-                )
-                .await?;
-                Out::Done(format!("route {id} deleted"))
-            }
+            RouteCmd::Delete { id } => c.delete("/api/v1/routes", "route", &id).await?,
         },
         Command::Sidecar(sc) => match sc {
             SidecarCmd::Create {
@@ -344,15 +314,7 @@ async fn run_inner(command: Command, data_dir: &Path, api: &ApiArgs) -> Result<(
                 c.get(&format!("/api/v1/sidecars/{}", enc(&name))).await?,
                 SIDECAR,
             ),
-            SidecarCmd::Delete { name } => {
-                c.send(
-                    Method::DELETE,
-                    &format!("/api/v1/sidecars/{}", enc(&name)),
-                    None,
-                )
-                .await?;
-                Out::Done(format!("sidecar {name} deleted"))
-            }
+            SidecarCmd::Delete { name } => c.delete("/api/v1/sidecars", "sidecar", &name).await?,
             SidecarCmd::Rotate { name } => Out::Table(
                 c.json(
                     Method::POST,
@@ -386,15 +348,7 @@ async fn run_inner(command: Command, data_dir: &Path, api: &ApiArgs) -> Result<(
                     POLICY,
                 )
             }
-            PolicyCmd::Delete { id } => {
-                c.send(
-                    Method::DELETE,
-                    &format!("/api/v1/policies/{}", enc(&id)),
-                    None,
-                )
-                .await?;
-                Out::Done(format!("policy {id} deleted"))
-            }
+            PolicyCmd::Delete { id } => c.delete("/api/v1/policies", "policy", &id).await?,
         },
         Command::Identity(i) => match i {
             IdentityCmd::Create {
@@ -431,15 +385,7 @@ async fn run_inner(command: Command, data_dir: &Path, api: &ApiArgs) -> Result<(
                     .await?;
                 identity_out(v)
             }
-            IdentityCmd::Delete { id } => {
-                c.send(
-                    Method::DELETE,
-                    &format!("/api/v1/identities/{}", enc(&id)),
-                    None,
-                )
-                .await?;
-                Out::Done(format!("identity {id} deleted"))
-            }
+            IdentityCmd::Delete { id } => c.delete("/api/v1/identities", "identity", &id).await?,
             IdentityCmd::Usage { id } => Out::Table(
                 c.get(&format!("/api/v1/identities/{}/usage", enc(&id)))
                     .await?,
@@ -697,6 +643,13 @@ struct Call<'a> {
 impl Call<'_> {
     async fn get(&self, path: &str) -> Result<Value, u8> {
         self.send(Method::GET, path, None).await
+    }
+
+    /// `DELETE {collection}/{id}`, reported as "KIND ID deleted".
+    async fn delete(&self, collection: &str, kind: &str, id: &str) -> Result<Out, u8> {
+        self.send(Method::DELETE, &format!("{collection}/{}", enc(id)), None)
+            .await?;
+        Ok(Out::Done(format!("{kind} {id} deleted")))
     }
 
     async fn json(&self, method: Method, path: &str, body: Value) -> Result<Value, u8> {
