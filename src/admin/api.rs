@@ -619,23 +619,30 @@ async fn delete_bundle(
             "detach it from those domains first",
         ));
     }
-    let names_it = |json: &str| {
-        serde_json::from_str::<crate::config::UpstreamTls>(json)
-            .is_ok_and(|t| t.trust_bundle.as_deref() == Some(b.name.as_str()))
+    // Routes and sidecars name the bundle that verifies their upstream in `upstream_tls`.
+    let names_it = |t: Option<crate::config::UpstreamTls>| {
+        t.and_then(|t| t.trust_bundle) == Some(b.name.clone())
     };
     let users: Vec<String> = st
         .routes
         .iter()
-        .filter(|r| r.upstream_tls.as_deref().is_some_and(names_it))
+        .filter(|r| {
+            names_it(
+                r.upstream_tls
+                    .as_deref()
+                    .and_then(|j| serde_json::from_str(j).ok()),
+            )
+        })
         .map(|r| format!("route '{}'", r.name))
         .chain(
             st.sidecars
                 .iter()
                 .filter(|s| {
-                    serde_json::from_str::<crate::config::SidecarConfig>(&s.spec)
-                        .ok()
-                        .and_then(|c| c.upstream_tls)
-                        .is_some_and(|t| t.trust_bundle.as_deref() == Some(b.name.as_str()))
+                    names_it(
+                        serde_json::from_str::<crate::config::SidecarConfig>(&s.spec)
+                            .ok()
+                            .and_then(|c| c.upstream_tls),
+                    )
                 })
                 .map(|s| format!("sidecar '{}'", s.name)),
         )

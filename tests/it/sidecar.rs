@@ -367,6 +367,20 @@ async fn api_sidecar_rotates_by_itself_and_changes_apply_live() {
     let (status, v) = app.get("/y").await.unwrap();
     assert_eq!((status, v["path"].as_str()), (200, Some("/v2/y")), "{v}");
 
+    // The bundle that verifies its upstream cannot go while the sidecar uses it.
+    let (status, v) = s
+        .api
+        .call(Method::DELETE, "/api/v1/mtls/bundles/origin-ca", None)
+        .await;
+    assert_eq!((status.as_u16(), code(&v)), (409, "in_use"), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("sidecar 'fast'"),
+        "{v}"
+    );
+
     // Deleted: the listener closes and the open connection is told why.
     assert_eq!(
         s.api
