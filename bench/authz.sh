@@ -17,17 +17,7 @@ ROUNDS=${ROUNDS:-10}
 SECS=${SECONDS_PER_RUN:-4}
 CONC=${CONCURRENCY:-32}
 
-cargo build --release -q -p symbolon -p symbolon-bench
-SYM=target/release/symbolon
-LOADGEN=target/release/loadgen
-WORK=$(mktemp -d /tmp/symbolon-authz.XXXXXX)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-}
-trap cleanup EXIT
-
+bench_setup authz
 
 make_certs "$WORK/data"
 D=$WORK/data

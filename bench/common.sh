@@ -42,3 +42,32 @@ rounds = len(rows) // (2 * len(modes))
 print(f"\n(medians of {rounds} rounds; errors: {sum(r['errors'] for r in rows)})")
 EOF
 }
+
+# need_nginx: installs Debian's nginx if it is missing. The package may start a default
+# instance; the benchmarks run their own, so it is stopped.
+need_nginx() {
+    if ! command -v nginx >/dev/null; then
+        echo "installing nginx (Debian package)" >&2
+        apt-get update -qq && apt-get install -y -qq nginx >/dev/null
+        nginx -s stop 2>/dev/null || true
+    fi
+}
+
+# bench_setup NAME: checks for two cores, builds Symbolon and the load generator ($SYM,
+# $LOADGEN), makes $WORK, and on exit kills the processes in $PIDS and those whose pid files
+# (nginx's) are in $WORK.
+bench_setup() {
+    [ "$(nproc)" -ge 2 ] || { echo "needs at least 2 cores" >&2; exit 1; }
+    cargo build --release -q -p symbolon -p symbolon-bench
+    SYM=target/release/symbolon
+    LOADGEN=target/release/loadgen
+    WORK=$(mktemp -d "/tmp/symbolon-$1.XXXXXX")
+    PIDS=()
+    trap bench_cleanup EXIT
+}
+
+bench_cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for f in "$WORK"/*.pid; do kill "$(cat "$f" 2>/dev/null)" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+}

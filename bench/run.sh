@@ -18,27 +18,8 @@ ROUNDS=${ROUNDS:-3}
 SECS=${SECONDS_PER_RUN:-10}
 CONC=${CONCURRENCY:-32}
 
-if ! command -v nginx >/dev/null; then
-    echo "installing nginx (Debian package)" >&2
-    apt-get update -qq && apt-get install -y -qq nginx >/dev/null
-    # The package may start a default instance; this benchmark runs its own.
-    nginx -s stop 2>/dev/null || true
-fi
-[ "$(nproc)" -ge 2 ] || { echo "needs at least 2 cores" >&2; exit 1; }
-
-cargo build --release -q -p symbolon -p symbolon-bench
-SYM=target/release/symbolon
-LOADGEN=target/release/loadgen
-
-WORK=$(mktemp -d /tmp/symbolon-bench.XXXXXX)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid" 2>/dev/null)" 2>/dev/null || true
-    wait 2>/dev/null || true
-}
-trap cleanup EXIT
-
+need_nginx
+bench_setup bench
 
 make_certs "$WORK/data"
 D=$WORK/data
