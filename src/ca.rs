@@ -301,7 +301,6 @@ pub const BACKDATE_SECS: i64 = 60;
 pub struct Ca {
     issuer: Issuer<'static, KeyPair>,
     intermediate: CertificateDer<'static>,
-    intermediate_info: CertInfo,
     root: CertificateDer<'static>,
     not_after: OffsetDateTime,
 }
@@ -335,7 +334,6 @@ impl Ca {
         Ok(Self {
             issuer,
             intermediate,
-            intermediate_info,
             root,
             not_after,
         })
@@ -345,10 +343,16 @@ impl Ca {
         &self.root
     }
 
-    /// Whether this CA's intermediate issued a certificate (by issuer name).
-    pub fn issued(&self, cert: &CertInfo) -> bool {
-        let i = &self.intermediate_info;
-        i.subject_raw == cert.issuer_raw || i.subject == cert.issuer
+    /// The key that names this CA as an issuer in revocation entries (SHA-256 of the
+    /// intermediate's SubjectPublicKeyInfo).
+    pub fn issuer_key(&self) -> String {
+        crate::tls::verify::spki_key(&self.intermediate).unwrap_or_default()
+    }
+
+    /// Whether this CA's intermediate signed a certificate (by signature: another CA with the
+    /// same name does not count).
+    pub fn signed(&self, cert_der: &[u8]) -> bool {
+        crate::pki::signed_by(cert_der, &self.intermediate)
     }
 
     /// The lifetime asked for (or the profile's default), capped by the intermediate's expiry.

@@ -115,11 +115,11 @@ pub fn explain(
     let (leaf_der, rest) = chain.split_first().ok_or("no certificate given")?;
     let leaf =
         CertInfo::parse(leaf_der).map_err(|e| format!("the certificate cannot be parsed: {e}"))?;
-    let result = domain.verifier.check(leaf_der, rest, now);
+    let result = domain.verifier.check(leaf_der, rest, now).map(|_| ());
     let secs = now.as_secs() as i64;
     let reason = result
         .err()
-        .map(|r| reason_text(r, domain, &leaf, rest, secs));
+        .map(|r| reason_text(r, domain, leaf_der, &leaf, rest, secs));
     let verified = reason.is_none();
     Ok(Explanation {
         domain: domain.name.clone(),
@@ -137,6 +137,7 @@ pub fn explain(
 fn reason_text(
     r: FailReason,
     domain: &Domain,
+    leaf_der: &CertificateDer<'_>,
     leaf: &CertInfo,
     rest: &[CertificateDer<'_>],
     now: i64,
@@ -182,25 +183,50 @@ fn reason_text(
                 .unwrap_or_else(|| "trusted: the domain has no trust bundle".into());
             format!("issuer {} is not {bundle}", top.issuer)
         }
-        FailReason::WrongUsage => {
-            let has = leaf.eku.as_ref().map(|e| e.join(", ")).unwrap_or_default();
-            format!("missing clientAuth EKU (the certificate allows: {has})")
+        FailReason::WrongUsage => std::iter::once(leaf)
+            .chain(&others)
+            .find(|c| {
+                c.eku
+                    .as_ref()
+                    .is_some_and(|e| !e.iter().any(|u| u == "clientAuth" || u == "any"))
+            })
+            .map(|c| {
+                let who = if std::ptr::eq(c, leaf) {
+                    "the client certificate".to_string()
+                } else {
+                    format!("CA {}", c.subject)
+                };
+                let has = c.eku.as_ref().map(|e| e.join(", ")).unwrap_or_default();
+                format!("{who} does not allow clientAuth (its extendedKeyUsage allows: {has})")
+            })
+            .unwrap_or_else(|| "a certificate in the chain does not allow clientAuth".into()),
+        FailReason::CaExpired => {
+            "the trust anchor the chain leads to is outside its validity period (expired or not yet valid): replace it in the trust bundle".into()
         }
+        FailReason::NameConstraint => {
+            "a name in the certificate is outside the name constraints of a CA above it".into()
+        }
+        FailReason::IssuerNotCa => others
+            .iter()
+            .find(|c| !c.is_ca)
+            .map(|c| format!("{} is used as an issuer but is not a CA (no basicConstraints cA=TRUE)", c.subject))
+            .unwrap_or_else(|| "a certificate used as an issuer is not a CA (no basicConstraints cA=TRUE)".into()),
         FailReason::ChainTooDeep => format!("chain longer than {}", domain.verifier.max_depth()),
         FailReason::BadSignature => {
             "a signature in the chain does not verify (a forged or corrupted certificate)".into()
         }
-        FailReason::Revoked => std::iter::once(leaf)
-            .chain(&others)
-            .find_map(|c| {
-                let serial = crate::revocation::normalize_serial(&c.serial_hex);
+        FailReason::Revoked => domain
+            .verifier
+            .path(leaf_der, rest, UnixTime::since_unix_epoch(std::time::Duration::from_secs(now.max(0) as u64)))
+            .ok()
+            .and_then(|chain| {
                 domain
                     .verifier
                     .revocations()
-                    .lookup(&c.fingerprint_sha256, &serial)
+                    .lookup_chain(&chain)
                     .map(|r| format!("revoked at {} ({})", r.revoked_at, r.reason))
             })
-            .unwrap_or_else(|| "revoked".into()),
+            .unwrap_or_else(|| "revoked (by a CRL of its CA)".into()),
         FailReason::CrlExpired => {
             "a CRL for this chain is past its nextUpdate and the domain's crl_expired policy is reject"
                 .into()

@@ -22,7 +22,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use notify::{RecursiveMode, Watcher as _};
-use rustls::server::ProducesTickets;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -72,7 +71,7 @@ pub struct State {
     /// The configuration file as last applied.
     pub config: ArcSwap<Config>,
     config_path: PathBuf,
-    ticketer: Arc<dyn ProducesTickets>,
+    ticketer: Arc<crate::tls::server::Ticketer>,
     /// Serialises reloads and admin writes so two changes never interleave.
     change_lock: tokio::sync::Mutex<()>,
     /// Counts applied changes; subscribers learn when a new snapshot is live.
@@ -148,6 +147,7 @@ impl State {
             .check(&snapshot.known_certs, now, &snapshot.expiry_warnings);
         let snapshot = Arc::new(snapshot);
         self.snapshot.store(snapshot.clone());
+        self.ticketer.set_epoch(snapshot.trust_epoch);
         if let Some(me) = self.me.upgrade() {
             self.sidecars.reconcile(&me, &snapshot.sidecars);
         }
@@ -213,6 +213,7 @@ impl Gateway {
             config.timeouts.upstream_idle,
         );
         let snapshot = Snapshot::build(&config, &store_state, ticketer.clone(), &pools)?;
+        ticketer.set_epoch(snapshot.trust_epoch);
 
         let listener =
             TcpListener::bind(config.listen)
@@ -618,8 +619,10 @@ async fn watch_expiry(state: Arc<State>, every: Duration) {
     }
 }
 
-/// The CRL of the built-in CA: every revocation that names a serial, signed by the
-/// intermediate, valid for `crl_validity`.
+/// The CRL of the built-in CA, signed by the intermediate, valid for `crl_validity`. It lists
+/// only this CA's own certificates: serial revocations naming this CA as issuer, and revocations
+/// by fingerprint of certificates this CA issued (found in its issuance records). A serial
+/// revoked for another CA never appears on it.
 async fn crl(state: &State) -> Result<Vec<u8>, String> {
     let ca = state
         .ca
@@ -631,6 +634,16 @@ async fn crl(state: &State) -> Result<Vec<u8>, String> {
         .await
         .map_err(|e| e.to_string())?
         .revocations;
+    let issued = state.store.issued().await.map_err(|e| e.to_string())?;
+    let ours = ca.issuer_key();
+    let issued_serials: std::collections::HashMap<&str, &str> = issued
+        .iter()
+        .map(|i| (i.fingerprint.as_str(), i.serial.as_str()))
+        .collect();
+    let issued_set: std::collections::HashSet<String> = issued
+        .iter()
+        .map(|i| crate::revocation::normalize_serial(&i.serial))
+        .collect();
     let revoked: Vec<(String, time::OffsetDateTime, String)> = rows
         .into_iter()
         .filter_map(|r| {
@@ -639,7 +652,18 @@ async fn crl(state: &State) -> Result<Vec<u8>, String> {
                 &time::format_description::well_known::Rfc3339,
             )
             .ok()?;
-            Some((r.serial?, at, r.reason))
+            let serial = match (&r.serial, &r.issuer, &r.fingerprint) {
+                (Some(serial), Some(issuer), _) if *issuer == ours => serial.clone(),
+                // Rows from before issuers were recorded: only serials this CA issued.
+                (Some(serial), None, _)
+                    if issued_set.contains(&crate::revocation::normalize_serial(serial)) =>
+                {
+                    serial.clone()
+                }
+                (None, _, Some(fp)) => issued_serials.get(fp.as_str())?.to_string(),
+                _ => return None,
+            };
+            Some((serial, at, r.reason))
         })
         .collect();
     let number = crate::pki::unix_now() as u64;

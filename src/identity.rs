@@ -6,7 +6,10 @@ use base64::engine::general_purpose::STANDARD;
 use http::HeaderValue;
 use rustls::pki_types::CertificateDer;
 
+use std::sync::Arc;
+
 use crate::pki::CertInfo;
+use crate::tls::verify::VerifiedChain;
 use crate::tls::{FailReason, Verdict};
 
 /// What the connection proved about its client.
@@ -15,6 +18,8 @@ pub struct ClientIdentity {
     pub verdict: Verdict,
     /// The presented leaf, parsed (absent when no certificate was sent).
     pub leaf: Option<CertInfo>,
+    /// The path that verified, leaf to anchor (only with [`Verdict::Success`]).
+    pub chain: Option<Arc<VerifiedChain>>,
     pub headers: IdentityHeaders,
 }
 
@@ -30,26 +35,34 @@ pub struct IdentityHeaders {
 }
 
 impl ClientIdentity {
-    /// Builds the identity from the certificates the client presented and the verdict.
-    pub fn new(verdict: Verdict, peer: Option<&[CertificateDer<'_>]>) -> Self {
-        let (leaf_der, rest) = match peer.and_then(|c| c.split_first()) {
-            Some((leaf, rest)) => (Some(leaf), rest),
-            None => (None, &[][..]),
-        };
+    /// Builds the identity from the certificates the client presented, the verdict and the
+    /// path that verified. `Client-Cert-Chain` lists the intermediates of that path only (never
+    /// certificates the client merely appended), and only for a verified client.
+    pub fn new(
+        verdict: Verdict,
+        peer: Option<&[CertificateDer<'_>]>,
+        chain: Option<Arc<VerifiedChain>>,
+    ) -> Self {
+        let leaf_der = peer.and_then(|c| c.first());
         let leaf = leaf_der.and_then(|der| CertInfo::parse(der).ok());
-        // A certificate that cannot be parsed is never a success.
+        // A certificate that cannot be parsed is never a success, and only a success has a path.
         let verdict = match (&leaf, leaf_der, verdict) {
             (None, Some(_), _) => Verdict::Failed(FailReason::BadCertificate),
+            (_, _, Verdict::Success) if chain.is_none() => {
+                Verdict::Failed(FailReason::BadCertificate)
+            }
             (_, _, v) => v,
         };
+        let chain = chain.filter(|_| verdict == Verdict::Success);
+        let intermediates = chain.as_ref().map_or(&[][..], |c| c.intermediates());
         let headers = IdentityHeaders {
             client_cert: leaf_der.and_then(|d| sf_binary(d)),
-            client_cert_chain: if rest.is_empty() {
+            client_cert_chain: if intermediates.is_empty() {
                 None
             } else {
-                let list: Vec<String> = rest
+                let list: Vec<String> = intermediates
                     .iter()
-                    .map(|c| format!(":{}:", STANDARD.encode(c)))
+                    .map(|c| format!(":{}:", STANDARD.encode(&c.der)))
                     .collect();
                 HeaderValue::from_str(&list.join(", ")).ok()
             },
@@ -66,6 +79,7 @@ impl ClientIdentity {
         Self {
             verdict,
             leaf,
+            chain,
             headers,
         }
     }
@@ -132,7 +146,7 @@ mod tests {
 
     #[test]
     fn no_certificate_means_none() {
-        let id = ClientIdentity::new(Verdict::None, None);
+        let id = ClientIdentity::new(Verdict::None, None, None);
         assert_eq!(id.headers.verify, "NONE");
         assert!(id.headers.client_cert.is_none());
     }

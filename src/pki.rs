@@ -102,8 +102,14 @@ pub enum PkiError {
 /// Facts about one certificate, parsed once.
 #[derive(Clone, Debug)]
 pub struct CertInfo {
+    /// RFC 4514 form (most specific RDN first, special characters escaped), e.g.
+    /// `CN=Doe\, John,O=Acme`.
     pub subject: String,
     pub issuer: String,
+    /// Every attribute of the subject and issuer as parsed (multi-valued RDNs included), by
+    /// short name (`CN`, `O`, `OU`…) or dotted OID. Rules compare these, never the strings.
+    pub subject_attrs: Vec<(String, String)>,
+    pub issuer_attrs: Vec<(String, String)>,
     /// DER of the subject and issuer names (to find a certificate's issuer by name).
     pub subject_raw: Vec<u8>,
     pub issuer_raw: Vec<u8>,
@@ -171,8 +177,10 @@ impl CertInfo {
         Ok(Self {
             eku,
             key_type,
-            subject: cert.subject().to_string(),
-            issuer: cert.issuer().to_string(),
+            subject: rfc4514(cert.subject()),
+            issuer: rfc4514(cert.issuer()),
+            subject_attrs: name_attrs(cert.subject()),
+            issuer_attrs: name_attrs(cert.issuer()),
             subject_raw: cert.subject().as_raw().to_vec(),
             issuer_raw: cert.issuer().as_raw().to_vec(),
             serial_hex: cert.raw_serial_as_string(),
@@ -186,6 +194,79 @@ impl CertInfo {
             fingerprint_sha256: fingerprint_sha256(der),
         })
     }
+}
+
+/// The short name of a DN attribute (`CN`, `O`…), or its dotted OID.
+fn attr_name(oid: &x509_parser::der_parser::oid::Oid<'_>) -> String {
+    match oid.to_id_string().as_str() {
+        "2.5.4.3" => "CN".into(),
+        "2.5.4.6" => "C".into(),
+        "2.5.4.7" => "L".into(),
+        "2.5.4.8" => "ST".into(),
+        "2.5.4.9" => "STREET".into(),
+        "2.5.4.10" => "O".into(),
+        "2.5.4.11" => "OU".into(),
+        "2.5.4.5" => "serialNumber".into(),
+        "0.9.2342.19200300.100.1.25" => "DC".into(),
+        "0.9.2342.19200300.100.1.1" => "UID".into(),
+        "1.2.840.113549.1.9.1" => "emailAddress".into(),
+        other => other.to_string(),
+    }
+}
+
+/// An attribute's value: the string for string types, else `#` and the hex of its DER
+/// (RFC 4514 §2.4).
+fn attr_value(atv: &x509_parser::x509::AttributeTypeAndValue<'_>) -> (String, bool) {
+    match atv.as_str() {
+        Ok(v) => (v.to_string(), false),
+        Err(_) => (format!("#{}", hex(atv.attr_value().as_bytes())), true),
+    }
+}
+
+/// Every attribute of a name, RDN by RDN as encoded.
+pub fn name_attrs(name: &x509_parser::x509::X509Name<'_>) -> Vec<(String, String)> {
+    name.iter()
+        .flat_map(|rdn| rdn.iter())
+        .map(|atv| (attr_name(atv.attr_type()), attr_value(atv).0))
+        .collect()
+}
+
+/// RFC 4514 string form: the last RDN first, `,` between RDNs, `+` inside a multi-valued RDN,
+/// and `\` before the characters that would otherwise change the parse.
+pub fn rfc4514(name: &x509_parser::x509::X509Name<'_>) -> String {
+    let rdns: Vec<String> = name
+        .iter()
+        .map(|rdn| {
+            rdn.iter()
+                .map(|atv| {
+                    let (value, hex_form) = attr_value(atv);
+                    let value = if hex_form { value } else { escape_dn_value(&value) };
+                    format!("{}={}", attr_name(atv.attr_type()), value)
+                })
+                .collect::<Vec<_>>()
+                .join("+")
+        })
+        .collect();
+    rdns.into_iter().rev().collect::<Vec<_>>().join(",")
+}
+
+/// Escapes one attribute value per RFC 4514 §2.4.
+pub fn escape_dn_value(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    let last = v.chars().count().saturating_sub(1);
+    for (i, c) in v.chars().enumerate() {
+        match c {
+            ',' | '+' | '"' | '\\' | '<' | '>' | ';' | '=' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '#' if i == 0 => out.push_str("\\#"),
+            ' ' if i == 0 || i == last => out.push_str("\\ "),
+            '\0' => out.push_str("\\00"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn key_type(cert: &X509Certificate<'_>) -> String {
@@ -212,6 +293,44 @@ fn key_type(cert: &X509Certificate<'_>) -> String {
             other => format!("unknown ({other})"),
         },
     }
+}
+
+/// Whether `issuer_der`'s key signed `cert_der` (and the names chain). A CA decides by
+/// signature, never by name: another CA with the same name does not pass.
+pub fn signed_by(cert_der: &[u8], issuer_der: &[u8]) -> bool {
+    use aws_lc_rs::signature as sig;
+    let (Ok((_, cert)), Ok((_, issuer))) = (
+        X509Certificate::from_der(cert_der),
+        X509Certificate::from_der(issuer_der),
+    ) else {
+        return false;
+    };
+    if cert.issuer().as_raw() != issuer.subject().as_raw() {
+        return false;
+    }
+    let spki = issuer.public_key();
+    let curve = spki
+        .algorithm
+        .parameters
+        .as_ref()
+        .and_then(|p| p.as_oid().ok())
+        .map(|o| o.to_id_string());
+    let p384 = curve.as_deref() == Some("1.3.132.0.34");
+    let alg: &'static dyn sig::VerificationAlgorithm =
+        match cert.signature_algorithm.algorithm.to_id_string().as_str() {
+            "1.2.840.10045.4.3.2" if p384 => &sig::ECDSA_P384_SHA256_ASN1,
+            "1.2.840.10045.4.3.2" => &sig::ECDSA_P256_SHA256_ASN1,
+            "1.2.840.10045.4.3.3" if p384 => &sig::ECDSA_P384_SHA384_ASN1,
+            "1.2.840.10045.4.3.3" => &sig::ECDSA_P256_SHA384_ASN1,
+            "1.2.840.113549.1.1.11" => &sig::RSA_PKCS1_2048_8192_SHA256,
+            "1.2.840.113549.1.1.12" => &sig::RSA_PKCS1_2048_8192_SHA384,
+            "1.2.840.113549.1.1.13" => &sig::RSA_PKCS1_2048_8192_SHA512,
+            "1.3.101.112" => &sig::ED25519,
+            _ => return false,
+        };
+    sig::UnparsedPublicKey::new(alg, &spki.subject_public_key.data)
+        .verify(cert.tbs_certificate.as_ref(), &cert.signature_value.data)
+        .is_ok()
 }
 
 /// Lower-case hex SHA-256 of the DER bytes (what `openssl x509 -fingerprint -sha256` shows, without colons).
@@ -380,7 +499,34 @@ pub struct TrustBundle {
     pub infos: Vec<CertInfo>,
 }
 
-/// Loads a trust bundle and checks every certificate in it: each must be a CA and unexpired.
+/// Refuses a bundle with a CA outside its validity period (for fresh uploads and the admin CA).
+pub fn refuse_expired(bundle: &TrustBundle, now: UnixTime) -> Result<(), PkiError> {
+    let now = now.as_secs() as i64;
+    match bundle.infos.iter().enumerate().find(|(_, i)| i.not_after < now) {
+        Some((i, info)) => Err(PkiError::ExpiredCa {
+            path: bundle.path.clone(),
+            index: i + 1,
+            subject: info.subject.clone(),
+            not_after: rfc3339(info.not_after),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Logs and counts the expired CAs of a bundle in use (`symbolon_trust_bundle_expired_cas`).
+pub fn warn_expired(bundle: &TrustBundle, label: &str, now: UnixTime) {
+    let now = now.as_secs() as i64;
+    let expired: Vec<&CertInfo> = bundle.infos.iter().filter(|i| i.not_after < now).collect();
+    metrics::gauge!("symbolon_trust_bundle_expired_cas", "bundle" => label.to_string())
+        .set(expired.len() as f64);
+    for info in expired {
+        tracing::error!(bundle = %label, ca = %info.subject, not_after = %rfc3339(info.not_after),
+            "a CA in this trust bundle has expired: clients that chain to it are refused (ca_expired) until it is replaced");
+    }
+}
+
+/// Loads a trust bundle and checks every certificate in it: each must be a CA (expired ones are
+/// kept, see [`trust_bundle_from_pem`]).
 pub fn load_trust_bundle(path: &Path, now: UnixTime) -> Result<TrustBundle, PkiError> {
     let bytes = read_limited(path)?;
     trust_bundle_from_pem(&bytes, path, now)
@@ -390,7 +536,7 @@ pub fn load_trust_bundle(path: &Path, now: UnixTime) -> Result<TrustBundle, PkiE
 pub fn trust_bundle_from_pem(
     bytes: &[u8],
     path: &Path,
-    now: UnixTime,
+    _now: UnixTime,
 ) -> Result<TrustBundle, PkiError> {
     let certs = parse_certs(bytes, path)?;
     let mut infos = Vec::with_capacity(certs.len());
@@ -408,14 +554,9 @@ pub fn trust_bundle_from_pem(
                 subject: info.subject,
             });
         }
-        if info.not_after < now.as_secs() as i64 {
-            return Err(PkiError::ExpiredCa {
-                path: path.to_owned(),
-                index,
-                subject: info.subject,
-                not_after: rfc3339(info.not_after),
-            });
-        }
+        // An expired CA is kept: one bad CA must not stop a start or a reload. The verifier
+        // checks every anchor's dates at verification time (its clients get `ca_expired`), and
+        // `warn_expired` says so in the log and a metric. Fresh uploads use `refuse_expired`.
         if let Err(e) = webpki::anchor_from_trusted_cert(der) {
             return Err(PkiError::BadAnchor {
                 path: path.to_owned(),

@@ -1,9 +1,13 @@
-//! The revocation set: certificates revoked by fingerprint or by serial number. Built with each
+//! The revocation set: certificates revoked by fingerprint, or by serial number *of one issuer*.
+//! A serial number means nothing without its issuer (two CAs may both issue serial `50:01`), so a
+//! serial entry names the issuer by the SHA-256 of its public key (SubjectPublicKeyInfo), and is
+//! matched only against certificates whose verified issuer has that key. Built with each
 //! snapshot; lookups are O(1) hash lookups, however long the list.
 
 use std::collections::HashMap;
 
 use crate::store::RevocationRow;
+use crate::tls::verify::VerifiedChain;
 
 /// RFC 5280 revocation reasons, by the names operators use.
 pub const REASONS: [&str; 9] = [
@@ -28,7 +32,11 @@ pub struct Revoked {
 #[derive(Debug, Default)]
 pub struct Revocations {
     by_fingerprint: HashMap<String, Revoked>,
-    by_serial: HashMap<String, Revoked>,
+    /// (issuer key, normalized serial).
+    by_serial: HashMap<(String, String), Revoked>,
+    /// Serial entries from before issuers were recorded (store migration 0007): they match any
+    /// issuer, which fails closed. Revoke again with an issuer and delete them to narrow them.
+    by_serial_any_issuer: HashMap<String, Revoked>,
 }
 
 /// Serial numbers compared as lower-case hex without separators or leading zero bytes.
@@ -58,41 +66,52 @@ impl Revocations {
                 r.by_fingerprint.insert(fp.clone(), entry.clone());
             }
             if let Some(serial) = &row.serial {
-                r.by_serial.insert(normalize_serial(serial), entry);
+                let serial = normalize_serial(serial);
+                match &row.issuer {
+                    Some(issuer) => {
+                        r.by_serial.insert((issuer.clone(), serial), entry);
+                    }
+                    None => {
+                        r.by_serial_any_issuer.insert(serial, entry);
+                    }
+                }
             }
         }
         r
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_fingerprint.is_empty() && self.by_serial.is_empty()
+        self.by_fingerprint.is_empty()
+            && self.by_serial.is_empty()
+            && self.by_serial_any_issuer.is_empty()
     }
 
     pub fn len(&self) -> usize {
-        self.by_fingerprint.len() + self.by_serial.len()
+        self.by_fingerprint.len() + self.by_serial.len() + self.by_serial_any_issuer.len()
     }
 
-    /// The revocation of a certificate, by its fingerprint or its (normalized) serial.
-    pub fn lookup(&self, fingerprint: &str, serial: &str) -> Option<&Revoked> {
-        self.by_fingerprint
-            .get(fingerprint)
-            .or_else(|| self.by_serial.get(serial))
-    }
-
-    /// Checks a DER certificate (parses it only when the set is not empty).
-    pub fn lookup_der(&self, der: &[u8]) -> Option<&Revoked> {
+    /// The revocation of any certificate of a verified path (leaf, intermediates, anchor).
+    pub fn lookup_chain(&self, chain: &VerifiedChain) -> Option<&Revoked> {
         if self.is_empty() {
             return None;
         }
-        let fp = crate::pki::fingerprint_sha256(der);
-        if let Some(r) = self.by_fingerprint.get(&fp) {
-            return Some(r);
-        }
-        if self.by_serial.is_empty() {
-            return None;
-        }
-        let info = crate::pki::CertInfo::parse(der).ok()?;
-        self.by_serial.get(&normalize_serial(&info.serial_hex))
+        chain
+            .certs
+            .iter()
+            .find_map(|c| self.lookup(&c.fingerprint, &c.issuer_key, &c.serial))
+    }
+
+    /// The revocation of one certificate: by its fingerprint, or by its issuer's key and its
+    /// (normalized) serial.
+    pub fn lookup(&self, fingerprint: &str, issuer_key: &str, serial: &str) -> Option<&Revoked> {
+        self.by_fingerprint.get(fingerprint).or_else(|| {
+            if self.by_serial.is_empty() && self.by_serial_any_issuer.is_empty() {
+                return None;
+            }
+            self.by_serial
+                .get(&(issuer_key.to_string(), serial.to_string()))
+                .or_else(|| self.by_serial_any_issuer.get(serial))
+        })
     }
 }
 
@@ -117,15 +136,17 @@ mod tests {
                 reason: "keyCompromise".into(),
                 revoked_at: "2026-11-25T00:00:00Z".into(),
                 subject: None,
+                issuer: Some("k".into()),
             })
             .collect();
         let r = Revocations::from_rows(&rows);
         assert_eq!(r.len(), 1_000_000);
         let start = std::time::Instant::now();
         for i in 0..100_000u64 {
-            assert!(r.lookup("", &format!("{:x}", i * 7)).is_some());
+            assert!(r.lookup("", "k", &format!("{:x}", i * 7)).is_some());
         }
-        assert!(r.lookup("", "ffffffffff").is_none());
+        assert!(r.lookup("", "k", "ffffffffff").is_none());
+        assert!(r.lookup("", "other issuer", "7").is_none());
         // Not a benchmark: a sanity bound that a linear scan (1e11 comparisons) could never meet.
         assert!(start.elapsed() < std::time::Duration::from_secs(5));
     }

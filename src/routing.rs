@@ -1,4 +1,18 @@
 //! Host + path-prefix routing. Built once per snapshot; lookups allocate nothing.
+//!
+//! # Path policy
+//! Every request path is normalized once, by [`normalize_path`], before routing and
+//! authorization, and the normalized path is what the upstream receives (after `strip_prefix`
+//! and the base path). The model is Envoy's `normalize_path` + `merge_slashes` with
+//! `path_with_escaped_slashes_action: REJECT_REQUEST`:
+//! - percent-encoded unreserved characters (`%2e`, `%41`…) are decoded, other escapes are kept
+//!   (with upper-case hex);
+//! - `%2F` and `%5C` (encoded `/` and `\`), a raw `\`, `;` (path parameters, which Tomcat and
+//!   others strip), `%00` and malformed escapes are refused with 400;
+//! - repeated slashes are merged and `.` / `..` segments resolved (never above the root);
+//! - route and policy prefixes match whole segments, ignoring ASCII case, so `/ADMIN` meets the
+//!   rules of `/admin` on case-insensitive upstreams and `/orders` does not cover
+//!   `/orders-internal`.
 
 use std::sync::Arc;
 
@@ -139,19 +153,14 @@ impl Route {
     }
 
     fn matches_path(&self, path: &str) -> bool {
-        if self.prefix == "/" {
-            return true;
-        }
-        match path.strip_prefix(self.prefix.as_str()) {
-            Some(rest) => rest.is_empty() || rest.starts_with('/'),
-            None => false,
-        }
+        segment_prefix(path, &self.prefix).is_some()
     }
 
     /// The path to send upstream: prefix removed if asked, then the base path prepended.
+    /// `path` is normalized ([`normalize_path`]), so the result stays under the base path.
     pub fn upstream_path(&self, path: &str) -> String {
         let path = if self.strip_prefix && self.prefix != "/" {
-            match path.strip_prefix(self.prefix.as_str()) {
+            match segment_prefix(path, &self.prefix) {
                 Some("") | None => "/",
                 Some(rest) => rest,
             }
@@ -165,6 +174,87 @@ impl Route {
             _ => path.to_string(),
         }
     }
+}
+
+/// When `prefix` covers `path` on whole segments (ASCII case ignored), the rest of the path
+/// (empty, or starting with `/`).
+pub fn segment_prefix<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
+    let prefix = prefix.trim_end_matches('/');
+    if prefix.is_empty() {
+        return Some(path);
+    }
+    let head = path.get(..prefix.len())?;
+    let rest = &path[prefix.len()..];
+    (head.eq_ignore_ascii_case(prefix) && (rest.is_empty() || rest.starts_with('/')))
+        .then_some(rest)
+}
+
+/// Why a request path was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadPath(pub &'static str);
+
+/// Normalizes a request path (see the module's path policy). The result starts with `/`, has
+/// no empty, `.` or `..` segments, and keeps a trailing slash.
+pub fn normalize_path(raw: &str) -> Result<String, BadPath> {
+    if !raw.starts_with('/') {
+        return Err(BadPath("the path must start with '/'"));
+    }
+    // Decode unreserved escapes, refuse the dangerous ones, keep the rest.
+    let bytes = raw.as_bytes();
+    let mut decoded = String::with_capacity(raw.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => return Err(BadPath("a backslash in the path")),
+            b';' => return Err(BadPath("path parameters (';') are not accepted")),
+            b'%' => {
+                let hex = |b: u8| (b as char).to_digit(16);
+                let (Some(h), Some(l)) = (
+                    bytes.get(i + 1).and_then(|b| hex(*b)),
+                    bytes.get(i + 2).and_then(|b| hex(*b)),
+                ) else {
+                    return Err(BadPath("a malformed percent-escape in the path"));
+                };
+                let c = (h * 16 + l) as u8;
+                match c {
+                    b'/' | b'\\' => return Err(BadPath("an encoded '/' or '\\' in the path")),
+                    0 => return Err(BadPath("an encoded NUL in the path")),
+                    c if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~') => {
+                        decoded.push(c as char)
+                    }
+                    c => decoded.push_str(&format!("%{c:02X}")),
+                }
+                i += 3;
+            }
+            b => {
+                decoded.push(b as char);
+                i += 1;
+            }
+        }
+    }
+    let mut out: Vec<&str> = Vec::new();
+    let mut trailing = false;
+    for seg in decoded.split('/') {
+        trailing = false;
+        match seg {
+            "" => trailing = true,
+            "." => trailing = true,
+            ".." => {
+                out.pop();
+                trailing = true;
+            }
+            s => out.push(s),
+        }
+    }
+    let mut path = String::with_capacity(decoded.len());
+    for seg in &out {
+        path.push('/');
+        path.push_str(seg);
+    }
+    if path.is_empty() || trailing {
+        path.push('/');
+    }
+    Ok(path)
 }
 
 fn normalise_prefix(p: &str) -> String {
@@ -227,7 +317,8 @@ impl RouteTable {
                 .then(b.prefix.len().cmp(&a.prefix.len()))
         });
         for pair in routes.windows(2) {
-            if pair[0].host == pair[1].host && pair[0].prefix == pair[1].prefix {
+            if pair[0].host == pair[1].host && pair[0].prefix.eq_ignore_ascii_case(&pair[1].prefix)
+            {
                 return Err(RouteError::Duplicate {
                     first: pair[0].name.clone(),
                     second: pair[1].name.clone(),
@@ -307,6 +398,53 @@ mod tests {
             .unwrap_err();
             assert!(err.to_string().contains("route 'r'"), "{err}");
         }
+    }
+
+    #[test]
+    fn paths_are_normalized_once_by_one_policy() {
+        for (raw, want) in [
+            ("/", "/"),
+            ("/public/../admin", "/admin"),
+            ("/public/%2e%2e/admin", "/admin"),
+            ("/public/%2E%2e/admin", "/admin"),
+            ("//admin", "/admin"),
+            ("/a//b/", "/a/b/"),
+            ("/a/./b/.", "/a/b/"),
+            ("/../../etc", "/etc"),
+            ("/a/b/..", "/a/"),
+            ("/%41dmin", "/Admin"),
+            ("/a%20b", "/a%20b"),
+            ("/a%7eb", "/a~b"),
+            ("/a%c3%a9", "/a%C3%A9"),
+        ] {
+            assert_eq!(normalize_path(raw).as_deref(), Ok(want), "{raw}");
+        }
+        for bad in [
+            "/a%2fb",
+            "/a%2F..%2Fadmin",
+            "/a%5cb",
+            "/a\\b",
+            "/admin;jsessionid=1",
+            "/a%zz",
+            "/a%2",
+            "/a%00",
+            "relative",
+        ] {
+            assert!(normalize_path(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn prefixes_match_whole_segments_in_any_case() {
+        assert_eq!(segment_prefix("/orders/1", "/orders"), Some("/1"));
+        assert_eq!(segment_prefix("/orders", "/orders"), Some(""));
+        assert_eq!(segment_prefix("/orders-internal", "/orders"), None);
+        assert_eq!(segment_prefix("/ORDERS/x", "/orders/"), Some("/x"));
+        assert_eq!(segment_prefix("/x", "/"), Some("/x"));
+        assert_eq!(segment_prefix("/é", "/e"), None);
+        let r = route(None, "/v2", "http://u:1/base", true);
+        let p = normalize_path("/v2/../../internal").unwrap();
+        assert!(r.upstream_path(&p).starts_with("/base/"), "{p}");
     }
 
     #[test]

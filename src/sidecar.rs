@@ -361,7 +361,12 @@ pub(crate) async fn ensure_credentials(
                 })
         })
         .filter(|c| {
-            ca.is_some_and(|ca| pki::leaf_info(&c.cert_pem).is_some_and(|info| ca.issued(&info)))
+            ca.is_some_and(|ca| {
+                pki::parse_certs(c.cert_pem.as_bytes(), std::path::Path::new("credential"))
+                    .ok()
+                    .and_then(|certs| certs.into_iter().next())
+                    .is_some_and(|der| ca.signed(&der))
+            })
         })
         .collect();
     // Missing, or issued for another name (the config file's `issue` changed).

@@ -70,40 +70,46 @@ pub struct Domain {
     pub tls: Arc<ServerConfig>,
     pub verifier: Arc<ClientVerifier>,
     pub trust_bundle: Option<PathBuf>,
-    /// (subject DER, SHA-256 fingerprint) of each CA in the trust bundle, to name the anchor a
-    /// verified chain reached.
-    pub ca_index: Vec<(Vec<u8>, String)>,
     /// How to name the trust bundle to an operator: `'partners'` or a file path.
     pub bundle_label: Option<String>,
 }
 
-impl Domain {
-    /// Fingerprints of the CA certificates on a verified chain: the intermediates the client
-    /// sent and the bundle CA that issued the topmost one.
-    pub fn chain_cas(
-        &self,
-        presented: &[rustls::pki_types::CertificateDer<'_>],
-        leaf: &pki::CertInfo,
-    ) -> Vec<String> {
-        let mut fps: Vec<String> = presented
-            .iter()
-            .skip(1)
-            .map(|c| pki::fingerprint_sha256(c))
-            .collect();
-        let top_issuer = match presented.last() {
-            Some(top) if presented.len() > 1 => pki::CertInfo::parse(top)
-                .map(|i| i.issuer_raw)
-                .unwrap_or_default(),
-            _ => leaf.issuer_raw.clone(),
-        };
-        fps.extend(
-            self.ca_index
-                .iter()
-                .filter(|(subject, _)| *subject == top_issuer)
-                .map(|(_, fp)| fp.clone()),
-        );
-        fps
+/// A route without a host answers on every domain, `optional` and `off` ones included: say so
+/// when such a route has no authorization of its own (`auth = none`).
+fn warn_open_routes(routes: &[Route], domains: &[Arc<Domain>]) {
+    let open: Vec<&str> = domains
+        .iter()
+        .filter(|d| d.mode != Mode::Require)
+        .map(|d| d.name.as_str())
+        .collect();
+    if open.is_empty() {
+        return;
     }
+    for r in routes.iter().filter(|r| r.host.is_none()) {
+        let no_auth = r
+            .authz
+            .as_ref()
+            .is_none_or(|a| matches!(a.auth, crate::authz::AuthMode::None));
+        if no_auth {
+            tracing::warn!(route = %r.name, domains = %open.join(", "),
+                "route has no host and no authorization (auth = none): it is reachable from these domains, whose mTLS mode is optional or off, by clients without a verified certificate. Fix: give the route a host, or authz with auth other than none");
+        }
+    }
+}
+
+/// A digest of the revocation list (every row's id): it changes with every revocation.
+fn revocation_epoch(rows: &[crate::store::RevocationRow]) -> u64 {
+    let mut ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+    ids.sort_unstable();
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for id in ids {
+        ctx.update(id.as_bytes());
+        ctx.update(b"\n");
+    }
+    let digest = ctx.finish();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest.as_ref()[..8]);
+    u64::from_be_bytes(first)
 }
 
 /// Everything the data plane needs, immutable once built.
@@ -118,6 +124,9 @@ pub struct Snapshot {
     pub timeouts: Timeouts,
     pub authz: Arc<crate::authz::AuthzSnapshot>,
     pub revocations: Arc<crate::revocation::Revocations>,
+    /// A digest of the revocation list: session tickets are accepted only in the epoch they
+    /// were issued in (see [`crate::tls::server::Ticketer`]).
+    pub trust_epoch: u64,
     /// Every configured certificate and its expiry (domains, bundles, credentials).
     pub known_certs: Vec<crate::expiry::KnownCert>,
     /// Expiry warning thresholds, in seconds.
@@ -166,7 +175,11 @@ impl Snapshot {
             pki::certified_key(chain.clone(), key.clone_key(), &dc.cert, &dc.key)
                 .map_err(pki_err)?;
             let bundle = match &dc.trust_bundle {
-                Some(path) => Some(pki::load_trust_bundle(path, now).map_err(pki_err)?),
+                Some(path) => {
+                    let b = pki::load_trust_bundle(path, now).map_err(pki_err)?;
+                    pki::warn_expired(&b, &path.display().to_string(), now);
+                    Some(b)
+                }
                 None => None,
             };
             let crl_enforce_expiry = match dc.crl_expired.as_str() {
@@ -305,16 +318,6 @@ impl Snapshot {
                     return Err(SnapshotError::DuplicateName { name: n.clone() });
                 }
             }
-            let ca_index = input
-                .bundle
-                .as_ref()
-                .map(|b| {
-                    b.infos
-                        .iter()
-                        .map(|i| (i.subject_raw.clone(), i.fingerprint_sha256.clone()))
-                        .collect()
-                })
-                .unwrap_or_default();
             domains.push(Arc::new(Domain {
                 name,
                 names: input.names,
@@ -322,7 +325,6 @@ impl Snapshot {
                 tls,
                 verifier,
                 trust_bundle: input.trust_bundle,
-                ca_index,
                 bundle_label: input.bundle_label,
             }));
         }
@@ -446,6 +448,7 @@ impl Snapshot {
                 }
             }
         }
+        warn_open_routes(&routes, &domains);
         Ok(Self {
             domains,
             by_name,
@@ -455,6 +458,7 @@ impl Snapshot {
             access_log: config.access_log,
             timeouts: config.timeouts.clone(),
             authz: Arc::new(authz_from_store(store)?),
+            trust_epoch: revocation_epoch(&store.revocations),
             revocations,
             known_certs,
             expiry_warnings,
@@ -511,6 +515,7 @@ fn domain_from_store(
                 &PathBuf::from(format!("'{}'", b.name)),
                 now,
             )
+            .inspect(|tb| pki::warn_expired(tb, &b.name, now))
             .map_err(pki_err)?,
         ),
         None => None,

@@ -216,6 +216,10 @@ pub struct RevocationRow {
     pub reason: String,
     pub revoked_at: String,
     pub subject: Option<String>,
+    /// With `serial`: SHA-256 (hex) of the issuer's SubjectPublicKeyInfo. The serial is revoked
+    /// for that issuer only (`null` on rows from before issuers were recorded: any issuer).
+    #[serde(default)]
+    pub issuer: Option<String>,
 }
 
 impl StoreState {
@@ -596,10 +600,11 @@ pub async fn insert_revocation(
     c: &mut SqliteConnection,
     r: &RevocationRow,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO revocations (id, fingerprint, serial, reason, revoked_at, subject) VALUES (?, ?, ?, ?, ?, ?)")
+    sqlx::query("INSERT INTO revocations (id, fingerprint, serial, issuer, reason, revoked_at, subject) VALUES (?, ?, ?, ?, ?, ?, ?)")
         .bind(&r.id)
         .bind(&r.fingerprint)
         .bind(&r.serial)
+        .bind(&r.issuer)
         .bind(&r.reason)
         .bind(&r.revoked_at)
         .bind(&r.subject)

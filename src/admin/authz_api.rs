@@ -218,8 +218,11 @@ pub struct RevokeBody {
     pub certificate_pem: Option<String>,
     /// its SHA-256 fingerprint, or
     pub fingerprint: Option<String>,
-    /// its serial number (hex; any certificate with this serial is refused).
+    /// its serial number (hex), which is revoked for one issuer only: the CA in `issuer_pem`,
+    /// or the built-in CA when that is not given.
     pub serial: Option<String>,
+    /// With `serial`: the issuing CA's certificate (public PEM).
+    pub issuer_pem: Option<String>,
     /// RFC 5280 reason name; default `unspecified`.
     pub reason: Option<String>,
 }
@@ -247,51 +250,75 @@ pub(super) async fn revoke(
             format!("use one of {}", crate::revocation::REASONS.join(", ")),
         ));
     }
-    let (fingerprint, serial, subject) = match (&req.certificate_pem, &req.fingerprint, &req.serial)
-    {
-        (Some(pem), None, None) => {
-            let fp = public_cert_fingerprint(pem)?;
-            let certs = crate::pki::parse_certs(pem.as_bytes(), Path::new("certificate_pem"))
-                .map_err(|e| ApiError::pki("certificate_pem", e))?;
-            let info = certs
-                .first()
-                .and_then(|c| crate::pki::CertInfo::parse(c).ok());
-            // A certificate of the built-in CA is also listed by serial, so it goes on the CRL.
-            let ours = match (&app.state.ca, &info) {
-                (Some(ca), Some(i)) => ca.issued(i),
-                _ => false,
-            };
-            let serial = info
-                .as_ref()
-                .filter(|_| ours)
-                .map(|i| crate::revocation::normalize_serial(&i.serial_hex));
-            (Some(fp), serial, info.map(|i| i.subject))
-        }
-        (None, Some(fp), None) => (Some(check_fingerprint(fp)?), None, None),
-        (None, None, Some(serial)) => {
-            let s = crate::revocation::normalize_serial(serial);
-            if s == "0" && !serial.chars().any(|c| c.is_ascii_hexdigit()) {
+    let (fingerprint, serial, issuer, subject) =
+        match (&req.certificate_pem, &req.fingerprint, &req.serial) {
+            (Some(pem), None, None) => {
+                // Any certificate, CA certificates (intermediates) included: revoked by its
+                // fingerprint, which names exactly one certificate whoever issued it.
+                refuse_private_key(pem)?;
+                let certs = crate::pki::parse_certs(pem.as_bytes(), Path::new("certificate_pem"))
+                    .map_err(|e| ApiError::pki("certificate_pem", e))?;
+                let first = certs.first().ok_or_else(|| {
+                    ApiError::invalid(
+                        "malformed_pem",
+                        "certificate_pem is empty",
+                        "send a PEM certificate",
+                    )
+                })?;
+                let info = crate::pki::CertInfo::parse(first).map_err(|e| {
+                    ApiError::invalid(
+                        "malformed_pem",
+                        format!("certificate_pem: {e}"),
+                        "send a PEM certificate",
+                    )
+                })?;
+                // A certificate the built-in CA signed is also listed by serial (with this
+                // CA as its issuer), so it goes on the CRL.
+                let (serial, issuer) = match &app.state.ca {
+                    Some(ca) if ca.signed(first) => (
+                        Some(crate::revocation::normalize_serial(&info.serial_hex)),
+                        Some(ca.issuer_key()),
+                    ),
+                    _ => (None, None),
+                };
+                (Some(info.fingerprint_sha256), serial, issuer, Some(info.subject))
+            }
+            (None, Some(fp), None) => (Some(check_fingerprint(fp)?), None, None, None),
+            (None, None, Some(serial)) => {
+                let s = crate::revocation::normalize_serial(serial);
+                if s == "0" && !serial.chars().any(|c| c.is_ascii_hexdigit()) {
+                    return Err(ApiError::invalid(
+                        "bad_serial",
+                        format!("'{serial}' is not a serial number"),
+                        "give it in hex, as `openssl x509 -noout -serial` prints it",
+                    ));
+                }
+                let issuer = match (&req.issuer_pem, &app.state.ca) {
+                    (Some(pem), _) => issuer_key_of(pem)?,
+                    (None, Some(ca)) => ca.issuer_key(),
+                    (None, None) => {
+                        return Err(ApiError::invalid(
+                            "issuer_required",
+                            "a serial number names a certificate only together with its issuer, and there is no built-in CA to default to",
+                            "add issuer_pem (the issuing CA's certificate), or revoke by certificate_pem or fingerprint",
+                        ));
+                    }
+                };
+                (None, Some(s), Some(issuer), None)
+            }
+            _ => {
                 return Err(ApiError::invalid(
-                    "bad_serial",
-                    format!("'{serial}' is not a serial number"),
-                    "give it in hex, as `openssl x509 -noout -serial` prints it",
+                    "one_identifier",
+                    "give exactly one of certificate_pem, fingerprint or serial",
+                    "revoke one certificate per request",
                 ));
             }
-            (None, Some(s), None)
-        }
-        _ => {
-            return Err(ApiError::invalid(
-                "one_identifier",
-                "give exactly one of certificate_pem, fingerprint or serial",
-                "revoke one certificate per request",
-            ));
-        }
-    };
+        };
     let mut ch = Change::begin(&app).await?;
     let st = store::load_all(&mut ch.tx).await?;
     if st.revocations.iter().any(|r| {
         (fingerprint.is_some() && r.fingerprint == fingerprint)
-            || (serial.is_some() && r.serial == serial)
+            || (serial.is_some() && r.serial == serial && r.issuer == issuer)
     }) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -307,6 +334,7 @@ pub(super) async fn revoke(
         reason,
         revoked_at: store::now(),
         subject,
+        issuer,
     };
     store::insert_revocation(&mut ch.tx, &row).await?;
     let target = row
@@ -482,7 +510,8 @@ fn identity_view(i: &IdentityRow, st: &StoreState) -> IdentityView {
 
 /// The fingerprint of a public certificate. A PEM with a private key is refused: a client must
 /// never send its key anywhere.
-pub(super) fn public_cert_fingerprint(pem: &str) -> Res<String> {
+/// Refuses an upload that carries a private key.
+fn refuse_private_key(pem: &str) -> Res<()> {
     if pem.contains("PRIVATE KEY") {
         return Err(ApiError::invalid(
             "private_key_not_allowed",
@@ -490,6 +519,31 @@ pub(super) fn public_cert_fingerprint(pem: &str) -> Res<String> {
             "send only the '-----BEGIN CERTIFICATE-----' block, and keep the key on the client (treat this key as exposed if it was sent anywhere)",
         ));
     }
+    Ok(())
+}
+
+/// The issuer key (SHA-256 of the SubjectPublicKeyInfo) of a CA certificate given as PEM.
+fn issuer_key_of(pem: &str) -> Res<String> {
+    refuse_private_key(pem)?;
+    let certs = crate::pki::parse_certs(pem.as_bytes(), Path::new("issuer_pem"))
+        .map_err(|e| ApiError::pki("issuer_pem", e))?;
+    let first = certs.first().and_then(|c| {
+        crate::pki::CertInfo::parse(c)
+            .ok()
+            .filter(|i| i.is_ca)
+            .and(crate::tls::verify::spki_key(c))
+    });
+    first.ok_or_else(|| {
+        ApiError::invalid(
+            "issuer_not_ca",
+            "issuer_pem is not a CA certificate",
+            "give the certificate of the CA that issued the serial (basicConstraints cA=TRUE)",
+        )
+    })
+}
+
+pub(super) fn public_cert_fingerprint(pem: &str) -> Res<String> {
+    refuse_private_key(pem)?;
     let certs = crate::pki::parse_certs(pem.as_bytes(), Path::new("certificate_pem"))
         .map_err(|e| ApiError::pki("certificate_pem", e))?;
     let first = certs.first().ok_or_else(|| {

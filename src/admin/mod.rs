@@ -148,6 +148,8 @@ fn tls_config(config: &AdminConfig) -> Result<Arc<ServerConfig>, GatewayError> {
     let bundle =
         crate::pki::load_trust_bundle(&config.client_ca, rustls::pki_types::UnixTime::now())
             .map_err(|e| admin_err(&e))?;
+    crate::pki::refuse_expired(&bundle, rustls::pki_types::UnixTime::now())
+        .map_err(|e| admin_err(&e))?;
     let mut roots = rustls::RootCertStore::empty();
     for c in bundle.certs {
         roots.add(c).map_err(|e| admin_err(&e))?;

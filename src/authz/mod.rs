@@ -622,7 +622,7 @@ pub fn decide(
                 && (a.path_prefixes.is_empty()
                     || a.path_prefixes
                         .iter()
-                        .any(|p| req.path.starts_with(p.as_str())))
+                        .any(|p| crate::routing::segment_prefix(req.path, p).is_some()))
         });
         if !allowed {
             return Err(Denial::forbidden(

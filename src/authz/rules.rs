@@ -139,13 +139,13 @@ impl Rule {
             return p.ca_fingerprints.iter().any(|c| c == fp);
         }
         if let Some(cn) = &self.cn {
-            return dn_values(&i.subject, "CN").any(|v| v == cn);
+            return dn_values(&i.subject_attrs, "CN").any(|v| v == cn);
         }
         if let Some(o) = &self.o {
-            return dn_values(&i.subject, "O").any(|v| v == o);
+            return dn_values(&i.subject_attrs, "O").any(|v| v == o);
         }
         if let Some(ou) = &self.ou {
-            return dn_values(&i.subject, "OU").any(|v| v == ou);
+            return dn_values(&i.subject_attrs, "OU").any(|v| v == ou);
         }
         if let Some(pattern) = &self.san_dns {
             return i.dns_sans.iter().any(|d| dns_matches(pattern, d));
@@ -185,18 +185,21 @@ impl Rule {
             };
         }
         if let Some(cn) = &self.issuer_cn {
-            return dn_values(&i.issuer, "CN").any(|v| v == cn);
+            return dn_values(&i.issuer_attrs, "CN").any(|v| v == cn);
         }
         false
     }
 }
 
-/// Values of one attribute in an RFC 4514-style DN string ("CN=a, O=b").
-fn dn_values<'a>(dn: &'a str, attr: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-    dn.split(", ").filter_map(move |part| {
-        let (k, v) = part.split_once('=')?;
-        k.trim().eq_ignore_ascii_case(attr).then_some(v.trim())
-    })
+/// Values of one attribute of a parsed name (every RDN, multi-valued ones included).
+fn dn_values<'a>(
+    attrs: &'a [(String, String)],
+    attr: &'a str,
+) -> impl Iterator<Item = &'a str> + 'a {
+    attrs
+        .iter()
+        .filter(move |(k, _)| k.eq_ignore_ascii_case(attr))
+        .map(|(_, v)| v.as_str())
 }
 
 fn dns_matches(pattern: &str, name: &str) -> bool {
@@ -281,8 +284,14 @@ mod tests {
 
     fn info() -> CertInfo {
         CertInfo {
-            subject: "O=Acme, OU=Payments, CN=svc-a".into(),
+            subject: "CN=svc-a,OU=Payments,O=Acme".into(),
             issuer: "CN=Acme Issuing CA".into(),
+            subject_attrs: vec![
+                ("O".into(), "Acme".into()),
+                ("OU".into(), "Payments".into()),
+                ("CN".into(), "svc-a".into()),
+            ],
+            issuer_attrs: vec![("CN".into(), "Acme Issuing CA".into())],
             subject_raw: vec![],
             issuer_raw: vec![],
             serial_hex: "01".into(),

@@ -147,7 +147,13 @@ async fn renew(ca: &Ca, body: &[u8], conn: &ConnContext, state: &State) -> Respo
             "connect with the certificate to renew (not expired, not revoked)",
         );
     };
-    if !ca.issued(leaf) {
+    let signed = conn
+        .identity
+        .chain
+        .as_ref()
+        .and_then(|c| c.certs.first())
+        .is_some_and(|c| ca.signed(&c.der));
+    if !signed {
         return error(
             StatusCode::FORBIDDEN,
             "not_ours",

@@ -55,10 +55,29 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Headers only the gateway sets, besides [`IDENTITY_HEADERS`]: a client's copy is dropped.
+const PROXY_HEADERS: [&str; 4] = ["forwarded", "x-real-ip", "x-forwarded-proto", "x-forwarded-host"];
+
+/// A header name as CGI, WSGI and PHP see it: case folded and `_` read as `-`
+/// (`X_Client_Verify` reaches them as `HTTP_X_CLIENT_VERIFY`, the same as `X-Client-Verify`).
+fn folded(name: &HeaderName) -> String {
+    name.as_str().replace('_', "-")
+}
+
+/// Whether a client-sent header must go: ours in any spelling, and `X-Forwarded-For` spelt
+/// with `_` (the real one is kept and appended to).
+fn spoofable(name: &HeaderName) -> bool {
+    let f = folded(name);
+    IDENTITY_HEADERS.iter().any(|h| h.as_str() == f)
+        || PROXY_HEADERS.contains(&f.as_str())
+        || (f == X_FORWARDED_FOR.as_str() && name.as_str() != f)
+}
+
 /// Rewrites request headers for the upstream.
 pub fn rewrite_request(headers: &mut HeaderMap, id: &ClientIdentity, client_ip: IpAddr) {
     strip_hop_by_hop(headers);
-    for name in IDENTITY_HEADERS {
+    let spoofed: Vec<HeaderName> = headers.keys().filter(|n| spoofable(n)).cloned().collect();
+    for name in spoofed {
         headers.remove(name);
     }
     let h = &id.headers;
@@ -75,11 +94,17 @@ pub fn rewrite_request(headers: &mut HeaderMap, id: &ClientIdentity, client_ip: 
             headers.insert(name, v.clone());
         }
     }
-    let ip = client_ip.to_string();
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) => format!("{prior}, {ip}"),
-        None => ip,
-    };
+    // Every X-Forwarded-For value the client sent is kept, in order, then the client's address
+    // (as nginx's $proxy_add_x_forwarded_for does).
+    let mut xff: Vec<String> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .collect();
+    xff.push(client_ip.to_string());
+    let xff = xff.join(", ");
     if let Ok(v) = HeaderValue::from_str(&xff) {
         headers.insert(X_FORWARDED_FOR, v);
     }
@@ -99,12 +124,51 @@ mod tests {
         h.insert("x-client-subject", HeaderValue::from_static("CN=admin"));
         h.insert("connection", HeaderValue::from_static("close, x-secret"));
         h.insert("x-secret", HeaderValue::from_static("1"));
-        let id = ClientIdentity::new(Verdict::None, None);
+        let id = ClientIdentity::new(Verdict::None, None, None);
         rewrite_request(&mut h, &id, "10.0.0.1".parse().unwrap());
         assert_eq!(h.get("x-client-verify").unwrap(), "NONE");
         assert!(h.get("client-cert").is_none());
         assert!(h.get("x-client-subject").is_none());
         assert!(h.get("x-secret").is_none());
         assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.1");
+    }
+
+    #[test]
+    fn identity_headers_go_in_every_spelling() {
+        let mut h = HeaderMap::new();
+        for name in [
+            "x_client_verify",
+            "X_Client_Subject",
+            "client_cert",
+            "x-client-spiffe_id",
+            "x_forwarded_client_cert",
+            "forwarded",
+            "x-real-ip",
+            "x_real_ip",
+            "x-forwarded-proto",
+            "x_forwarded_for",
+            "x-forwarded_host",
+        ] {
+            h.insert(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_static("CN=admin"),
+            );
+        }
+        h.append("x-forwarded-for", HeaderValue::from_static("1.1.1.1"));
+        h.append("x-forwarded-for", HeaderValue::from_static("2.2.2.2, 3.3.3.3"));
+        h.insert("x-other_header", HeaderValue::from_static("kept"));
+        let id = ClientIdentity::new(Verdict::None, None, None);
+        rewrite_request(&mut h, &id, "10.0.0.1".parse().unwrap());
+        let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert!(!names.iter().any(|n| n.contains('_') && *n != "x-other_header"), "{names:?}");
+        assert!(h.get("x-client-subject").is_none());
+        assert!(h.get("forwarded").is_none() && h.get("x-real-ip").is_none());
+        assert_eq!(h.get("x-client-verify").unwrap(), "NONE");
+        assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
+        assert_eq!(
+            h.get("x-forwarded-for").unwrap(),
+            "1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.1"
+        );
+        assert_eq!(h.get("x-other_header").unwrap(), "kept");
     }
 }

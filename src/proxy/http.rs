@@ -26,15 +26,25 @@ pub(super) async fn handle(
 ) -> Result<Response<RespBody>, Infallible> {
     let started = Instant::now();
     let method = req.method().clone();
-    let path = req.uri().path().to_string();
     let snapshot = state.snapshot.load_full();
-    let host = request_host(&req);
+    // One path, normalized once: routing, authorization and the upstream all see this one.
+    let normalized = crate::routing::normalize_path(req.uri().path());
+    let path = match &normalized {
+        Ok(p) => p.clone(),
+        Err(_) => req.uri().path().to_string(),
+    };
+    let authority = request_authority(&req);
     let mut route_name: Option<String> = None;
     let mut identity: Option<Arc<Identity>> = None;
     let mut bytes_in = 0;
-    let result = match host {
-        None => Err(ProxyError::NoHost),
-        Some(host) => {
+    let mut revoked_now = false;
+    let result = match (authority, normalized) {
+        (Err(e), _) => Err(e),
+        (_, Err(bad)) => Err(ProxyError::BadRequest {
+            detail: format!("{} (paths are normalized as the README's Security model says)", bad.0),
+        }),
+        (Ok(authority), Ok(_)) => {
+            let host = host_of(&authority);
             let same_domain = match snapshot.domain_for_host(&host) {
                 Some(d) => d.name == conn.domain,
                 // A host with no domain of its own (a client that connects by IP address, say)
@@ -52,15 +62,21 @@ pub(super) async fn handle(
                     host,
                 })
             } else if let Some(revoked) = revoked(&conn, &snapshot) {
+                revoked_now = true;
                 Err(revoked)
             } else if let Some(route) = snapshot.routes.find(&host, &path) {
                 route_name = Some(route.name.clone());
                 let mut req = req;
                 bytes_in = content_length(req.headers());
-                match authorize(&mut req, route, &conn, &state, &snapshot) {
+                match authorize(&mut req, &path, route, &conn, &state, &snapshot) {
                     Ok(id) => {
                         identity = id;
-                        forward(req, &host, route, &conn, &state, &snapshot.timeouts).await
+                        let target = Target {
+                            host: &host,
+                            authority: &authority,
+                            path: &path,
+                        };
+                        forward(req, target, route, &conn, &state, &snapshot.timeouts).await
                     }
                     Err(d) => Err(ProxyError::Denied(d)),
                 }
@@ -115,7 +131,7 @@ pub(super) async fn handle(
             route,
             status,
             latency_ms = elapsed.as_secs_f64() * 1000.0,
-            verify = %id.verify_text(),
+            verify = %if revoked_now { "REVOKED".to_string() } else { id.verify_text() },
             fingerprint = leaf.map(|l| l.fingerprint_sha256.as_str()).unwrap_or(""),
             subject = leaf.map(|l| l.subject.as_str()).unwrap_or(""),
             spiffe_id = leaf.and_then(|l| l.spiffe_id.as_deref()).unwrap_or(""),
@@ -132,11 +148,14 @@ fn revoked(conn: &ConnContext, snapshot: &Snapshot) -> Option<ProxyError> {
     if snapshot.revocations.is_empty() {
         return None;
     }
-    let leaf = conn.identity.leaf.as_ref()?;
-    let serial = crate::revocation::normalize_serial(&leaf.serial_hex);
-    let r = snapshot
-        .revocations
-        .lookup(&leaf.fingerprint_sha256, &serial)?;
+    let id = &conn.identity;
+    let r = match &id.chain {
+        Some(chain) => snapshot.revocations.lookup_chain(chain)?,
+        // Not verified (optional mode): only the exact certificate can be named.
+        None => snapshot
+            .revocations
+            .lookup(&id.leaf.as_ref()?.fingerprint_sha256, "", "")?,
+    };
     Some(ProxyError::Revoked {
         reason: r.reason.clone(),
         at: r.revoked_at.clone(),
@@ -163,6 +182,7 @@ const NO_ROUTE_AUTHZ: RouteAuthz = RouteAuthz {
 /// enforcement would reject, strips the token header when asked, and returns the identity.
 fn authorize(
     req: &mut Request<Incoming>,
+    path: &str,
     route: &Route,
     conn: &ConnContext,
     state: &State,
@@ -209,7 +229,7 @@ fn authorize(
     let areq = AuthzRequest {
         route: &route.name,
         method: req.method().as_str(),
-        path: req.uri().path(),
+        path,
         cert,
         token: token.as_deref(),
     };
@@ -234,35 +254,79 @@ fn authorize(
     }
 }
 
-/// The lower-case host of a request, without the port: from the URI (HTTP/2) or the Host header.
-fn request_host<B>(req: &Request<B>) -> Option<String> {
-    let raw = match req.uri().authority() {
-        Some(a) => a.host().to_string(),
-        None => {
-            let value = req.headers().get(header::HOST)?.to_str().ok()?;
-            let authority: Authority = value.parse().ok()?;
-            authority.host().to_string()
-        }
+/// The one authority of a request (RFC 9112 §3.2, RFC 9113 §8.3.1): one `Host` header at
+/// most, and a request-target authority (absolute form, or HTTP/2 `:authority`) that agrees
+/// with it. Anything else is a 400: two authorities are how a request for one domain gets
+/// routed as another.
+fn request_authority<B>(req: &Request<B>) -> Result<Authority, ProxyError> {
+    let bad = |detail: &str| ProxyError::BadRequest {
+        detail: detail.into(),
     };
-    let host = raw.trim_start_matches('[').trim_end_matches(']');
-    Some(host.trim_end_matches('.').to_ascii_lowercase())
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(bad("more than one Host header"));
+    }
+    let from_header = match host {
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.parse::<Authority>().ok())
+                .ok_or_else(|| bad("the Host header is not a valid authority"))?,
+        ),
+        None => None,
+    };
+    match (req.uri().authority(), from_header) {
+        (Some(target), Some(h)) if !target.as_str().eq_ignore_ascii_case(h.as_str()) => Err(bad(
+            "the request target's authority and the Host header disagree",
+        )),
+        (Some(target), _) => Ok(target.clone()),
+        (None, Some(h)) => Ok(h),
+        (None, None) => Err(ProxyError::NoHost),
+    }
+}
+
+/// The lower-case host of an authority, without port, brackets or a trailing dot.
+fn host_of(authority: &Authority) -> String {
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    host.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// What passed the Host check, routing and authorization: exactly what the upstream receives.
+struct Target<'a> {
+    host: &'a str,
+    authority: &'a Authority,
+    path: &'a str,
 }
 
 async fn forward(
     mut req: Request<Incoming>,
-    host: &str,
+    target: Target<'_>,
     route: &Route,
     conn: &ConnContext,
     state: &State,
     timeouts: &crate::config::Timeouts,
 ) -> Result<Response<RespBody>, ProxyError> {
-    // Keep the Host the client used (HTTP/2 carries it as :authority).
-    if !req.headers().contains_key(header::HOST) {
-        let authority = req.uri().authority().map(|a| a.as_str().to_string());
-        if let Some(v) = authority.and_then(|a| HeaderValue::from_str(&a).ok()) {
-            req.headers_mut().insert(header::HOST, v);
+    // The Host the upstream sees is the authority that passed the 421 check (HTTP/2 carries
+    // it as :authority), whatever else the client sent.
+    if let Ok(v) = HeaderValue::from_str(target.authority.as_str()) {
+        req.headers_mut().insert(header::HOST, v);
+    }
+    // The echo and CA services read the path from the URI: give them the normalized one.
+    if let Ok(pq) = match req.uri().query() {
+        Some(q) => format!("{}?{q}", target.path).parse::<PathAndQuery>(),
+        None => target.path.parse::<PathAndQuery>(),
+    } {
+        let mut parts = req.uri().clone().into_parts();
+        parts.path_and_query = Some(pq);
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
         }
     }
+    let host = target.host;
     headers::rewrite_request(req.headers_mut(), &conn.identity, conn.peer.ip());
     let (scheme, authority) = match &route.upstream {
         Upstream::Echo => return Ok(echo::respond(&req, host, route)),
@@ -271,7 +335,7 @@ async fn forward(
             scheme, authority, ..
         } => (scheme.clone(), authority.clone()),
     };
-    let path = route.upstream_path(req.uri().path());
+    let path = route.upstream_path(target.path);
     send(
         req,
         scheme,

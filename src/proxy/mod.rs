@@ -18,7 +18,6 @@ use http_body_util::combinators::UnsyncBoxBody;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use rustls::HandshakeKind;
 use rustls::server::Acceptor;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -43,7 +42,7 @@ pub struct ConnContext {
     /// The domain's mTLS mode when the connection was made.
     pub mode: Mode,
     pub identity: ClientIdentity,
-    /// Fingerprints of the CA certificates on the verified chain (for CA rules).
+    /// Fingerprints of the CA certificates on the verified path (for CA rules).
     pub chain_cas: Vec<String>,
 }
 
@@ -119,17 +118,18 @@ async fn serve_connection(state: Arc<State>, tcp: TcpStream, peer: SocketAddr, w
         }
     };
     let (_, conn) = tls.get_ref();
-    let resumed = conn.handshake_kind() == Some(HandshakeKind::Resumed);
     let peer_certs = conn.peer_certificates();
-    let verdict = domain.verifier.verdict(peer_certs, resumed);
-    let identity = ClientIdentity::new(verdict, peer_certs);
+    // Verified for this connection (resumed sessions never ran the verifier).
+    let (verdict, chain) = domain.verifier.verdict(peer_certs);
+    let identity = ClientIdentity::new(verdict, peer_certs, chain);
     let reason = match identity.verdict {
         Verdict::Success => "verified",
         Verdict::None => "no_certificate",
         Verdict::Failed(r) => r.as_str(),
     };
     if domain.mode == Mode::Require && identity.verdict != Verdict::Success {
-        // Only reachable for resumed sessions whose chain is no longer trusted.
+        // Only reachable for resumed sessions whose chain is no longer trusted (a revocation
+        // ends every older ticket, so those get a full handshake and the proper alert).
         metrics::counter!("symbolon_handshakes_total", "result" => "rejected", "reason" => reason)
             .increment(1);
         let mut tls = tls;
@@ -141,12 +141,11 @@ async fn serve_connection(state: Arc<State>, tcp: TcpStream, peer: SocketAddr, w
     if let Some(leaf) = &identity.leaf {
         state.expiry.saw_client(&domain.name, leaf);
     }
-    let chain_cas = match (&identity.leaf, peer_certs) {
-        (Some(leaf), Some(certs)) if identity.verdict == Verdict::Success => {
-            domain.chain_cas(certs, leaf)
-        }
-        _ => Vec::new(),
-    };
+    let chain_cas = identity
+        .chain
+        .as_ref()
+        .map(|c| c.ca_fingerprints())
+        .unwrap_or_default();
     let ctx = Arc::new(ConnContext {
         peer,
         sni,

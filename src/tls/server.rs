@@ -2,6 +2,7 @@
 //! 1.3, ALPN `h2` and `http/1.1`, and a ticketer shared across reloads.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
@@ -35,9 +36,60 @@ pub fn provider() -> Arc<CryptoProvider> {
 }
 
 /// The stateless session-ticket producer, created once per process so that sessions survive
-/// reloads (the client chain is re-checked on every resumption, see `ClientVerifier::verdict`).
-pub fn ticketer() -> Result<Arc<dyn ProducesTickets>, rustls::Error> {
-    rustls::crypto::aws_lc_rs::Ticketer::new()
+/// reloads (the client chain is verified again after every resumption, see
+/// `ClientVerifier::verdict`).
+///
+/// Tickets carry the revocation epoch they were issued in. A revocation starts a new epoch, and
+/// a ticket from an older one is not accepted: the client falls back to a full handshake, where
+/// a revoked certificate gets the `certificate_revoked` alert instead of a resumed session that
+/// is closed without a reason.
+#[derive(Debug)]
+pub struct Ticketer {
+    inner: Arc<dyn ProducesTickets>,
+    epoch: AtomicU64,
+}
+
+impl Ticketer {
+    pub fn new() -> Result<Arc<Self>, rustls::Error> {
+        Ok(Arc::new(Self {
+            inner: rustls::crypto::aws_lc_rs::Ticketer::new()?,
+            epoch: AtomicU64::new(0),
+        }))
+    }
+
+    /// Starts accepting only tickets issued in `epoch` (a digest of the revocation list).
+    pub fn set_epoch(&self, epoch: u64) {
+        self.epoch.store(epoch, Ordering::Release);
+    }
+}
+
+impl ProducesTickets for Ticketer {
+    fn enabled(&self) -> bool {
+        self.inner.enabled()
+    }
+
+    fn lifetime(&self) -> u32 {
+        self.inner.lifetime()
+    }
+
+    fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
+        let mut out = self.epoch.load(Ordering::Acquire).to_be_bytes().to_vec();
+        out.extend(self.inner.encrypt(plain)?);
+        Some(out)
+    }
+
+    fn decrypt(&self, cipher: &[u8]) -> Option<Vec<u8>> {
+        let (epoch, rest) = cipher.split_at_checked(8)?;
+        if epoch != self.epoch.load(Ordering::Acquire).to_be_bytes() {
+            return None;
+        }
+        self.inner.decrypt(rest)
+    }
+}
+
+/// The ticketer as rustls takes it.
+pub fn ticketer() -> Result<Arc<Ticketer>, rustls::Error> {
+    Ticketer::new()
 }
 
 /// Builds a server config. The chain and key were checked to match by `pki::certified_key`.

@@ -5,9 +5,20 @@
 //! client's signature over the handshake (CertificateVerify) is checked, so a client that sends
 //! someone else's certificate without the key never gets through.
 //!
-//! rustls gives the verifier no way to attach data to the connection, so failures seen in optional
-//! mode are kept in a small cache keyed by the hash of the presented chain, and read back once the
-//! handshake is done (see [`ClientVerifier::verdict`]).
+//! # Verdicts are computed, never guessed
+//! rustls gives the verifier no way to attach data to the connection, so once the handshake is
+//! done [`ClientVerifier::verdict`] verifies the presented chain again (for every mode, and for
+//! resumed sessions, which never ran the verifier). The only cache is of chains that verified:
+//! a hit saves the path building and signature checks, a miss, an eviction or a full cache means
+//! "verify now". Failures are never cached, so a negative verdict cannot outlive its cause.
+//!
+//! # What a verified chain is
+//! [`VerifiedChain`] is the path webpki built from the leaf to a trust anchor: only its
+//! certificates count for CA rules, `Client-Cert-Chain` and revocation; certificates the client
+//! merely appended are ignored. Path building tries every candidate path (the client's order
+//! does not matter) and accepts the first one that is within `max_chain_depth` and whose trust
+//! anchor is inside its own validity period at the moment of verification (webpki does not
+//! check anchors' dates). Revocation is looked up per issuer for every certificate of the path.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -55,9 +66,11 @@ pub enum FailReason {
     Expired,
     /// A certificate in the chain is before its not-before.
     NotYetValid,
-    /// The leaf has an extendedKeyUsage without clientAuth.
+    /// The trust anchor the chain leads to is outside its own validity period.
+    CaExpired,
+    /// The leaf (or a CA above it) has an extendedKeyUsage without clientAuth.
     WrongUsage,
-    /// The verified chain has more CA certificates than the domain allows.
+    /// Every valid path has more CA certificates than the domain allows.
     ChainTooDeep,
     /// A signature in the chain does not verify.
     BadSignature,
@@ -65,6 +78,10 @@ pub enum FailReason {
     Revoked,
     /// A CRL of the chain is past its nextUpdate and the policy is to reject.
     CrlExpired,
+    /// A name in the chain is outside a CA's name constraints.
+    NameConstraint,
+    /// A certificate used as an issuer is not a CA (no basicConstraints cA=TRUE).
+    IssuerNotCa,
     /// The certificate is malformed or uses something we do not support.
     BadCertificate,
 }
@@ -75,11 +92,14 @@ impl FailReason {
             FailReason::UnknownCa => "unknown_ca",
             FailReason::Expired => "expired",
             FailReason::NotYetValid => "not_yet_valid",
+            FailReason::CaExpired => "ca_expired",
             FailReason::WrongUsage => "wrong_usage",
             FailReason::ChainTooDeep => "chain_too_deep",
             FailReason::BadSignature => "bad_signature",
             FailReason::Revoked => "revoked",
             FailReason::CrlExpired => "crl_expired",
+            FailReason::NameConstraint => "name_constraint",
+            FailReason::IssuerNotCa => "issuer_not_ca",
             FailReason::BadCertificate => "bad_certificate",
         }
     }
@@ -96,6 +116,8 @@ impl FailReason {
             E::InvalidSignatureForPublicKey => FailReason::BadSignature,
             E::CertRevoked => FailReason::Revoked,
             E::CrlExpired { .. } => FailReason::CrlExpired,
+            E::NameConstraintViolation => FailReason::NameConstraint,
+            E::EndEntityUsedAsCa | E::CaUsedAsEndEntity => FailReason::IssuerNotCa,
             _ => FailReason::BadCertificate,
         }
     }
@@ -104,13 +126,15 @@ impl FailReason {
     fn to_rustls(self) -> rustls::Error {
         let e = match self {
             FailReason::UnknownCa => CertificateError::UnknownIssuer,
-            FailReason::Expired => CertificateError::Expired,
+            FailReason::Expired | FailReason::CaExpired => CertificateError::Expired,
             FailReason::NotYetValid => CertificateError::NotValidYet,
             FailReason::WrongUsage => CertificateError::InvalidPurpose,
             FailReason::BadSignature => CertificateError::BadSignature,
             FailReason::Revoked => CertificateError::Revoked,
             FailReason::CrlExpired => CertificateError::ExpiredRevocationList,
-            FailReason::ChainTooDeep | FailReason::BadCertificate => {
+            // bad_certificate
+            FailReason::BadCertificate => CertificateError::BadEncoding,
+            FailReason::ChainTooDeep | FailReason::NameConstraint | FailReason::IssuerNotCa => {
                 CertificateError::Other(rustls::OtherError(Arc::new(Rejected(self))))
             }
         };
@@ -138,19 +162,73 @@ pub enum Verdict {
 }
 
 /// Default for the number of CA certificates allowed above the client certificate in its verified
-/// chain (the trust anchor included), as nginx's `ssl_verify_depth`.
-pub const DEFAULT_MAX_CHAIN_DEPTH: usize = 3;
+/// chain (the trust anchor included). webpki builds paths of at most six intermediates, so 7 is
+/// the most any chain can have; OpenSSL (HAProxy, Envoy) defaults to 100 and nginx to 1. We take
+/// the library's own limit: real PKIs with 4–5 CAs verify, and operators who want a tighter bound
+/// set `max_chain_depth` per domain.
+pub const DEFAULT_MAX_CHAIN_DEPTH: usize = 7;
 
-const FAILURE_CACHE_CAP: usize = 4096;
-const FAILURE_TTL: Duration = Duration::from_secs(60);
 const VERIFIED_CACHE_CAP: usize = 16 * 1024;
 const VERIFIED_TTL: Duration = Duration::from_secs(300);
 
-/// A chain that verified: it stays valid while `now` is inside every certificate's validity.
-#[derive(Clone, Copy)]
-struct Verified {
+/// One certificate of a verified path, with what revocation and rules need to know of it.
+#[derive(Clone, Debug)]
+pub struct PathCert {
+    pub der: CertificateDer<'static>,
+    /// SHA-256 of the DER (hex).
+    pub fingerprint: String,
+    /// Serial number, normalized as [`crate::revocation::normalize_serial`] does.
+    pub serial: String,
+    /// SHA-256 (hex) of the issuer's SubjectPublicKeyInfo: the issuer this serial belongs to.
+    pub issuer_key: String,
+}
+
+/// The path from the client's leaf to a trust anchor that verified: `certs[0]` is the leaf,
+/// then the intermediates in path order, then the anchor's own certificate from the bundle.
+#[derive(Clone, Debug)]
+pub struct VerifiedChain {
+    pub certs: Vec<PathCert>,
+    /// Latest not-before and earliest not-after over the path, the anchor included.
     valid_from: u64,
     valid_until: u64,
+}
+
+impl VerifiedChain {
+    /// The intermediates that were used, in path order (not the leaf, not the anchor).
+    pub fn intermediates(&self) -> &[PathCert] {
+        match self.certs.len() {
+            0..=2 => &[],
+            n => &self.certs[1..n - 1],
+        }
+    }
+
+    /// Fingerprints of every CA on the path: the intermediates used and the anchor.
+    pub fn ca_fingerprints(&self) -> Vec<String> {
+        self.certs
+            .iter()
+            .skip(1)
+            .map(|c| c.fingerprint.clone())
+            .collect()
+    }
+
+    /// Seconds since the epoch at which the first certificate of the path expires.
+    pub fn valid_until(&self) -> u64 {
+        self.valid_until
+    }
+}
+
+/// A trust anchor with its certificate, for the path's last link and the anchor's dates.
+struct Anchor {
+    anchor: TrustAnchor<'static>,
+    cert: PathCert,
+    not_before: u64,
+    not_after: u64,
+}
+
+/// A chain that verified, cached while `now` is inside every certificate's validity.
+#[derive(Clone)]
+struct Cached {
+    chain: Arc<VerifiedChain>,
     at: Instant,
 }
 
@@ -159,18 +237,19 @@ type ChainKey = [u8; 32];
 /// The client-certificate verifier of one domain.
 pub struct ClientVerifier {
     mode: Mode,
-    anchors: Vec<TrustAnchor<'static>>,
+    anchors: Vec<Anchor>,
+    webpki_anchors: Vec<TrustAnchor<'static>>,
     subjects: Vec<DistinguishedName>,
     max_depth: usize,
     algs: WebPkiSupportedAlgorithms,
-    failures: Mutex<HashMap<ChainKey, (FailReason, Instant)>>,
     revocations: Arc<crate::revocation::Revocations>,
     crls: Vec<webpki::CertRevocationList<'static>>,
     crl_expiry: webpki::ExpirationPolicy,
     /// Chains that verified recently, so a returning client costs one signature check
     /// (CertificateVerify, never cached) instead of two. The cache belongs to this verifier,
-    /// which is rebuilt with every snapshot: a trust change empties it.
-    verified: Mutex<HashMap<ChainKey, Verified>>,
+    /// which is rebuilt with every snapshot: a trust change empties it. Revocation is looked up
+    /// on every use, hit or miss.
+    verified: Mutex<HashMap<ChainKey, Cached>>,
 }
 
 impl fmt::Debug for ClientVerifier {
@@ -181,6 +260,32 @@ impl fmt::Debug for ClientVerifier {
             .field("max_depth", &self.max_depth)
             .finish()
     }
+}
+
+/// Reads what a [`PathCert`] needs from a DER certificate; `issuer_spki` is the full DER
+/// SubjectPublicKeyInfo of its issuer (its own for an anchor).
+fn path_cert(der: &CertificateDer<'_>, issuer_key: String) -> Option<(PathCert, u64, u64)> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    let nb = u64::try_from(cert.validity().not_before.timestamp()).unwrap_or(0);
+    let na = u64::try_from(cert.validity().not_after.timestamp()).unwrap_or(0);
+    Some((
+        PathCert {
+            der: der.clone().into_owned(),
+            fingerprint: crate::pki::fingerprint_sha256(der),
+            serial: crate::revocation::normalize_serial(&cert.raw_serial_as_string()),
+            issuer_key,
+        },
+        nb,
+        na,
+    ))
+}
+
+/// SHA-256 (hex) of a certificate's SubjectPublicKeyInfo, the key that identifies it as an issuer.
+pub fn spki_key(der: &[u8]) -> Option<String> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    Some(crate::pki::fingerprint_sha256(cert.public_key().raw))
 }
 
 impl ClientVerifier {
@@ -200,20 +305,33 @@ impl ClientVerifier {
         let mut subjects = Vec::new();
         if let Some(bundle) = bundle {
             for der in &bundle.certs {
-                // The bundle was validated with the same call when it was loaded.
-                if let Ok(anchor) = webpki::anchor_from_trusted_cert(der) {
-                    subjects.push(DistinguishedName::in_sequence(anchor.subject.as_ref()));
-                    anchors.push(anchor.to_owned());
-                }
+                // The bundle was validated with the same calls when it was loaded.
+                let Ok(anchor) = webpki::anchor_from_trusted_cert(der) else {
+                    continue;
+                };
+                let Some(own_key) = spki_key(der) else {
+                    continue;
+                };
+                let Some((cert, not_before, not_after)) = path_cert(der, own_key) else {
+                    continue;
+                };
+                subjects.push(DistinguishedName::in_sequence(anchor.subject.as_ref()));
+                anchors.push(Anchor {
+                    anchor: anchor.to_owned(),
+                    cert,
+                    not_before,
+                    not_after,
+                });
             }
         }
+        let webpki_anchors = anchors.iter().map(|a| a.anchor.clone()).collect();
         Self {
             mode,
             anchors,
+            webpki_anchors,
             subjects,
             max_depth,
             algs: rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms,
-            failures: Mutex::new(HashMap::new()),
             verified: Mutex::new(HashMap::new()),
             revocations,
             crls: Vec::new(),
@@ -250,78 +368,74 @@ impl ClientVerifier {
         self.max_depth
     }
 
-    /// Verifies a chain against the trust bundle at time `now`: path to an anchor, validity
-    /// periods, clientAuth EKU when present, and the depth limit.
+    /// Verifies a chain against the trust bundle at time `now`: a path to an anchor that is
+    /// valid at `now`, validity periods, clientAuth EKU when present, the depth limit, CRLs and
+    /// the revocation list. Returns the path that verified.
     pub fn check(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
-    ) -> Result<(), FailReason> {
-        self.check_keyed(
-            chain_key(end_entity, intermediates),
-            end_entity,
-            intermediates,
-            now,
-        )
+    ) -> Result<Arc<VerifiedChain>, FailReason> {
+        let chain = self.path(end_entity, intermediates, now)?;
+        if self.revocations.lookup_chain(&chain).is_some() {
+            return Err(FailReason::Revoked);
+        }
+        Ok(chain)
     }
 
-    fn check_keyed(
+    /// [`Self::check`] without the revocation list (CRLs still apply): the path that verifies.
+    pub fn path(
         &self,
-        key: ChainKey,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
-    ) -> Result<(), FailReason> {
-        if !self.revocations.is_empty()
-            && std::iter::once(end_entity)
-                .chain(intermediates)
-                .any(|c| self.revocations.lookup_der(c).is_some())
-        {
-            return Err(FailReason::Revoked);
-        }
+    ) -> Result<Arc<VerifiedChain>, FailReason> {
+        let key = chain_key(end_entity, intermediates);
         let secs = now.as_secs();
-        if let Some(v) = lock(&self.verified).get(&key).copied()
-            && v.valid_from <= secs
-            && secs <= v.valid_until
-            && v.at.elapsed() < VERIFIED_TTL
-        {
-            return Ok(());
-        }
-        let window = self.check_uncached(end_entity, intermediates, now)?;
-        let mut verified = lock(&self.verified);
-        if verified.len() >= VERIFIED_CACHE_CAP {
-            verified.retain(|_, v| v.at.elapsed() < VERIFIED_TTL);
-            if verified.len() >= VERIFIED_CACHE_CAP {
-                verified.clear();
+        let cached = lock(&self.verified).get(&key).cloned();
+        let chain = match cached {
+            Some(c)
+                if c.chain.valid_from <= secs
+                    && secs <= c.chain.valid_until
+                    && c.at.elapsed() < VERIFIED_TTL =>
+            {
+                c.chain
             }
-        }
-        if let Some((valid_from, valid_until)) = window {
-            verified.insert(
-                key,
-                Verified {
-                    valid_from,
-                    valid_until,
-                    at: Instant::now(),
-                },
-            );
-        }
-        Ok(())
+            _ => {
+                let chain = Arc::new(self.check_uncached(end_entity, intermediates, now)?);
+                let mut verified = lock(&self.verified);
+                if verified.len() >= VERIFIED_CACHE_CAP {
+                    verified.retain(|_, v| v.at.elapsed() < VERIFIED_TTL);
+                    if verified.len() >= VERIFIED_CACHE_CAP {
+                        verified.clear();
+                    }
+                }
+                verified.insert(
+                    key,
+                    Cached {
+                        chain: chain.clone(),
+                        at: Instant::now(),
+                    },
+                );
+                chain
+            }
+        };
+        Ok(chain)
     }
 
-    /// Full path verification. On success returns the window in which every certificate of the
-    /// presented chain is valid (for the cache), if it can be read.
+    /// Full path verification; returns the path that verified.
     fn check_uncached(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
-    ) -> Result<Option<(u64, u64)>, FailReason> {
+    ) -> Result<VerifiedChain, FailReason> {
         if self.anchors.is_empty() {
             return Err(FailReason::UnknownCa);
         }
-        let cert =
-            webpki::EndEntityCert::try_from(end_entity).map_err(|e| FailReason::from_webpki(&e))?;
+        let cert = webpki::EndEntityCert::try_from(end_entity)
+            .map_err(|e| FailReason::from_webpki(&e).malformed())?;
         let crl_refs: Vec<&webpki::CertRevocationList<'static>> = self.crls.iter().collect();
         let revocation = match webpki::RevocationOptionsBuilder::new(&crl_refs) {
             Ok(b) => Some(
@@ -333,74 +447,105 @@ impl ClientVerifier {
             // No CRLs configured.
             Err(_) => None,
         };
+        let secs = now.as_secs();
+        // Checked on every candidate path: webpki goes on searching when a candidate is refused,
+        // so the result does not depend on the order of the intermediates the client sent.
+        let too_deep = std::cell::Cell::new(false);
+        let anchor_out_of_date = std::cell::Cell::new(false);
+        let accept = |path: &webpki::VerifiedPath<'_>| -> Result<(), webpki::Error> {
+            if path.intermediate_certificates().count() + 1 > self.max_depth {
+                too_deep.set(true);
+                return Err(webpki::Error::MaximumPathDepthExceeded);
+            }
+            match self.anchor_of(path.anchor()) {
+                Some(a) if a.not_before <= secs && secs <= a.not_after => Ok(()),
+                _ => {
+                    anchor_out_of_date.set(true);
+                    Err(webpki::Error::UnknownIssuer)
+                }
+            }
+        };
         let path = cert
             .verify_for_usage(
                 self.algs.all,
-                &self.anchors,
+                &self.webpki_anchors,
                 intermediates,
                 now,
                 webpki::KeyUsage::client_auth(),
                 revocation,
-                None,
+                Some(&accept),
             )
-            .map_err(|e| FailReason::from_webpki(&e))?;
-        let depth = path.intermediate_certificates().count() + 1;
-        if depth > self.max_depth {
-            return Err(FailReason::ChainTooDeep);
+            .map_err(|e| match e {
+                // A candidate path existed but our checks refused it: say which.
+                webpki::Error::UnknownIssuer | webpki::Error::MaximumPathDepthExceeded
+                    if anchor_out_of_date.get() =>
+                {
+                    FailReason::CaExpired
+                }
+                webpki::Error::UnknownIssuer if too_deep.get() => FailReason::ChainTooDeep,
+                e => FailReason::from_webpki(&e),
+            })?;
+        let anchor = self
+            .anchor_of(path.anchor())
+            .ok_or(FailReason::UnknownCa)?;
+        // Issuer keys, leaf first: each certificate's issuer is the next one on the path.
+        let mut ders: Vec<CertificateDer<'_>> = vec![end_entity.clone()];
+        ders.extend(path.intermediate_certificates().map(|c| c.der()));
+        let mut issuer_keys: Vec<String> = ders
+            .iter()
+            .skip(1)
+            .map(|d| spki_key(d).ok_or(FailReason::BadCertificate))
+            .collect::<Result<_, _>>()?;
+        issuer_keys.push(anchor.cert.issuer_key.clone());
+        let mut certs = Vec::with_capacity(ders.len() + 1);
+        let mut valid_from = anchor.not_before;
+        let mut valid_until = anchor.not_after;
+        for (der, issuer_key) in ders.iter().zip(issuer_keys) {
+            let (c, nb, na) = path_cert(der, issuer_key).ok_or(FailReason::BadCertificate)?;
+            valid_from = valid_from.max(nb);
+            valid_until = valid_until.min(na);
+            certs.push(c);
         }
-        Ok(validity_window(end_entity, intermediates))
+        certs.push(anchor.cert.clone());
+        Ok(VerifiedChain {
+            certs,
+            valid_from,
+            valid_until,
+        })
     }
 
-    /// The verdict for a finished handshake, given the certificates the client presented.
-    /// `resumed` handshakes never ran the verifier, so their chain is checked here.
-    pub fn verdict(&self, peer: Option<&[CertificateDer<'_>]>, resumed: bool) -> Verdict {
+    fn anchor_of(&self, ta: &TrustAnchor<'_>) -> Option<&Anchor> {
+        self.anchors.iter().find(|a| {
+            a.anchor.subject.as_ref() == ta.subject.as_ref()
+                && a.anchor.subject_public_key_info.as_ref() == ta.subject_public_key_info.as_ref()
+        })
+    }
+
+    /// The verdict for a finished handshake, given the certificates the client presented, and
+    /// the path that verified. The chain is verified here, for this connection: the verified
+    /// cache may save the work, nothing else decides.
+    pub fn verdict(
+        &self,
+        peer: Option<&[CertificateDer<'_>]>,
+    ) -> (Verdict, Option<Arc<VerifiedChain>>) {
         let Some((ee, rest)) = peer.and_then(|c| c.split_first()) else {
-            return Verdict::None;
+            return (Verdict::None, None);
         };
-        if resumed {
-            return match self.check(ee, rest, UnixTime::now()) {
-                Ok(()) => Verdict::Success,
-                Err(r) => Verdict::Failed(r),
-            };
+        match self.check(ee, rest, UnixTime::now()) {
+            Ok(chain) => (Verdict::Success, Some(chain)),
+            Err(r) => (Verdict::Failed(r), None),
         }
-        if self.mode == Mode::Require {
-            // The handshake would have failed otherwise.
-            return Verdict::Success;
-        }
-        let key = chain_key(ee, rest);
-        match lock(&self.failures).get(&key) {
-            Some((reason, _)) => Verdict::Failed(*reason),
-            None => Verdict::Success,
-        }
-    }
-
-    fn remember_failure(&self, key: ChainKey, reason: FailReason) {
-        let mut failures = lock(&self.failures);
-        if failures.len() >= FAILURE_CACHE_CAP {
-            let now = Instant::now();
-            failures.retain(|_, (_, at)| now.duration_since(*at) < FAILURE_TTL);
-            if failures.len() >= FAILURE_CACHE_CAP {
-                failures.clear();
-            }
-        }
-        failures.insert(key, (reason, Instant::now()));
     }
 }
 
-/// The latest not-before and earliest not-after of the presented certificates.
-fn validity_window(
-    ee: &CertificateDer<'_>,
-    intermediates: &[CertificateDer<'_>],
-) -> Option<(u64, u64)> {
-    use x509_parser::prelude::{FromDer, X509Certificate};
-    let mut from = 0i64;
-    let mut until = i64::MAX;
-    for der in std::iter::once(ee).chain(intermediates) {
-        let (_, cert) = X509Certificate::from_der(der).ok()?;
-        from = from.max(cert.validity().not_before.timestamp());
-        until = until.min(cert.validity().not_after.timestamp());
+impl FailReason {
+    /// A leaf webpki cannot even parse is malformed, whatever the error says.
+    fn malformed(self) -> Self {
+        match self {
+            FailReason::UnknownCa => FailReason::BadCertificate,
+            r => r,
+        }
     }
-    Some((u64::try_from(from).ok()?, u64::try_from(until).ok()?))
 }
 
 fn chain_key(ee: &CertificateDer<'_>, rest: &[CertificateDer<'_>]) -> ChainKey {
@@ -434,14 +579,11 @@ impl ClientCertVerifier for ClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let key = chain_key(end_entity, intermediates);
-        match self.check_keyed(key, end_entity, intermediates, now) {
-            Ok(()) => Ok(ClientCertVerified::assertion()),
+        match self.check(end_entity, intermediates, now) {
+            Ok(_) => Ok(ClientCertVerified::assertion()),
             Err(reason) if self.mode == Mode::Require => Err(reason.to_rustls()),
-            Err(reason) => {
-                self.remember_failure(key, reason);
-                Ok(ClientCertVerified::assertion())
-            }
+            // Optional: the handshake goes on; `verdict` verifies again for the connection.
+            Err(_) => Ok(ClientCertVerified::assertion()),
         }
     }
 

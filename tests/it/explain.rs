@@ -61,7 +61,9 @@ async fn verify_gives_the_right_reason_for_each_failure() {
             ca.leaf(LeafSpec::client("srv").eku(Eku::Server)).chain_pem,
             false,
             "FAILED:wrong_usage",
-            Some("missing clientAuth EKU (the certificate allows: serverAuth)"),
+            Some(
+                "the client certificate does not allow clientAuth (its extendedKeyUsage allows: serverAuth)",
+            ),
         ),
         (
             "deep.test",
