@@ -240,7 +240,11 @@ pub fn rfc4514(name: &x509_parser::x509::X509Name<'_>) -> String {
             rdn.iter()
                 .map(|atv| {
                     let (value, hex_form) = attr_value(atv);
-                    let value = if hex_form { value } else { escape_dn_value(&value) };
+                    let value = if hex_form {
+                        value
+                    } else {
+                        escape_dn_value(&value)
+                    };
                     format!("{}={}", attr_name(atv.attr_type()), value)
                 })
                 .collect::<Vec<_>>()
@@ -502,7 +506,12 @@ pub struct TrustBundle {
 /// Refuses a bundle with a CA outside its validity period (for fresh uploads and the admin CA).
 pub fn refuse_expired(bundle: &TrustBundle, now: UnixTime) -> Result<(), PkiError> {
     let now = now.as_secs() as i64;
-    match bundle.infos.iter().enumerate().find(|(_, i)| i.not_after < now) {
+    match bundle
+        .infos
+        .iter()
+        .enumerate()
+        .find(|(_, i)| i.not_after < now)
+    {
         Some((i, info)) => Err(PkiError::ExpiredCa {
             path: bundle.path.clone(),
             index: i + 1,

@@ -250,70 +250,78 @@ pub(super) async fn revoke(
             format!("use one of {}", crate::revocation::REASONS.join(", ")),
         ));
     }
-    let (fingerprint, serial, issuer, subject) =
-        match (&req.certificate_pem, &req.fingerprint, &req.serial) {
-            (Some(pem), None, None) => {
-                // Any certificate, CA certificates (intermediates) included: revoked by its
-                // fingerprint, which names exactly one certificate whoever issued it.
-                refuse_private_key(pem)?;
-                let certs = crate::pki::parse_certs(pem.as_bytes(), Path::new("certificate_pem"))
-                    .map_err(|e| ApiError::pki("certificate_pem", e))?;
-                let first = certs.first().ok_or_else(|| {
-                    ApiError::invalid(
-                        "malformed_pem",
-                        "certificate_pem is empty",
-                        "send a PEM certificate",
-                    )
-                })?;
-                let info = crate::pki::CertInfo::parse(first).map_err(|e| {
-                    ApiError::invalid(
-                        "malformed_pem",
-                        format!("certificate_pem: {e}"),
-                        "send a PEM certificate",
-                    )
-                })?;
-                // A certificate the built-in CA signed is also listed by serial (with this
-                // CA as its issuer), so it goes on the CRL.
-                let (serial, issuer) = match &app.state.ca {
-                    Some(ca) if ca.signed(first) => (
-                        Some(crate::revocation::normalize_serial(&info.serial_hex)),
-                        Some(ca.issuer_key()),
-                    ),
-                    _ => (None, None),
-                };
-                (Some(info.fingerprint_sha256), serial, issuer, Some(info.subject))
-            }
-            (None, Some(fp), None) => (Some(check_fingerprint(fp)?), None, None, None),
-            (None, None, Some(serial)) => {
-                let s = crate::revocation::normalize_serial(serial);
-                if s == "0" && !serial.chars().any(|c| c.is_ascii_hexdigit()) {
-                    return Err(ApiError::invalid(
-                        "bad_serial",
-                        format!("'{serial}' is not a serial number"),
-                        "give it in hex, as `openssl x509 -noout -serial` prints it",
-                    ));
-                }
-                let issuer = match (&req.issuer_pem, &app.state.ca) {
-                    (Some(pem), _) => issuer_key_of(pem)?,
-                    (None, Some(ca)) => ca.issuer_key(),
-                    (None, None) => {
-                        return Err(ApiError::invalid(
-                            "issuer_required",
-                            "a serial number names a certificate only together with its issuer, and there is no built-in CA to default to",
-                            "add issuer_pem (the issuing CA's certificate), or revoke by certificate_pem or fingerprint",
-                        ));
-                    }
-                };
-                (None, Some(s), Some(issuer), None)
-            }
-            _ => {
+    let (fingerprint, serial, issuer, subject) = match (
+        &req.certificate_pem,
+        &req.fingerprint,
+        &req.serial,
+    ) {
+        (Some(pem), None, None) => {
+            // Any certificate, CA certificates (intermediates) included: revoked by its
+            // fingerprint, which names exactly one certificate whoever issued it.
+            refuse_private_key(pem)?;
+            let certs = crate::pki::parse_certs(pem.as_bytes(), Path::new("certificate_pem"))
+                .map_err(|e| ApiError::pki("certificate_pem", e))?;
+            let first = certs.first().ok_or_else(|| {
+                ApiError::invalid(
+                    "malformed_pem",
+                    "certificate_pem is empty",
+                    "send a PEM certificate",
+                )
+            })?;
+            let info = crate::pki::CertInfo::parse(first).map_err(|e| {
+                ApiError::invalid(
+                    "malformed_pem",
+                    format!("certificate_pem: {e}"),
+                    "send a PEM certificate",
+                )
+            })?;
+            // A certificate the built-in CA signed is also listed by serial (with this
+            // CA as its issuer), so it goes on the CRL.
+            let (serial, issuer) = match &app.state.ca {
+                Some(ca) if ca.signed(first) => (
+                    Some(crate::revocation::normalize_serial(&info.serial_hex)),
+                    Some(ca.issuer_key()),
+                ),
+                _ => (None, None),
+            };
+            (
+                Some(info.fingerprint_sha256),
+                serial,
+                issuer,
+                Some(info.subject),
+            )
+        }
+        (None, Some(fp), None) => (Some(check_fingerprint(fp)?), None, None, None),
+        (None, None, Some(serial)) => {
+            let s = crate::revocation::normalize_serial(serial);
+            if s == "0" && !serial.chars().any(|c| c.is_ascii_hexdigit()) {
                 return Err(ApiError::invalid(
-                    "one_identifier",
-                    "give exactly one of certificate_pem, fingerprint or serial",
-                    "revoke one certificate per request",
+                    "bad_serial",
+                    format!("'{serial}' is not a serial number"),
+                    "give it in hex, as `openssl x509 -noout -serial` prints it",
                 ));
             }
-        };
+            let issuer = match (&req.issuer_pem, &app.state.ca) {
+                (Some(pem), _) => issuer_key_of(pem)?,
+                (None, Some(ca)) => ca.issuer_key(),
+                (None, None) => {
+                    return Err(ApiError::invalid(
+                        "issuer_required",
+                        "a serial number names a certificate only together with its issuer, and there is no built-in CA to default to",
+                        "add issuer_pem (the issuing CA's certificate), or revoke by certificate_pem or fingerprint",
+                    ));
+                }
+            };
+            (None, Some(s), Some(issuer), None)
+        }
+        _ => {
+            return Err(ApiError::invalid(
+                "one_identifier",
+                "give exactly one of certificate_pem, fingerprint or serial",
+                "revoke one certificate per request",
+            ));
+        }
+    };
     let mut ch = Change::begin(&app).await?;
     let st = store::load_all(&mut ch.tx).await?;
     if st.revocations.iter().any(|r| {

@@ -56,7 +56,12 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Headers only the gateway sets, besides [`IDENTITY_HEADERS`]: a client's copy is dropped.
-const PROXY_HEADERS: [&str; 4] = ["forwarded", "x-real-ip", "x-forwarded-proto", "x-forwarded-host"];
+const PROXY_HEADERS: [&str; 4] = [
+    "forwarded",
+    "x-real-ip",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+];
 
 /// A header name as CGI, WSGI and PHP see it: case folded and `_` read as `-`
 /// (`X_Client_Verify` reaches them as `HTTP_X_CLIENT_VERIFY`, the same as `X-Client-Verify`).
@@ -155,12 +160,20 @@ mod tests {
             );
         }
         h.append("x-forwarded-for", HeaderValue::from_static("1.1.1.1"));
-        h.append("x-forwarded-for", HeaderValue::from_static("2.2.2.2, 3.3.3.3"));
+        h.append(
+            "x-forwarded-for",
+            HeaderValue::from_static("2.2.2.2, 3.3.3.3"),
+        );
         h.insert("x-other_header", HeaderValue::from_static("kept"));
         let id = ClientIdentity::new(Verdict::None, None, None);
         rewrite_request(&mut h, &id, "10.0.0.1".parse().unwrap());
         let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
-        assert!(!names.iter().any(|n| n.contains('_') && *n != "x-other_header"), "{names:?}");
+        assert!(
+            !names
+                .iter()
+                .any(|n| n.contains('_') && *n != "x-other_header"),
+            "{names:?}"
+        );
         assert!(h.get("x-client-subject").is_none());
         assert!(h.get("forwarded").is_none() && h.get("x-real-ip").is_none());
         assert_eq!(h.get("x-client-verify").unwrap(), "NONE");

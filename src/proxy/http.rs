@@ -41,7 +41,10 @@ pub(super) async fn handle(
     let result = match (authority, normalized) {
         (Err(e), _) => Err(e),
         (_, Err(bad)) => Err(ProxyError::BadRequest {
-            detail: format!("{} (paths are normalized as the README's Security model says)", bad.0),
+            detail: format!(
+                "{} (paths are normalized as the README's Security model says)",
+                bad.0
+            ),
         }),
         (Ok(authority), Ok(_)) => {
             let host = host_of(&authority);

@@ -52,15 +52,50 @@ async fn leaf_certificate_in_trust_bundle() {
     );
 }
 
+/// One expired CA must not stop the gateway (issue 10, point 8): it starts, the CA's clients
+/// are refused with `ca_expired`, and the metric and `/api/v1/expiring` say why. A fresh upload
+/// of an expired CA is still refused with a clear error.
 #[tokio::test]
 async fn expired_ca_in_trust_bundle() {
     let h = Harness::new();
     let ca = TestCa::root_until("Old CA", OffsetDateTime::now_utc() - Duration::days(2));
     h.write("bundle.pem", &ca.pem());
-    let err = h.start_err(&domain_with(&h, "bundle.pem")).await;
+    let gw = h
+        .start(&format!(
+            "{}{}",
+            h.admin_section(),
+            domain_with(&h, "bundle.pem")
+        ))
+        .await;
+    let client = h.client().cert(&ca.leaf(LeafSpec::client("old")));
+    let err = get(gw.tls_addr(), "api.test", &client, "/")
+        .await
+        .unwrap_err();
+    assert!(err.contains("CertificateExpired"), "{err}");
+    let metrics = crate::revocation::http_get(gw.metrics_addr(), "/metrics").await;
     assert!(
-        err.contains("bundle.pem") && err.contains("expired") && err.contains("CN=Old CA"),
-        "{err}"
+        metrics
+            .lines()
+            .any(|l| l.starts_with("symbolon_trust_bundle_expired_cas")
+                && l.contains("bundle.pem")
+                && l.ends_with(" 1")),
+        "{metrics}"
+    );
+    let api = crate::admin::Api {
+        client: h.admin_client(&gw, None),
+    };
+    let (_, v) = api.get("/api/v1/expiring?within=1d").await;
+    assert!(v.to_string().contains("CN=Old CA"), "{v}");
+    let (status, v) = api
+        .post(
+            "/api/v1/mtls/bundles",
+            serde_json::json!({"name": "old", "pem": ca.pem()}),
+        )
+        .await;
+    assert_eq!(status.as_u16(), 422, "{v}");
+    assert!(
+        v.to_string().contains("expired") && v.to_string().contains("CN=Old CA"),
+        "{v}"
     );
 }
 

@@ -10,6 +10,7 @@ mod binary;
 mod ca;
 mod expiry;
 mod explain;
+mod integrity;
 mod interop;
 mod mtls;
 mod proxy;

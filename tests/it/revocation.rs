@@ -70,7 +70,10 @@ async fn revocation_reaches_new_resumed_and_open_connections() {
     // revocation epoch, so the server does a full handshake and sends certificate_revoked.
     let resumed = async {
         let mut c = Conn::open_with(addr, "api.test", config.clone()).await?;
-        assert!(!c.resumed, "a session from before the revocation was resumed");
+        assert!(
+            !c.resumed,
+            "a session from before the revocation was resumed"
+        );
         c.get("/").await
     }
     .await;
@@ -179,7 +182,7 @@ async fn revoke_by_serial_and_bad_requests() {
     assert_eq!(list.as_array().unwrap().len(), 1);
 }
 
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     s.write_all(format!("GET {path} HTTP/1.1\r\nhost: m\r\nconnection: close\r\n\r\n").as_bytes())

@@ -32,6 +32,7 @@ pub struct LeafSpec {
     pub eku: Eku,
     pub not_before: OffsetDateTime,
     pub not_after: OffsetDateTime,
+    pub serial: Option<Vec<u8>>,
 }
 
 impl LeafSpec {
@@ -46,6 +47,7 @@ impl LeafSpec {
             eku: Eku::Client,
             not_before: now - Duration::hours(1),
             not_after: now + Duration::days(1),
+            serial: None,
         }
     }
 
@@ -74,6 +76,11 @@ impl LeafSpec {
 
     pub fn dns(mut self, name: &str) -> Self {
         self.dns.push(name.into());
+        self
+    }
+
+    pub fn serial(mut self, serial: &[u8]) -> Self {
+        self.serial = Some(serial.to_vec());
         self
     }
 
@@ -223,6 +230,9 @@ impl TestCa {
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         p.not_before = spec.not_before;
         p.not_after = spec.not_after;
+        if let Some(serial) = &spec.serial {
+            p.serial_number = Some(rcgen::SerialNumber::from_slice(serial));
+        }
         let cert = p.signed_by(&key, &self.issuer).unwrap();
         Leaf {
             der: cert.der().clone(),
