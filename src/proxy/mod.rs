@@ -19,7 +19,10 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use rustls::server::Acceptor;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::LazyConfigAcceptor;
@@ -78,7 +81,7 @@ async fn serve_connection(state: Arc<State>, tcp: TcpStream, peer: SocketAddr, w
     let timeout = snapshot.timeouts.handshake;
     let start = match tokio::time::timeout(
         timeout,
-        LazyConfigAcceptor::new(Acceptor::default(), tcp),
+        LazyConfigAcceptor::new(Acceptor::default(), Tls12Alerts(tcp)),
     )
     .await
     {
@@ -109,7 +112,7 @@ async fn serve_connection(state: Arc<State>, tcp: TcpStream, peer: SocketAddr, w
             let reason = handshake_error_reason(&err);
             handshake_failed(reason);
             debug!(%peer, sni = sni.as_deref().unwrap_or(""), domain = %domain.name, reason, error = %err, "handshake failed");
-            linger(tcp).await;
+            linger(tcp.0).await;
             return;
         }
         Err(_) => {
@@ -163,6 +166,68 @@ async fn serve_connection(state: Arc<State>, tcp: TcpStream, peer: SocketAddr, w
         .into_owned();
     if let Err(e) = watcher.watch(conn).await {
         debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// rustls answers a TLS 1.2 client that sends no certificate to a `require` domain with the
+/// `certificate_required` alert (116), which exists only in TLS 1.3; TLS 1.2 clients (OpenSSL,
+/// Java) print it as an unknown alert. This stream rewrites that one plaintext alert record to
+/// `handshake_failure` (40), as RFC 5246 §7.4.6 says. TLS 1.3 alerts are encrypted and never
+/// match; everything else passes through untouched.
+struct Tls12Alerts<S>(S);
+
+/// A TLS 1.2 record (type alert, version 1.2, length 2): fatal, certificate_required.
+const TLS12_CERTIFICATE_REQUIRED: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 116];
+const TLS12_HANDSHAKE_FAILURE: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 40];
+
+impl<S: AsyncRead + Unpin> AsyncRead for Tls12Alerts<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Tls12Alerts<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let buf = if buf == TLS12_CERTIFICATE_REQUIRED {
+            &TLS12_HANDSHAKE_FAILURE[..]
+        } else {
+            buf
+        };
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        if bufs.iter().filter(|b| !b.is_empty()).count() == 1
+            && let Some(b) = bufs.iter().find(|b| !b.is_empty())
+            && **b == TLS12_CERTIFICATE_REQUIRED
+        {
+            return Pin::new(&mut self.0).poll_write(cx, &TLS12_HANDSHAKE_FAILURE);
+        }
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
     }
 }
 

@@ -58,6 +58,41 @@ async fn h2_status(addr: SocketAddr, spec: &ClientSpec, uri: &str, host: Option<
     }
 }
 
+/// Runs `openssl s_client` against api.test with `extra` arguments (in the harness's dir) and
+/// returns all it printed.
+async fn s_client(h: &Harness, addr: SocketAddr, extra: &[&str]) -> String {
+    let mut child = tokio::process::Command::new("openssl")
+        .arg("s_client")
+        .arg("-connect")
+        .arg(format!("127.0.0.1:{}", addr.port()))
+        .args([
+            "-servername",
+            "api.test",
+            "-CAfile",
+            "server-ca.pem",
+            "-ign_eof",
+        ])
+        .args(extra)
+        .current_dir(h.dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl must be installed");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(b"GET / HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().await.unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 fn status(resp: &str) -> u16 {
     resp.split(' ')
         .nth(1)
@@ -512,4 +547,93 @@ async fn path_building_does_not_depend_on_the_order_of_intermediates() {
         .await
         .unwrap();
     assert_eq!(r.seen("x-client-verify").unwrap(), "FAILED:chain_too_deep");
+}
+
+/// Point 10: the right alert for each refusal, in TLS 1.2 as in TLS 1.3, and `verify` names
+/// what is wrong and where.
+#[tokio::test]
+async fn refusals_carry_the_right_alert_and_reason() {
+    let h = Harness::new();
+    let ca = TestCa::root("Alerts CA");
+    let constrained = ca.intermediate_with("Constrained CA", |p| {
+        p.name_constraints = Some(rcgen::NameConstraints {
+            permitted_subtrees: vec![rcgen::GeneralSubtree::DnsName("allowed.test".into())],
+            excluded_subtrees: vec![],
+        });
+    });
+    let not_ca = ca.intermediate_with("Not A CA", |p| {
+        p.is_ca = rcgen::IsCa::ExplicitNoCa;
+    });
+    let server_only = ca.intermediate_with("Server-only CA", |p| {
+        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    });
+    h.write("bundle.pem", &ca.pem());
+    let body = format!(
+        "{}{}{}",
+        h.admin_section(),
+        h.domain("api.test", Some("bundle.pem"), "require"),
+        route_all("builtin:echo")
+    );
+    let gw = h.start(&body).await;
+    let addr = gw.tls_addr();
+
+    // TLS 1.2 without a certificate: handshake_failure (certificate_required is TLS 1.3 only).
+    let err = get(addr, "api.test", &h.client().tls12(), "/")
+        .await
+        .unwrap_err();
+    assert!(err.contains("HandshakeFailure"), "{err}");
+    let err = get(addr, "api.test", &h.client(), "/").await.unwrap_err();
+    assert!(err.contains("CertificateRequired"), "{err}");
+    // openssl agrees on the TLS 1.2 alert's name.
+    let text = s_client(&h, addr, &["-tls1_2"]).await;
+    assert!(text.contains("handshake failure"), "{text}");
+
+    // A certificate webpki cannot accept (an unknown critical extension): bad_certificate.
+    let odd = ca.leaf_with(LeafSpec::client("odd"), |p| {
+        let mut ext = rcgen::CustomExtension::from_oid_content(
+            &[1, 3, 6, 1, 4, 1, 99999, 1],
+            vec![0x05, 0x00],
+        );
+        ext.set_criticality(true);
+        p.custom_extensions.push(ext);
+    });
+    // (openssl sends it; rustls clients refuse to.)
+    h.write("odd.pem", &odd.chain_pem);
+    h.write("odd.key", &odd.key_pem);
+    for version in ["-tls1_3", "-tls1_2"] {
+        let text = s_client(&h, addr, &[version, "-cert", "odd.pem", "-key", "odd.key"]).await;
+        assert!(text.contains("alert bad certificate"), "{version}: {text}");
+    }
+
+    let api = crate::admin::Api {
+        client: h.admin_client(&gw, None),
+    };
+    let cases = [
+        (
+            constrained.leaf(LeafSpec::client("evil").dns("evil.test")),
+            "FAILED:name_constraint",
+            "name constraints",
+        ),
+        (
+            not_ca.leaf(LeafSpec::client("under-a-leaf")),
+            "FAILED:issuer_not_ca",
+            "not a CA",
+        ),
+        (
+            server_only.leaf(LeafSpec::client("under-server-ca")),
+            "FAILED:wrong_usage",
+            "CA CN=Server-only CA does not allow clientAuth",
+        ),
+    ];
+    for (leaf, verdict, reason) in cases {
+        let v = api
+            .ok(
+                http::Method::POST,
+                "/api/v1/verify",
+                Some(serde_json::json!({"certificate_pem": leaf.chain_pem, "domain": "api.test"})),
+            )
+            .await;
+        assert_eq!(v["verdict"], verdict, "{v}");
+        assert!(v["reason"].as_str().unwrap().contains(reason), "{v}");
+    }
 }

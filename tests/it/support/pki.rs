@@ -159,8 +159,18 @@ impl TestCa {
     }
 
     pub fn intermediate(&self, name: &str) -> Self {
+        self.intermediate_with(name, |_| {})
+    }
+
+    /// An intermediate whose parameters `tweak` changes (name constraints, no CA flag, EKU…).
+    pub fn intermediate_with(
+        &self,
+        name: &str,
+        tweak: impl FnOnce(&mut CertificateParams),
+    ) -> Self {
         let key = KeyPair::generate().unwrap();
-        let params = ca_params(name, OffsetDateTime::now_utc() + Duration::days(300));
+        let mut params = ca_params(name, OffsetDateTime::now_utc() + Duration::days(300));
+        tweak(&mut params);
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         let chain_pem = format!("{}{}", cert.pem(), self.chain_pem);
         Self {
@@ -205,6 +215,11 @@ impl TestCa {
     }
 
     pub fn leaf(&self, spec: LeafSpec) -> Leaf {
+        self.leaf_with(spec, |_| {})
+    }
+
+    /// A leaf whose parameters `tweak` changes after `spec` is applied.
+    pub fn leaf_with(&self, spec: LeafSpec, tweak: impl FnOnce(&mut CertificateParams)) -> Leaf {
         let key = KeyPair::generate().unwrap();
         let mut p = CertificateParams::new(spec.dns.clone()).unwrap();
         p.distinguished_name
@@ -233,6 +248,7 @@ impl TestCa {
         if let Some(serial) = &spec.serial {
             p.serial_number = Some(rcgen::SerialNumber::from_slice(serial));
         }
+        tweak(&mut p);
         let cert = p.signed_by(&key, &self.issuer).unwrap();
         Leaf {
             der: cert.der().clone(),
