@@ -432,25 +432,45 @@ async fn flush_quotas_every(state: Arc<State>, every: Duration) {
 }
 
 fn crl_urls(config: &Config, store: &StoreState) -> Vec<String> {
-    let mut urls: Vec<String> = config
-        .domains
-        .iter()
-        .flat_map(|d| d.crls.iter())
-        .filter(|c| crate::config::is_url(c))
-        .map(|c| c.display().to_string())
-        .collect();
+    crl_issuers(config, store).into_keys().collect()
+}
+
+/// Every CRL URL with the CA certificates that may sign it: those of the trust bundles that
+/// name the URL. A fetched CRL must be signed by one of them before it is cached.
+fn crl_issuers(
+    config: &Config,
+    store: &StoreState,
+) -> std::collections::BTreeMap<String, Vec<rustls::pki_types::CertificateDer<'static>>> {
+    let mut out: std::collections::BTreeMap<
+        String,
+        Vec<rustls::pki_types::CertificateDer<'static>>,
+    > = Default::default();
+    for d in &config.domains {
+        let cas = d
+            .trust_bundle
+            .as_deref()
+            .and_then(|p| crate::pki::load_certs(p).ok())
+            .unwrap_or_default();
+        for c in d.crls.iter().filter(|c| crate::config::is_url(c)) {
+            out.entry(c.display().to_string())
+                .or_default()
+                .extend(cas.iter().cloned());
+        }
+    }
     for b in &store.bundles {
         if let Some(spec) = b
             .crls
             .as_deref()
             .and_then(|j| serde_json::from_str::<crate::store::BundleCrls>(j).ok())
         {
-            urls.extend(spec.urls);
+            let cas =
+                crate::pki::parse_certs(b.pem.as_bytes(), Path::new("bundle")).unwrap_or_default();
+            for url in spec.urls {
+                out.entry(url).or_default().extend(cas.iter().cloned());
+            }
         }
     }
-    urls.sort();
-    urls.dedup();
-    urls
+    out
 }
 
 /// How often CRL URLs are fetched again: the smallest `crl_refresh` of the config's domains
@@ -521,12 +541,23 @@ pub(crate) async fn fetch_crls(
     which: CrlFetch,
 ) -> Result<bool, GatewayError> {
     let mut changed = false;
-    for url in crl_urls(config, store) {
+    for (url, issuers) in crl_issuers(config, store) {
         let path = crate::config::crl_cache_path(config, &url);
         if which == CrlFetch::Missing && path.exists() {
             continue;
         }
-        match fetch(&url).await {
+        // A CRL is cached only if one of its bundle's CAs signed it, and never replaces a
+        // newer one (a rollback would un-revoke certificates).
+        let held = std::fs::read(&path).ok();
+        let fetched = fetch(&url).await.and_then(|bytes| {
+            crate::pki::check_crl_update(&bytes, &issuers, held.as_deref())?;
+            Ok(bytes)
+        });
+        if let Err(e) = &fetched {
+            metrics::counter!("symbolon_crl_fetch_refused_total").increment(1);
+            tracing::debug!(%url, error = %e, "CRL not taken");
+        }
+        match fetched {
             Ok(bytes) => {
                 if std::fs::read(&path).ok().as_deref() == Some(&bytes[..]) {
                     continue;

@@ -302,16 +302,92 @@ fn key_type(cert: &X509Certificate<'_>) -> String {
 /// Whether `issuer_der`'s key signed `cert_der` (and the names chain). A CA decides by
 /// signature, never by name: another CA with the same name does not pass.
 pub fn signed_by(cert_der: &[u8], issuer_der: &[u8]) -> bool {
-    use aws_lc_rs::signature as sig;
     let (Ok((_, cert)), Ok((_, issuer))) = (
         X509Certificate::from_der(cert_der),
         X509Certificate::from_der(issuer_der),
     ) else {
         return false;
     };
-    if cert.issuer().as_raw() != issuer.subject().as_raw() {
-        return false;
+    cert.issuer().as_raw() == issuer.subject().as_raw()
+        && signature_verifies(
+            cert.tbs_certificate.as_ref(),
+            &cert.signature_algorithm.algorithm.to_id_string(),
+            &cert.signature_value.data,
+            &issuer,
+        )
+}
+
+/// Checks a fetched CRL (PEM or DER) before it replaces `held`, the copy in use: it must be
+/// signed by one of `issuers`, and its crlNumber and thisUpdate must not go back in time (a
+/// rollback would un-revoke certificates).
+pub fn check_crl_update(
+    bytes: &[u8],
+    issuers: &[CertificateDer<'_>],
+    held: Option<&[u8]>,
+) -> Result<(), String> {
+    use x509_parser::revocation_list::CertificateRevocationList;
+    let der = |b: &[u8]| -> Vec<u8> {
+        use rustls::pki_types::CertificateRevocationListDer;
+        match CertificateRevocationListDer::pem_slice_iter(b).next() {
+            Some(Ok(d)) => d.as_ref().to_vec(),
+            _ => b.to_vec(),
+        }
+    };
+    let new_der = der(bytes);
+    let (_, crl) =
+        CertificateRevocationList::from_der(&new_der).map_err(|e| format!("not a CRL: {e}"))?;
+    let signed = issuers.iter().any(|ca| {
+        X509Certificate::from_der(ca).is_ok_and(|(_, ca)| {
+            ca.subject().as_raw() == crl.issuer().as_raw()
+                && signature_verifies(
+                    crl.tbs_cert_list.as_ref(),
+                    &crl.signature_algorithm.algorithm.to_id_string(),
+                    &crl.signature_value.data,
+                    &ca,
+                )
+        })
+    });
+    if !signed {
+        return Err(format!(
+            "the CRL (issuer {}) is not signed by a CA of the trust bundle that uses it",
+            rfc4514(crl.issuer())
+        ));
     }
+    let Some(held) = held else {
+        return Ok(());
+    };
+    let held_der = der(held);
+    let Ok((_, old)) = CertificateRevocationList::from_der(&held_der) else {
+        return Ok(());
+    };
+    if old.issuer().as_raw() != crl.issuer().as_raw() {
+        return Ok(());
+    }
+    if let (Some(new_n), Some(old_n)) = (crl.crl_number(), old.crl_number())
+        && new_n < old_n
+    {
+        return Err(format!(
+            "the CRL's crlNumber {new_n} is lower than the {old_n} already held (a rollback); the held CRL stays in use"
+        ));
+    }
+    if crl.last_update() < old.last_update() {
+        return Err(format!(
+            "the CRL's thisUpdate {} is older than the {} already held (a rollback); the held CRL stays in use",
+            crl.last_update(),
+            old.last_update()
+        ));
+    }
+    Ok(())
+}
+
+/// Verifies a signature made by `issuer`'s key over `tbs` with the algorithm `alg_oid`.
+fn signature_verifies(
+    tbs: &[u8],
+    alg_oid: &str,
+    signature: &[u8],
+    issuer: &X509Certificate<'_>,
+) -> bool {
+    use aws_lc_rs::signature as sig;
     let spki = issuer.public_key();
     let curve = spki
         .algorithm
@@ -320,20 +396,19 @@ pub fn signed_by(cert_der: &[u8], issuer_der: &[u8]) -> bool {
         .and_then(|p| p.as_oid().ok())
         .map(|o| o.to_id_string());
     let p384 = curve.as_deref() == Some("1.3.132.0.34");
-    let alg: &'static dyn sig::VerificationAlgorithm =
-        match cert.signature_algorithm.algorithm.to_id_string().as_str() {
-            "1.2.840.10045.4.3.2" if p384 => &sig::ECDSA_P384_SHA256_ASN1,
-            "1.2.840.10045.4.3.2" => &sig::ECDSA_P256_SHA256_ASN1,
-            "1.2.840.10045.4.3.3" if p384 => &sig::ECDSA_P384_SHA384_ASN1,
-            "1.2.840.10045.4.3.3" => &sig::ECDSA_P256_SHA384_ASN1,
-            "1.2.840.113549.1.1.11" => &sig::RSA_PKCS1_2048_8192_SHA256,
-            "1.2.840.113549.1.1.12" => &sig::RSA_PKCS1_2048_8192_SHA384,
-            "1.2.840.113549.1.1.13" => &sig::RSA_PKCS1_2048_8192_SHA512,
-            "1.3.101.112" => &sig::ED25519,
-            _ => return false,
-        };
+    let alg: &'static dyn sig::VerificationAlgorithm = match alg_oid {
+        "1.2.840.10045.4.3.2" if p384 => &sig::ECDSA_P384_SHA256_ASN1,
+        "1.2.840.10045.4.3.2" => &sig::ECDSA_P256_SHA256_ASN1,
+        "1.2.840.10045.4.3.3" if p384 => &sig::ECDSA_P384_SHA384_ASN1,
+        "1.2.840.10045.4.3.3" => &sig::ECDSA_P256_SHA384_ASN1,
+        "1.2.840.113549.1.1.11" => &sig::RSA_PKCS1_2048_8192_SHA256,
+        "1.2.840.113549.1.1.12" => &sig::RSA_PKCS1_2048_8192_SHA384,
+        "1.2.840.113549.1.1.13" => &sig::RSA_PKCS1_2048_8192_SHA512,
+        "1.3.101.112" => &sig::ED25519,
+        _ => return false,
+    };
     sig::UnparsedPublicKey::new(alg, &spki.subject_public_key.data)
-        .verify(cert.tbs_certificate.as_ref(), &cert.signature_value.data)
+        .verify(tbs, signature)
         .is_ok()
 }
 

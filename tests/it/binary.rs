@@ -16,6 +16,8 @@ struct Process {
     lines: mpsc::Receiver<String>,
     stderr: mpsc::Receiver<String>,
     pub tls_addr: std::net::SocketAddr,
+    /// Log lines `wait_for` passed over (the start-up lines first).
+    pub early: Vec<String>,
 }
 
 impl Process {
@@ -48,6 +50,7 @@ impl Process {
             lines,
             stderr,
             tls_addr: "0.0.0.0:0".parse().unwrap(),
+            early: Vec::new(),
         };
         let ready = p.wait_for("symbolon is listening");
         let v: serde_json::Value = serde_json::from_str(&ready).unwrap();
@@ -63,7 +66,7 @@ impl Process {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
+                Ok(line) => self.early.push(line),
                 Err(_) => {
                     let err: Vec<String> = self.stderr.try_iter().collect();
                     panic!("no log line with {needle:?}; stderr: {}", err.join("\n"));
@@ -994,4 +997,60 @@ fn built_in_ca_issues_certificates_that_openssl_verifies() {
         ],
     );
     assert_eq!(code, 0, "{err}");
+}
+
+/// Issue 10: a route without a host on an `off` domain is announced at load, and a request on a
+/// connection whose certificate was revoked meanwhile is logged as `REVOKED`, not `SUCCESS`.
+#[test]
+fn open_routes_warn_and_revoked_requests_log_revoked() {
+    let h = Harness::new();
+    let ca = TestCa::root("Log CA");
+    h.write("bundle.pem", &ca.pem());
+    let text = format!(
+        "listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\naccess_log = true\nwatch_files = false\n{}{}{}{}",
+        h.admin_section(),
+        h.domain("api.test", Some("bundle.pem"), "require"),
+        h.domain("open.test", None, "off"),
+        route_all("builtin:echo")
+    );
+    let config = h.write("symbolon.toml", &text);
+    let config = config.to_str().unwrap().to_string();
+    let mut p = Process::spawn(&["serve", "--config", &config], h.dir.path());
+    let warning = p
+        .early
+        .iter()
+        .find(|l| l.contains("route has no host and no authorization"))
+        .unwrap_or_else(|| panic!("no warning about the open route: {:?}", p.early));
+    assert!(warning.contains("open.test"), "{warning}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let leaf = ca.leaf(LeafSpec::client("soon-revoked"));
+    let spec = h.client().cert(&leaf);
+    let mut conn = rt
+        .block_on(Conn::open(p.tls_addr, "api.test", &spec))
+        .unwrap();
+    assert_eq!(rt.block_on(conn.get("/")).unwrap().status, 200);
+    let first = p.wait_for("\"target\":\"symbolon::access\"");
+    assert!(first.contains("\"verify\":\"SUCCESS\""), "{first}");
+    let server = format!("https://localhost:{}", p.admin_addr.unwrap().port());
+    let (cert, key) = (h.path("admin.crt"), h.path("admin.key"));
+    let admin = symbolon::client::AdminClient::new(symbolon::client::ClientOptions {
+        server: &server,
+        cacert: &h.path("server-ca.pem"),
+        cert: Some(cert.as_path()),
+        key: Some(key.as_path()),
+        token: None,
+    })
+    .unwrap();
+    let body = serde_json::json!({"certificate_pem": leaf.cert_pem}).to_string();
+    let (status, _) = rt
+        .block_on(admin.call(
+            http::Method::POST,
+            "/api/v1/revocations",
+            Some(("application/json", body.into_bytes())),
+        ))
+        .unwrap();
+    assert_eq!(status.as_u16(), 201);
+    assert_eq!(rt.block_on(conn.get("/")).unwrap().status, 403);
+    let line = p.wait_for("\"status\":403");
+    assert!(line.contains("\"verify\":\"REVOKED\""), "{line}");
 }

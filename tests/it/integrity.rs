@@ -424,18 +424,41 @@ async fn a_serial_is_revoked_for_its_issuer_only() {
     let a = TestCa::root("Serial CA A");
     let b = TestCa::root("Serial CA B");
     h.write("bundle.pem", &format!("{}{}", a.pem(), b.pem()));
+    let leaf_a = a.leaf(LeafSpec::client("a").serial(&[0x50, 0x01]));
+    let leaf_b = b.leaf(LeafSpec::client("b").serial(&[0x50, 0x01]));
+    // A's CRL lists serial 50:01: it applies to A's certificates only.
+    let now = time::OffsetDateTime::now_utc();
+    h.write(
+        "a.crl",
+        &a.crl(
+            &[&leaf_a],
+            now - time::Duration::hours(1),
+            now + time::Duration::hours(6),
+        ),
+    );
     let body = format!(
-        "{}{}{}",
+        "{}{}{}{}",
         h.admin_section(),
         h.domain("api.test", Some("bundle.pem"), "require"),
+        h.domain("crl.test", Some("bundle.pem"), "require")
+            .replace("mtls =", "crls = [\"a.crl\"]\nmtls ="),
         route_all("builtin:echo")
     );
     let gw = h.start(&body).await;
+    let err = get(gw.tls_addr(), "crl.test", &h.client().cert(&leaf_a), "/")
+        .await
+        .unwrap_err();
+    assert!(err.contains("CertificateRevoked"), "{err}");
+    let r = get(gw.tls_addr(), "crl.test", &h.client().cert(&leaf_b), "/")
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status, 200,
+        "A's CRL revoked B's certificate with the same serial"
+    );
     let api = crate::admin::Api {
         client: h.admin_client(&gw, None),
     };
-    let leaf_a = a.leaf(LeafSpec::client("a").serial(&[0x50, 0x01]));
-    let leaf_b = b.leaf(LeafSpec::client("b").serial(&[0x50, 0x01]));
     let (status, v) = api
         .post(
             "/api/v1/revocations",
@@ -636,4 +659,47 @@ async fn refusals_carry_the_right_alert_and_reason() {
         assert_eq!(v["verdict"], verdict, "{v}");
         assert!(v["reason"].as_str().unwrap().contains(reason), "{v}");
     }
+}
+
+/// Point 7: an intermediate can be revoked by its PEM; every leaf under it is then refused, also
+/// on a connection that was open before, and other branches are not.
+#[tokio::test]
+async fn an_intermediate_is_revoked_by_its_pem() {
+    let h = Harness::new();
+    let root = TestCa::root("Branch Root");
+    let bad = root.intermediate("Compromised Issuing CA");
+    let good = root.intermediate("Healthy Issuing CA");
+    h.write("bundle.pem", &root.pem());
+    let body = format!(
+        "{}{}{}",
+        h.admin_section(),
+        h.domain("api.test", Some("bundle.pem"), "require"),
+        route_all("builtin:echo")
+    );
+    let gw = h.start(&body).await;
+    let api = crate::admin::Api {
+        client: h.admin_client(&gw, None),
+    };
+    let under_bad = h.client().cert(&bad.leaf(LeafSpec::client("under-bad")));
+    let mut open = Conn::open(gw.tls_addr(), "api.test", &under_bad)
+        .await
+        .unwrap();
+    assert_eq!(open.get("/").await.unwrap().status, 200);
+    let (status, v) = api
+        .post(
+            "/api/v1/revocations",
+            serde_json::json!({"certificate_pem": bad.pem(), "reason": "cACompromise"}),
+        )
+        .await;
+    assert_eq!(status.as_u16(), 201, "{v}");
+    assert_eq!(open.get("/").await.unwrap().status, 403);
+    let err = get(gw.tls_addr(), "api.test", &under_bad, "/")
+        .await
+        .unwrap_err();
+    assert!(err.contains("CertificateRevoked"), "{err}");
+    let under_good = h.client().cert(&good.leaf(LeafSpec::client("under-good")));
+    let r = get(gw.tls_addr(), "api.test", &under_good, "/")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
 }

@@ -274,6 +274,65 @@ async fn the_built_in_ca_publishes_a_signed_crl_of_its_revoked_certificates() {
     );
     let der = http_get(gw.metrics_addr(), "/ca/crl.der").await;
     assert!(der.contains("application/pkix-crl"), "{der}");
+
+    // The CRL lists only this CA's certificates: a serial revoked for another CA stays off it,
+    // and a certificate this CA signed that is revoked by fingerprint goes on it.
+    let other = TestCa::root("Some Other CA");
+    api.ok(
+        Method::POST,
+        "/api/v1/revocations",
+        Some(json!({"serial": "0badc0ffee", "issuer_pem": other.pem()})),
+    )
+    .await;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let csr = rcgen::CertificateParams::new(vec!["fp.test".to_string()])
+        .unwrap()
+        .serialize_request(&key)
+        .unwrap()
+        .pem()
+        .unwrap();
+    let signed = api
+        .ok(
+            Method::POST,
+            "/api/v1/ca/sign",
+            Some(json!({"csr_pem": csr})),
+        )
+        .await;
+    let cert_pem = signed["certificate_pem"].as_str().unwrap();
+    let first = rustls::pki_types::pem::PemObject::pem_slice_iter(cert_pem.as_bytes())
+        .next()
+        .unwrap()
+        .map(|d: rustls::pki_types::CertificateDer<'static>| d)
+        .unwrap();
+    let fp = symbolon::pki::fingerprint_sha256(&first);
+    let fp_serial = signed["serial"]
+        .as_str()
+        .unwrap()
+        .replace(':', "")
+        .to_uppercase();
+    api.ok(
+        Method::POST,
+        "/api/v1/revocations",
+        Some(json!({"fingerprint": fp})),
+    )
+    .await;
+    let resp = http_get(gw.metrics_addr(), "/ca/crl.pem").await;
+    let pem = &resp[resp.find("-----BEGIN X509 CRL-----").unwrap()..];
+    std::fs::write(h.path("crl.pem"), pem).unwrap();
+    let out = std::process::Command::new("openssl")
+        .args(["crl", "-in", "crl.pem", "-noout", "-text"])
+        .current_dir(h.dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_uppercase();
+    assert!(
+        !text.contains("0BADC0FFEE"),
+        "another CA's serial is on our CRL:\n{text}"
+    );
+    assert!(
+        text.contains(&fp_serial),
+        "a certificate revoked by fingerprint is missing:\n{text}"
+    );
 }
 
 #[tokio::test]
@@ -562,4 +621,86 @@ async fn crls_attached_to_an_api_bundle() {
         )
         .await;
     assert_eq!((status.as_u16(), code(&v)), (422, "bad_crl_policy"), "{v}");
+}
+
+/// Issue 10, point 7: a fetched CRL is cached only when a CA of its bundle signed it (another
+/// CA with the same name does not count), and never when it is older than the one held (a
+/// rollback would un-revoke certificates).
+#[tokio::test]
+async fn fetched_crls_are_verified_and_never_rolled_back() {
+    let h = Harness::new();
+    let ca = TestCa::root("Rollback CA");
+    let impostor = TestCa::root("Rollback CA");
+    h.write("clients.pem", &ca.pem());
+    let revoked = ca.leaf(LeafSpec::client("stays-revoked"));
+    let now = time::OffsetDateTime::now_utc();
+    let crl = |ca: &TestCa, list: &[&Leaf], minutes_ago: i64| {
+        ca.crl(
+            list,
+            now - time::Duration::minutes(minutes_ago),
+            now + time::Duration::hours(6),
+        )
+        .into_bytes()
+    };
+    let served = std::sync::Arc::new(std::sync::Mutex::new(crl(&ca, &[&revoked], 10)));
+    let addr = serve_bytes(served.clone()).await;
+    let domain = h
+        .domain("api.test", Some("clients.pem"), "require")
+        .replace(
+            "mtls =",
+            &format!("crls = [\"http://{addr}/ca.crl\"]\ncrl_refresh = \"1s\"\nmtls ="),
+        );
+    let gw = h
+        .start(&format!("{domain}{}", route_all("builtin:echo")))
+        .await;
+    let still_revoked = || async {
+        let err = get(gw.tls_addr(), "api.test", &h.client().cert(&revoked), "/")
+            .await
+            .unwrap_err();
+        assert!(err.contains("CertificateRevoked"), "{err}");
+    };
+    still_revoked().await;
+    let refused = || async {
+        let m = http_get(gw.metrics_addr(), "/metrics").await;
+        m.lines()
+            .find(|l| l.starts_with("symbolon_crl_fetch_refused_total"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    for (what, bytes) in [
+        (
+            "a CRL signed by another CA of the same name",
+            crl(&impostor, &[], 1),
+        ),
+        ("an older CRL without the entry", crl(&ca, &[], 60)),
+    ] {
+        let before = refused().await;
+        *served.lock().unwrap() = bytes;
+        // Wait (bounded) until the refresh has looked at it and refused it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        while refused().await <= before {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: never refused"
+            );
+            tokio::task::yield_now().await;
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        still_revoked().await;
+    }
+    // A newer CRL from the real CA is taken.
+    let mut reloads = gw.reloads();
+    *served.lock().unwrap() = crl(&ca, &[], 0);
+    tokio::time::timeout(std::time::Duration::from_secs(10), reloads.changed())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        get(gw.tls_addr(), "api.test", &h.client().cert(&revoked), "/")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
 }
