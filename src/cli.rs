@@ -123,9 +123,12 @@ pub enum Command {
         cert: Option<PathBuf>,
         #[arg(long, conflicts_with = "serial")]
         fingerprint: Option<String>,
-        /// Serial number in hex.
+        /// Serial number in hex (revoked for one issuer: --issuer, or the built-in CA).
         #[arg(long)]
         serial: Option<String>,
+        /// With --serial: the issuing CA's certificate (PEM).
+        #[arg(long, requires = "serial")]
+        issuer: Option<PathBuf>,
         /// keyCompromise, superseded, cessationOfOperation, … (default unspecified).
         #[arg(long)]
         reason: Option<String>,

@@ -461,11 +461,13 @@ async fn run_inner(command: Command, data_dir: &Path, api: &ApiArgs) -> Result<(
             cert,
             fingerprint,
             serial,
+            issuer,
             reason,
         } => {
             let pem = cert.as_deref().map(read).transpose()?;
+            let issuer_pem = issuer.as_deref().map(read).transpose()?;
             Out::Table(
-                c.json(Method::POST, "/api/v1/revocations", json!({"certificate_pem": pem, "fingerprint": fingerprint, "serial": serial, "reason": reason})).await?,
+                c.json(Method::POST, "/api/v1/revocations", json!({"certificate_pem": pem, "fingerprint": fingerprint, "serial": serial, "issuer_pem": issuer_pem, "reason": reason})).await?,
                 REVOKED,
             )
         }
@@ -527,7 +529,14 @@ async fn run_inner(command: Command, data_dir: &Path, api: &ApiArgs) -> Result<(
     Ok(())
 }
 
-const REVOKED: &[&str] = &["fingerprint", "serial", "reason", "revoked_at", "subject"];
+const REVOKED: &[&str] = &[
+    "fingerprint",
+    "serial",
+    "issuer",
+    "reason",
+    "revoked_at",
+    "subject",
+];
 
 const IDENTITY: &[&str] = &[
     "id",
