@@ -666,6 +666,46 @@ mod tests {
         );
     }
 
+    /// A negative verdict does not outlive its cause: a certificate refused as not yet valid is
+    /// accepted once its not-before has passed, in every mode (nothing remembered the refusal).
+    #[test]
+    fn a_certificate_that_became_valid_is_accepted() {
+        let (bundle, _, _) = bundle_and_leaf("CA");
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, "Later CA");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca, ca_key);
+        let start = OffsetDateTime::now_utc() + Duration::hours(1);
+        let mut leaf = CertificateParams::new(vec!["later".to_string()]).unwrap();
+        leaf.not_before = start;
+        leaf.not_after = start + Duration::hours(1);
+        let leaf = leaf
+            .signed_by(&KeyPair::generate().unwrap(), &issuer)
+            .unwrap();
+        let bundle = TrustBundle {
+            certs: vec![ca_cert.der().clone()],
+            ..bundle
+        };
+        let at = |t: OffsetDateTime| {
+            UnixTime::since_unix_epoch(std::time::Duration::from_secs(t.unix_timestamp() as u64))
+        };
+        for mode in [Mode::Require, Mode::Optional] {
+            let v = ClientVerifier::new(mode, Some(&bundle), 3);
+            let now = OffsetDateTime::now_utc();
+            assert_eq!(
+                v.check(leaf.der(), &[], at(now)).err(),
+                Some(FailReason::NotYetValid)
+            );
+            assert!(
+                v.check(leaf.der(), &[], at(start + Duration::minutes(1)))
+                    .is_ok()
+            );
+        }
+    }
+
     /// The verdict of a connection comes from verifying its chain, never from what a cache
     /// does not hold: a self-signed certificate the verifier never saw (as after a flood that
     /// evicted everything) is still a failure in optional mode.
