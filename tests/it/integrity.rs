@@ -121,21 +121,24 @@ async fn a_flood_of_bad_handshakes_never_makes_a_stranger_verified() {
     );
     let gw = h.start(&body).await;
     let addr = gw.tls_addr();
-    let strangers: Vec<_> = (0..64)
+    let strangers: Vec<_> = (0..70)
         .map(|i| TestCa::root(&format!("Flood {i}")).leaf(LeafSpec::client("flood")))
         .collect();
     let strangers = Arc::new(strangers);
     let attacker = TestCa::root("Attacker CA")
         .leaf(LeafSpec::client("admin").spiffe("spiffe://partner.test/admin"));
     let mut flood = Vec::new();
-    for t in 0..4 {
+    // More distinct failing chains than the old failure cache held (4,096), concurrently with
+    // the attacker's handshakes.
+    for t in 0..8 {
         let strangers = strangers.clone();
         let spec0 = h.client();
         flood.push(tokio::spawn(async move {
-            for i in 0..50 {
+            for i in 0..525 {
                 // A different chain each time: a leaf followed by another stranger's leaf.
-                let a = &strangers[(t * 50 + i) % strangers.len()];
-                let b = &strangers[(t * 7 + i * 3 + 1) % strangers.len()];
+                let n = t * 525 + i;
+                let a = &strangers[n % strangers.len()];
+                let b = &strangers[n / strangers.len()];
                 let mut spec = spec0.clone().cert(a);
                 if let Some((chain, _)) = &mut spec.identity {
                     chain.push(b.der.clone());
@@ -145,7 +148,7 @@ async fn a_flood_of_bad_handshakes_never_makes_a_stranger_verified() {
         }));
     }
     let spec = h.client().cert(&attacker);
-    for _ in 0..20 {
+    for _ in 0..40 {
         let r = get(addr, "api.test", &spec, "/x").await.unwrap();
         assert_eq!(r.status, 200);
         assert_eq!(r.seen("x-client-verify").unwrap(), "FAILED:unknown_ca");
