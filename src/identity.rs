@@ -67,7 +67,10 @@ impl ClientIdentity {
                 HeaderValue::from_str(&list.join(", ")).ok()
             },
             verify: verify_header(verdict),
-            subject: leaf.as_ref().and_then(|l| safe_header(&l.subject)),
+            // RFC 4514 with every byte outside printable ASCII escaped: a valid header as is.
+            subject: leaf
+                .as_ref()
+                .and_then(|l| HeaderValue::from_str(&l.subject).ok()),
             spiffe_id: leaf
                 .as_ref()
                 .and_then(|l| l.spiffe_id.as_deref())

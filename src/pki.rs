@@ -214,12 +214,69 @@ fn attr_name(oid: &x509_parser::der_parser::oid::Oid<'_>) -> String {
     }
 }
 
-/// An attribute's value: the string for string types, else `#` and the hex of its DER
-/// (RFC 4514 §2.4).
-fn attr_value(atv: &x509_parser::x509::AttributeTypeAndValue<'_>) -> (String, bool) {
-    match atv.as_str() {
-        Ok(v) => (v.to_string(), false),
-        Err(_) => (format!("#{}", hex(atv.attr_value().as_bytes())), true),
+/// An attribute's value as text: every directory string type decoded (UTF8String,
+/// PrintableString, IA5String, VisibleString, NumericString, BMPString as UTF-16,
+/// UniversalString as UTF-32, TeletexString as Latin-1, as OpenSSL reads it), so a rule compares
+/// the same text however the CA encoded it. `None` for other types.
+fn attr_text(atv: &x509_parser::x509::AttributeTypeAndValue<'_>) -> Option<String> {
+    let any = atv.attr_value();
+    let data = any.as_bytes();
+    match any.tag().0 {
+        12 | 18 | 19 | 22 | 26 => std::str::from_utf8(data).ok().map(str::to_string),
+        30 if data.len() % 2 == 0 => char::decode_utf16(
+            data.chunks(2)
+                .map(|c| u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)])),
+        )
+        .collect::<Result<String, _>>()
+        .ok(),
+        28 if data.len() % 4 == 0 => data
+            .chunks(4)
+            .map(|c| {
+                let mut b = [0u8; 4];
+                b.copy_from_slice(c);
+                char::from_u32(u32::from_be_bytes(b))
+            })
+            .collect(),
+        20 => Some(data.iter().map(|&b| char::from(b)).collect()),
+        _ => None,
+    }
+}
+
+/// An attribute's value for rules: its text, or for a non-string type its content bytes read
+/// as UTF-8 (lossy), so that a deny rule cannot be dodged by choosing an odd type.
+fn attr_match_value(atv: &x509_parser::x509::AttributeTypeAndValue<'_>) -> String {
+    attr_text(atv)
+        .unwrap_or_else(|| String::from_utf8_lossy(atv.attr_value().as_bytes()).into_owned())
+}
+
+/// An attribute's value in RFC 4514 form: escaped text, or `#` and the hex of its whole BER
+/// encoding for a non-string type (§2.4).
+fn attr_4514(atv: &x509_parser::x509::AttributeTypeAndValue<'_>) -> String {
+    match attr_text(atv) {
+        Some(t) => escape_dn_value(&t),
+        None => {
+            let any = atv.attr_value();
+            let data = any.as_bytes();
+            let mut der = vec![
+                any.tag().0 as u8 & 0x1f
+                    | (any.header.constructed() as u8) << 5
+                    | (any.class() as u8) << 6,
+            ];
+            match data.len() {
+                n if n < 0x80 => der.push(n as u8),
+                n => {
+                    let bytes: Vec<u8> = n
+                        .to_be_bytes()
+                        .into_iter()
+                        .skip_while(|b| *b == 0)
+                        .collect();
+                    der.push(0x80 | bytes.len() as u8);
+                    der.extend(bytes);
+                }
+            }
+            der.extend_from_slice(data);
+            format!("#{}", hex(&der))
+        }
     }
 }
 
@@ -227,7 +284,7 @@ fn attr_value(atv: &x509_parser::x509::AttributeTypeAndValue<'_>) -> (String, bo
 pub fn name_attrs(name: &x509_parser::x509::X509Name<'_>) -> Vec<(String, String)> {
     name.iter()
         .flat_map(|rdn| rdn.iter())
-        .map(|atv| (attr_name(atv.attr_type()), attr_value(atv).0))
+        .map(|atv| (attr_name(atv.attr_type()), attr_match_value(atv)))
         .collect()
 }
 
@@ -238,15 +295,7 @@ pub fn rfc4514(name: &x509_parser::x509::X509Name<'_>) -> String {
         .iter()
         .map(|rdn| {
             rdn.iter()
-                .map(|atv| {
-                    let (value, hex_form) = attr_value(atv);
-                    let value = if hex_form {
-                        value
-                    } else {
-                        escape_dn_value(&value)
-                    };
-                    format!("{}={}", attr_name(atv.attr_type()), value)
-                })
+                .map(|atv| format!("{}={}", attr_name(atv.attr_type()), attr_4514(atv)))
                 .collect::<Vec<_>>()
                 .join("+")
         })
@@ -254,7 +303,9 @@ pub fn rfc4514(name: &x509_parser::x509::X509Name<'_>) -> String {
     rdns.into_iter().rev().collect::<Vec<_>>().join(",")
 }
 
-/// Escapes one attribute value per RFC 4514 §2.4.
+/// Escapes one attribute value per RFC 4514 §2.4; bytes outside printable ASCII are written as
+/// `\XX` (as OpenSSL's RFC 2253 output does), so the result is printable ASCII and fits in a
+/// header as it is.
 pub fn escape_dn_value(v: &str) -> String {
     let mut out = String::with_capacity(v.len());
     let last = v.chars().count().saturating_sub(1);
@@ -266,7 +317,12 @@ pub fn escape_dn_value(v: &str) -> String {
             }
             '#' if i == 0 => out.push_str("\\#"),
             ' ' if i == 0 || i == last => out.push_str("\\ "),
-            '\0' => out.push_str("\\00"),
+            c if !(' '..='~').contains(&c) => {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    out.push_str(&format!("\\{b:02X}"));
+                }
+            }
             c => out.push(c),
         }
     }
@@ -336,22 +392,8 @@ pub fn check_crl_update(
     let new_der = der(bytes);
     let (_, crl) =
         CertificateRevocationList::from_der(&new_der).map_err(|e| format!("not a CRL: {e}"))?;
-    let signed = issuers.iter().any(|ca| {
-        X509Certificate::from_der(ca).is_ok_and(|(_, ca)| {
-            ca.subject().as_raw() == crl.issuer().as_raw()
-                && signature_verifies(
-                    crl.tbs_cert_list.as_ref(),
-                    &crl.signature_algorithm.algorithm.to_id_string(),
-                    &crl.signature_value.data,
-                    &ca,
-                )
-        })
-    });
-    if !signed {
-        return Err(format!(
-            "the CRL (issuer {}) is not signed by a CA of the trust bundle that uses it",
-            rfc4514(crl.issuer())
-        ));
+    if let Some(problem) = crl_signature_problem(&new_der, issuers) {
+        return Err(problem);
     }
     let Some(held) = held else {
         return Ok(());
@@ -378,6 +420,38 @@ pub fn check_crl_update(
         ));
     }
     Ok(())
+}
+
+/// Why a CRL cannot be trusted, if it cannot: its issuer is a CA of `bundle` (by name) and none
+/// of those CAs signed it. A CRL of a CA outside the bundle (an intermediate the clients send) is
+/// checked by webpki against that CA when a chain uses it, and fails the chain if forged.
+pub fn crl_signature_problem(der: &[u8], bundle: &[CertificateDer<'_>]) -> Option<String> {
+    use x509_parser::revocation_list::CertificateRevocationList;
+    let Ok((_, crl)) = CertificateRevocationList::from_der(der) else {
+        return Some("it is not a CRL".into());
+    };
+    let named: Vec<X509Certificate<'_>> = bundle
+        .iter()
+        .filter_map(|c| X509Certificate::from_der(c).ok().map(|(_, c)| c))
+        .filter(|c| c.subject().as_raw() == crl.issuer().as_raw())
+        .collect();
+    if named.is_empty() {
+        return None;
+    }
+    let signed = named.iter().any(|ca| {
+        signature_verifies(
+            crl.tbs_cert_list.as_ref(),
+            &crl.signature_algorithm.algorithm.to_id_string(),
+            &crl.signature_value.data,
+            ca,
+        )
+    });
+    (!signed).then(|| {
+        format!(
+            "the CRL names {} as its issuer, but that CA of the trust bundle did not sign it (a forged or foreign CRL). Fix: use the CRL its CA publishes",
+            rfc4514(crl.issuer())
+        )
+    })
 }
 
 /// Verifies a signature made by `issuer`'s key over `tbs` with the algorithm `alg_oid`.
@@ -661,15 +735,17 @@ pub fn trust_bundle_from_pem(
 /// A CRL read from a file (PEM or DER), checked to parse; with its nextUpdate (unix seconds).
 pub fn load_crl(
     path: &Path,
+    bundle: &[CertificateDer<'_>],
 ) -> Result<(webpki::CertRevocationList<'static>, Option<i64>), PkiError> {
     let bytes = read_limited(path)?;
-    crl_from_bytes(&bytes, path)
+    crl_from_bytes(&bytes, path, bundle)
 }
 
 /// Every CRL in PEM text (one or more `X509 CRL` blocks); `path` names the origin in errors.
 pub fn crls_from_pem(
     text: &str,
     path: &Path,
+    bundle: &[CertificateDer<'_>],
 ) -> Result<Vec<(webpki::CertRevocationList<'static>, Option<i64>)>, PkiError> {
     use rustls::pki_types::CertificateRevocationListDer;
     let mut out = Vec::new();
@@ -678,7 +754,7 @@ pub fn crls_from_pem(
             path: path.to_owned(),
             detail: e.to_string(),
         })?;
-        out.push(crl_from_bytes(der.as_ref(), path)?);
+        out.push(crl_from_bytes(der.as_ref(), path, bundle)?);
     }
     if out.is_empty() {
         return Err(PkiError::BadCrl {
@@ -689,10 +765,12 @@ pub fn crls_from_pem(
     Ok(out)
 }
 
-/// A CRL from PEM or DER bytes, checked to parse, with its nextUpdate (unix seconds).
+/// A CRL from PEM or DER bytes, checked to parse and, when `bundle` holds its issuer, to be
+/// signed by it; with its nextUpdate (unix seconds).
 pub fn crl_from_bytes(
     bytes: &[u8],
     path: &Path,
+    bundle: &[CertificateDer<'_>],
 ) -> Result<(webpki::CertRevocationList<'static>, Option<i64>), PkiError> {
     use rustls::pki_types::CertificateRevocationListDer;
     let bytes = bytes.to_vec();
@@ -716,6 +794,9 @@ pub fn crl_from_bytes(
         .1
         .next_update()
         .map(|t| t.timestamp());
+    if let Some(problem) = crl_signature_problem(&der, bundle) {
+        return Err(bad(problem));
+    }
     let crl = webpki::OwnedCertRevocationList::from_der(&der).map_err(|e| bad(format!("{e:?}")))?;
     Ok((webpki::CertRevocationList::Owned(crl), next_update))
 }

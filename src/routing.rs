@@ -105,7 +105,8 @@ impl Route {
                 prefix: rc.path_prefix.clone(),
             });
         }
-        let prefix = normalise_prefix(&rc.path_prefix);
+        // Compared with the decoded request path: decode escapes written in the config.
+        let prefix = normalise_prefix(&percent_decode(&rc.path_prefix));
         let upstream = parse_upstream(&name, &rc.upstream)?;
         if rc.upstream_tls.is_some() && !upstream.is_https() {
             return Err(RouteError::TlsWithoutHttps {
@@ -156,14 +157,19 @@ impl Route {
         segment_prefix(path, &self.prefix).is_some()
     }
 
-    /// The path to send upstream: prefix removed if asked, then the base path prepended.
-    /// `path` is normalized ([`normalize_path`]), so the result stays under the base path.
+    /// The path to send upstream: prefix removed if asked (as many segments as the prefix
+    /// has: the route matched the decoded form of this path), then the base path prepended.
+    /// `path` is the forwarded form of a normalized path, so the result stays under the base.
     pub fn upstream_path(&self, path: &str) -> String {
         let path = if self.strip_prefix && self.prefix != "/" {
-            match segment_prefix(path, &self.prefix) {
-                Some("") | None => "/",
-                Some(rest) => rest,
+            let skip = self.prefix.split('/').filter(|s| !s.is_empty()).count();
+            let mut rest = path;
+            for _ in 0..skip {
+                rest = rest
+                    .strip_prefix('/')
+                    .map_or("", |r| r.find('/').map_or("", |i| &r[i..]));
             }
+            if rest.is_empty() { "/" } else { rest }
         } else {
             path
         };
@@ -193,8 +199,53 @@ pub fn segment_prefix<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BadPath(pub &'static str);
 
-/// Normalizes a request path (see the module's path policy). The result starts with `/`, has
-/// no empty, `.` or `..` segments, and keeps a trailing slash.
+/// A request path after [`normalize_path`]: `forward` is what the upstream receives (ASCII,
+/// escapes kept), `decoded` is the same path with every escape decoded, which routing and
+/// authorization compare (so `/v1%3Aadmin` meets the rules of `/v1:admin`, and `/caf%C3%A9`
+/// those of `/café`). Both have the same segments: encoded `/` and `\` are refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NormalizedPath {
+    pub forward: String,
+    pub decoded: String,
+}
+
+/// Normalizes a request path (see the module's path policy) into its forwarded and decoded
+/// forms.
+pub fn normalize(raw: &str) -> Result<NormalizedPath, BadPath> {
+    let forward = normalize_path(raw)?;
+    let decoded = percent_decode(&forward);
+    Ok(NormalizedPath { forward, decoded })
+}
+
+/// Decodes every `%XX` (invalid ones are left as they are); bytes that are not UTF-8 become
+/// U+FFFD.
+pub fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |x: u8| (x as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).and_then(|x| hex(*x)),
+            b.get(i + 2).and_then(|x| hex(*x)),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Normalizes a request path (see the module's path policy). The result starts with `/`, is
+/// ASCII (other bytes are percent-encoded), has no empty, `.` or `..` segments, and keeps a
+/// trailing slash.
 pub fn normalize_path(raw: &str) -> Result<String, BadPath> {
     if !raw.starts_with('/') {
         return Err(BadPath("the path must start with '/'"));
@@ -225,6 +276,11 @@ pub fn normalize_path(raw: &str) -> Result<String, BadPath> {
                     c => decoded.push_str(&format!("%{c:02X}")),
                 }
                 i += 3;
+            }
+            b if b.is_ascii_control() => return Err(BadPath("a control character in the path")),
+            b if !b.is_ascii() => {
+                decoded.push_str(&format!("%{b:02X}"));
+                i += 1;
             }
             b => {
                 decoded.push(b as char);
@@ -445,6 +501,15 @@ mod tests {
         let r = route(None, "/v2", "http://u:1/base", true);
         let p = normalize_path("/v2/../../internal").unwrap();
         assert!(r.upstream_path(&p).starts_with("/base/"), "{p}");
+        // Reserved and non-ASCII characters: matched decoded, forwarded encoded.
+        let p = normalize("/v1%3aadmin/x").unwrap();
+        assert_eq!(p.forward, "/v1%3Aadmin/x");
+        assert_eq!(segment_prefix(&p.decoded, "/v1:admin"), Some("/x"));
+        let p = normalize("/caf\u{e9}/x").unwrap();
+        assert_eq!(p.forward, "/caf%C3%A9/x");
+        assert_eq!(segment_prefix(&p.decoded, "/café"), Some("/x"));
+        let r = route(None, "/café", "http://u:1/base", true);
+        assert_eq!(r.upstream_path(&p.forward), "/base/x");
     }
 
     #[test]

@@ -199,7 +199,8 @@ impl Snapshot {
                     None => entry.clone(),
                 };
                 let path = &path;
-                let (crl, next_update) = pki::load_crl(path).map_err(|e| match (&url, e) {
+                let cas = bundle.as_ref().map_or(&[][..], |b| &b.certs[..]);
+                let (crl, next_update) = pki::load_crl(path, cas).map_err(|e| match (&url, e) {
                     (Some(u), PkiError::Read { .. }) => SnapshotError::Pki {
                         domain: name.clone(),
                         source: PkiError::BadCrl {
@@ -547,12 +548,13 @@ fn domain_from_store(
             bundle_row.map(|b| b.name.as_str()).unwrap_or("")
         ));
         let mut loaded = Vec::new();
+        let cas = bundle.as_ref().map_or(&[][..], |b| &b.certs[..]);
         if let Some(pem) = &spec.pem {
-            loaded.extend(pki::crls_from_pem(pem, &origin).map_err(pki_err)?);
+            loaded.extend(pki::crls_from_pem(pem, &origin, cas).map_err(pki_err)?);
         }
         for url in &spec.urls {
             let path = crate::config::crl_cache_path(config, url);
-            loaded.push(pki::load_crl(&path).map_err(|_| SnapshotError::Pki {
+            loaded.push(pki::load_crl(&path, cas).map_err(|_| SnapshotError::Pki {
                 domain: name.clone(),
                 source: PkiError::BadCrl {
                     path: url.into(),

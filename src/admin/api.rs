@@ -184,7 +184,9 @@ pub(super) fn crls_json(c: Option<&BundleCrls>) -> Res<Option<String>> {
         return Ok(None);
     };
     if let Some(pem) = &c.pem {
-        pki::crls_from_pem(pem, Path::new("crls.pem")).map_err(|e| ApiError::pki("crls.pem", e))?;
+        // Parsed here; checked against the bundle's CAs when the change builds its snapshot.
+        pki::crls_from_pem(pem, Path::new("crls.pem"), &[])
+            .map_err(|e| ApiError::pki("crls.pem", e))?;
     }
     for u in &c.urls {
         if !u.starts_with("http://") {

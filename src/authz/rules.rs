@@ -139,7 +139,7 @@ impl Rule {
             return p.ca_fingerprints.iter().any(|c| c == fp);
         }
         if let Some(cn) = &self.cn {
-            return dn_values(&i.subject_attrs, "CN").any(|v| v == cn);
+            return self.one_name(dn_values(&i.subject_attrs, "CN"), cn);
         }
         if let Some(o) = &self.o {
             return dn_values(&i.subject_attrs, "O").any(|v| v == o);
@@ -185,9 +185,30 @@ impl Rule {
             };
         }
         if let Some(cn) = &self.issuer_cn {
-            return dn_values(&i.issuer_attrs, "CN").any(|v| v == cn);
+            return self.one_name(dn_values(&i.issuer_attrs, "CN"), cn);
         }
         false
+    }
+}
+
+impl Rule {
+    /// A common name identifies one subject: with several CN attributes (tools disagree on
+    /// which one counts), an allow rule needs all of them to be its value, while a deny rule
+    /// matches any of them. So an ambiguous name never gains access and never escapes a deny.
+    fn one_name<'a>(&self, mut values: impl Iterator<Item = &'a str>, want: &str) -> bool {
+        match self.effect {
+            Effect::Deny => values.any(|v| v == want),
+            Effect::Allow => {
+                let mut seen = false;
+                for v in values {
+                    if v != want {
+                        return false;
+                    }
+                    seen = true;
+                }
+                seen
+            }
+        }
     }
 }
 
@@ -431,5 +452,31 @@ mod tests {
             ..Rule::default()
         };
         assert!(bad_fp.validate().is_err());
+    }
+
+    #[test]
+    fn several_common_names_never_gain_access_and_never_escape_a_deny() {
+        let mut i = info();
+        i.subject_attrs = vec![
+            ("CN".into(), "admin".into()),
+            ("CN".into(), "mallory".into()),
+        ];
+        let cas: Vec<String> = vec![];
+        let p = Presented {
+            info: &i,
+            verified: true,
+            ca_fingerprints: &cas,
+        };
+        let allow = rule(Effect::Allow, |r| r.cn = Some("admin".into()));
+        assert!(!allow.matches(&p), "an ambiguous name passed an allow rule");
+        let deny = rule(Effect::Deny, |r| r.cn = Some("mallory".into()));
+        assert!(deny.matches(&p), "a second CN escaped a deny rule");
+        i.subject_attrs = vec![("CN".into(), "admin".into())];
+        let p = Presented {
+            info: &i,
+            verified: true,
+            ca_fingerprints: &cas,
+        };
+        assert!(allow.matches(&p));
     }
 }

@@ -27,17 +27,19 @@ pub(super) async fn handle(
     let started = Instant::now();
     let method = req.method().clone();
     let snapshot = state.snapshot.load_full();
-    // One path, normalized once: routing, authorization and the upstream all see this one.
-    let normalized = crate::routing::normalize_path(req.uri().path());
-    let path = match &normalized {
-        Ok(p) => p.clone(),
-        Err(_) => req.uri().path().to_string(),
+    // One path, normalized once: routing and authorization compare its decoded form, the
+    // upstream receives its forwarded form.
+    let normalized = crate::routing::normalize(req.uri().path());
+    let (path, forward_path) = match &normalized {
+        Ok(p) => (p.decoded.clone(), p.forward.clone()),
+        Err(_) => (req.uri().path().to_string(), String::new()),
     };
     let authority = request_authority(&req);
     let mut route_name: Option<String> = None;
     let mut identity: Option<Arc<Identity>> = None;
     let mut bytes_in = 0;
-    let mut revoked_now = false;
+    // The verdict when it changed after the handshake (for the access log).
+    let mut verify_now: Option<&str> = None;
     let result = match (authority, normalized) {
         (Err(e), _) => Err(e),
         (_, Err(bad)) => Err(ProxyError::BadRequest {
@@ -65,8 +67,11 @@ pub(super) async fn handle(
                     host,
                 })
             } else if let Some(revoked) = revoked(&conn, &snapshot) {
-                revoked_now = true;
+                verify_now = Some("REVOKED");
                 Err(revoked)
+            } else if let Some(expired) = expired(&conn) {
+                verify_now = Some("EXPIRED");
+                Err(expired)
             } else if let Some(route) = snapshot.routes.find(&host, &path) {
                 route_name = Some(route.name.clone());
                 let mut req = req;
@@ -77,7 +82,7 @@ pub(super) async fn handle(
                         let target = Target {
                             host: &host,
                             authority: &authority,
-                            path: &path,
+                            path: &forward_path,
                         };
                         forward(req, target, route, &conn, &state, &snapshot.timeouts).await
                     }
@@ -134,7 +139,7 @@ pub(super) async fn handle(
             route,
             status,
             latency_ms = elapsed.as_secs_f64() * 1000.0,
-            verify = %if revoked_now { "REVOKED".to_string() } else { id.verify_text() },
+            verify = %verify_now.map_or_else(|| id.verify_text(), str::to_string),
             fingerprint = leaf.map(|l| l.fingerprint_sha256.as_str()).unwrap_or(""),
             subject = leaf.map(|l| l.subject.as_str()).unwrap_or(""),
             spiffe_id = leaf.and_then(|l| l.spiffe_id.as_deref()).unwrap_or(""),
@@ -162,6 +167,17 @@ fn revoked(conn: &ConnContext, snapshot: &Snapshot) -> Option<ProxyError> {
     Some(ProxyError::Revoked {
         reason: r.reason.clone(),
         at: r.revoked_at.clone(),
+    })
+}
+
+/// A verified chain (the trust anchor included) that has expired since the connection was made:
+/// its requests are refused and the connection closed.
+fn expired(conn: &ConnContext) -> Option<ProxyError> {
+    let chain = conn.identity.chain.as_ref()?;
+    let now = crate::pki::unix_now();
+    let until = chain.valid_until();
+    (u64::try_from(now).unwrap_or(0) > until).then(|| ProxyError::Expired {
+        at: crate::pki::rfc3339(i64::try_from(until).unwrap_or(i64::MAX)),
     })
 }
 
@@ -279,6 +295,17 @@ fn request_authority<B>(req: &Request<B>) -> Result<Authority, ProxyError> {
         ),
         None => None,
     };
+    // RFC 9110 §7.2: Host is host[:port]; userinfo has no place in it.
+    if req
+        .uri()
+        .authority()
+        .is_some_and(|a| a.as_str().contains('@'))
+        || from_header
+            .as_ref()
+            .is_some_and(|a| a.as_str().contains('@'))
+    {
+        return Err(bad("the authority contains userinfo ('@')"));
+    }
     match (req.uri().authority(), from_header) {
         (Some(target), Some(h)) if !target.as_str().eq_ignore_ascii_case(h.as_str()) => Err(bad(
             "the request target's authority and the Host header disagree",
@@ -313,8 +340,10 @@ async fn forward(
     state: &State,
     timeouts: &crate::config::Timeouts,
 ) -> Result<Response<RespBody>, ProxyError> {
+    headers::rewrite_request(req.headers_mut(), &conn.identity, conn.peer.ip());
     // The Host the upstream sees is the authority that passed the 421 check (HTTP/2 carries
-    // it as :authority), whatever else the client sent.
+    // it as :authority), whatever else the client sent; set after the hop-by-hop headers are
+    // gone, so `Connection: host` cannot remove it.
     if let Ok(v) = HeaderValue::from_str(target.authority.as_str()) {
         req.headers_mut().insert(header::HOST, v);
     }
@@ -330,7 +359,6 @@ async fn forward(
         }
     }
     let host = target.host;
-    headers::rewrite_request(req.headers_mut(), &conn.identity, conn.peer.ip());
     let (scheme, authority) = match &route.upstream {
         Upstream::Echo => return Ok(echo::respond(&req, host, route)),
         Upstream::Ca => return Ok(super::ca_service::handle(req, conn, state).await),

@@ -34,6 +34,10 @@ pub enum ProxyError {
     Denied(crate::authz::Denial),
     #[error("the client certificate was revoked at {at} ({reason}); this connection is closed")]
     Revoked { reason: String, at: String },
+    #[error(
+        "a certificate of the client's verified chain expired at {at}; this connection is closed"
+    )]
+    Expired { at: String },
 }
 
 impl ProxyError {
@@ -49,7 +53,7 @@ impl ProxyError {
             ProxyError::Denied(d) => {
                 StatusCode::from_u16(d.status).unwrap_or(StatusCode::FORBIDDEN)
             }
-            ProxyError::Revoked { .. } => StatusCode::FORBIDDEN,
+            ProxyError::Revoked { .. } | ProxyError::Expired { .. } => StatusCode::FORBIDDEN,
         }
     }
 
@@ -65,6 +69,7 @@ impl ProxyError {
             ProxyError::BadRequest { .. } => "bad_request",
             ProxyError::Denied(d) => d.code,
             ProxyError::Revoked { .. } => "certificate_revoked",
+            ProxyError::Expired { .. } => "certificate_expired",
         }
     }
 
@@ -86,6 +91,9 @@ impl ProxyError {
             ProxyError::BadRequest { .. } => "fix the request".into(),
             ProxyError::Denied(d) => d.hint.clone(),
             ProxyError::Revoked { .. } => "get a new certificate from your CA".into(),
+            ProxyError::Expired { .. } => {
+                "renew the certificate (or the CA that expired) and reconnect".into()
+            }
         }
     }
 
@@ -94,7 +102,10 @@ impl ProxyError {
         if let ProxyError::Denied(d) = &self {
             return denial_response(d);
         }
-        let close = matches!(self, ProxyError::Revoked { .. });
+        let close = matches!(
+            self,
+            ProxyError::Revoked { .. } | ProxyError::Expired { .. }
+        );
         let body = serde_json::json!({
             "error": { "code": self.code(), "message": self.to_string(), "hint": self.hint() }
         });

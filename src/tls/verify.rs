@@ -129,7 +129,9 @@ impl FailReason {
             FailReason::Expired | FailReason::CaExpired => CertificateError::Expired,
             FailReason::NotYetValid => CertificateError::NotValidYet,
             FailReason::WrongUsage => CertificateError::InvalidPurpose,
-            FailReason::BadSignature => CertificateError::BadSignature,
+            // RFC 8446 §6.2: a certificate whose signature does not verify is bad_certificate
+            // (decrypt_error is for the handshake signature, CertificateVerify).
+            FailReason::BadSignature => CertificateError::BadEncoding,
             FailReason::Revoked => CertificateError::Revoked,
             FailReason::CrlExpired => CertificateError::ExpiredRevocationList,
             // bad_certificate
@@ -179,15 +181,21 @@ pub struct PathCert {
     pub fingerprint: String,
     /// Serial number, normalized as [`crate::revocation::normalize_serial`] does.
     pub serial: String,
+    /// The serial's bytes as encoded (to look it up in CRLs).
+    pub serial_raw: Vec<u8>,
     /// SHA-256 (hex) of the issuer's SubjectPublicKeyInfo: the issuer this serial belongs to.
     pub issuer_key: String,
 }
 
 /// The path from the client's leaf to a trust anchor that verified: `certs[0]` is the leaf,
-/// then the intermediates in path order, then the anchor's own certificate from the bundle.
+/// then the intermediates in path order, then the anchor's own certificate from the bundle, then
+/// the bundle CAs above the anchor when the anchor is an intermediate whose issuer is also in the
+/// bundle.
 #[derive(Clone, Debug)]
 pub struct VerifiedChain {
     pub certs: Vec<PathCert>,
+    /// How many of `certs` are bundle CAs above the anchor.
+    above: usize,
     /// Latest not-before and earliest not-after over the path, the anchor included.
     valid_from: u64,
     valid_until: u64,
@@ -196,10 +204,8 @@ pub struct VerifiedChain {
 impl VerifiedChain {
     /// The intermediates that were used, in path order (not the leaf, not the anchor).
     pub fn intermediates(&self) -> &[PathCert] {
-        match self.certs.len() {
-            0..=2 => &[],
-            n => &self.certs[1..n - 1],
-        }
+        let n = self.certs.len().saturating_sub(2 + self.above);
+        self.certs.get(1..1 + n).unwrap_or(&[])
     }
 
     /// Fingerprints of every CA on the path: the intermediates used and the anchor.
@@ -221,8 +227,14 @@ impl VerifiedChain {
 struct Anchor {
     anchor: TrustAnchor<'static>,
     cert: PathCert,
+    /// The bundle's CAs above this one (an intermediate in the bundle, signed by a root that is
+    /// also in it): the path goes on through them for revocation and CA rules.
+    above: Vec<PathCert>,
     not_before: u64,
     not_after: u64,
+    /// Revoked by a CRL of a bundle CA (webpki checks CRLs for the certificates below the
+    /// anchor only).
+    crl_revoked: bool,
 }
 
 /// A chain that verified, cached while `now` is inside every certificate's validity.
@@ -245,6 +257,8 @@ pub struct ClientVerifier {
     revocations: Arc<crate::revocation::Revocations>,
     crls: Vec<webpki::CertRevocationList<'static>>,
     crl_expiry: webpki::ExpirationPolicy,
+    /// The bundle's certificates as (DER, issuer key) for the anchors' ancestry.
+    bundle: Vec<CertificateDer<'static>>,
     /// Chains that verified recently, so a returning client costs one signature check
     /// (CertificateVerify, never cached) instead of two. The cache belongs to this verifier,
     /// which is rebuilt with every snapshot: a trust change empties it. Revocation is looked up
@@ -274,11 +288,89 @@ fn path_cert(der: &CertificateDer<'_>, issuer_key: String) -> Option<(PathCert, 
             der: der.clone().into_owned(),
             fingerprint: crate::pki::fingerprint_sha256(der),
             serial: crate::revocation::normalize_serial(&cert.raw_serial_as_string()),
+            serial_raw: cert.raw_serial().to_vec(),
             issuer_key,
         },
         nb,
         na,
     ))
+}
+
+/// A bundle certificate and the bundle CAs above it, each found by signature (not by name),
+/// up to a self-issued one; each with the key of its issuer ("" when the issuer is not in the
+/// bundle: then only revocation by fingerprint can name it).
+fn bundle_ancestry(
+    der: &CertificateDer<'static>,
+    bundle: &[CertificateDer<'static>],
+) -> Vec<(PathCert, u64, u64)> {
+    let mut out = Vec::new();
+    let mut current = der.clone();
+    for _ in 0..8 {
+        let issuer = bundle
+            .iter()
+            .find(|b| b.as_ref() != current.as_ref() && crate::pki::signed_by(&current, b));
+        let self_signed = crate::pki::signed_by(&current, &current);
+        let issuer_key = match (issuer, self_signed) {
+            (_, true) => spki_key(&current),
+            (Some(i), false) => spki_key(i),
+            (None, false) => Some(String::new()),
+        };
+        let Some(entry) = issuer_key.and_then(|k| path_cert(&current, k)) else {
+            break;
+        };
+        out.push(entry);
+        match issuer {
+            Some(i) if !self_signed && !out.iter().any(|(c, _, _)| c.der == *i) => {
+                current = i.clone()
+            }
+            _ => break,
+        }
+    }
+    out
+}
+
+/// Whether a CRL signed by `c`'s issuer (a bundle CA, found by key) lists `c`.
+fn crl_lists(
+    crls: &[webpki::CertRevocationList<'static>],
+    bundle: &[CertificateDer<'static>],
+    c: &PathCert,
+) -> bool {
+    if c.issuer_key.is_empty() {
+        return false;
+    }
+    let Some(issuer) = bundle
+        .iter()
+        .find(|b| spki_key(b).as_deref() == Some(c.issuer_key.as_str()))
+    else {
+        return false;
+    };
+    let Ok((_, issuer_cert)) =
+        <x509_parser::prelude::X509Certificate as x509_parser::prelude::FromDer<_>>::from_der(
+            issuer,
+        )
+    else {
+        return false;
+    };
+    // webpki gives the CRL's issuer Name without its outer SEQUENCE header.
+    let subject = issuer_cert.subject().as_raw();
+    let contents = der_contents(subject);
+    crls.iter().any(|crl| {
+        (crl.issuer() == subject || crl.issuer() == contents)
+            && matches!(crl.find_serial(&c.serial_raw), Ok(Some(_)))
+    })
+}
+
+/// The contents of a DER TLV (its value without tag and length).
+fn der_contents(tlv: &[u8]) -> &[u8] {
+    let Some(&len) = tlv.get(1) else {
+        return tlv;
+    };
+    let start = if len < 0x80 {
+        2
+    } else {
+        2 + usize::from(len & 0x7f)
+    };
+    tlv.get(start..).unwrap_or(tlv)
 }
 
 /// SHA-256 (hex) of a certificate's SubjectPublicKeyInfo, the key that identifies it as an issuer.
@@ -303,26 +395,26 @@ impl ClientVerifier {
     ) -> Self {
         let mut anchors = Vec::new();
         let mut subjects = Vec::new();
-        if let Some(bundle) = bundle {
-            for der in &bundle.certs {
-                // The bundle was validated with the same calls when it was loaded.
-                let Ok(anchor) = webpki::anchor_from_trusted_cert(der) else {
-                    continue;
-                };
-                let Some(own_key) = spki_key(der) else {
-                    continue;
-                };
-                let Some((cert, not_before, not_after)) = path_cert(der, own_key) else {
-                    continue;
-                };
-                subjects.push(DistinguishedName::in_sequence(anchor.subject.as_ref()));
-                anchors.push(Anchor {
-                    anchor: anchor.to_owned(),
-                    cert,
-                    not_before,
-                    not_after,
-                });
-            }
+        let certs: Vec<CertificateDer<'static>> =
+            bundle.map(|b| b.certs.clone()).unwrap_or_default();
+        for der in &certs {
+            // The bundle was validated with the same calls when it was loaded.
+            let Ok(anchor) = webpki::anchor_from_trusted_cert(der) else {
+                continue;
+            };
+            let chain = bundle_ancestry(der, &certs);
+            let Some((cert, not_before, not_after)) = chain.first().cloned() else {
+                continue;
+            };
+            subjects.push(DistinguishedName::in_sequence(anchor.subject.as_ref()));
+            anchors.push(Anchor {
+                anchor: anchor.to_owned(),
+                cert,
+                above: chain.into_iter().skip(1).map(|(c, _, _)| c).collect(),
+                not_before,
+                not_after,
+                crl_revoked: false,
+            });
         }
         let webpki_anchors = anchors.iter().map(|a| a.anchor.clone()).collect();
         Self {
@@ -336,6 +428,7 @@ impl ClientVerifier {
             revocations,
             crls: Vec::new(),
             crl_expiry: webpki::ExpirationPolicy::Enforce,
+            bundle: certs,
         }
     }
 
@@ -346,6 +439,13 @@ impl ClientVerifier {
         crls: Vec<webpki::CertRevocationList<'static>>,
         enforce_expiry: bool,
     ) -> Self {
+        // CRLs for the anchors and the bundle CAs above them, which webpki never checks: a CRL
+        // counts for a certificate when a bundle CA that signed the CRL is its issuer.
+        for a in &mut self.anchors {
+            a.crl_revoked = std::iter::once(&a.cert)
+                .chain(&a.above)
+                .any(|c| crl_lists(&crls, &self.bundle, c));
+        }
         self.crls = crls;
         self.crl_expiry = if enforce_expiry {
             webpki::ExpirationPolicy::Enforce
@@ -458,11 +558,24 @@ impl ClientVerifier {
                 return Err(webpki::Error::MaximumPathDepthExceeded);
             }
             match self.anchor_of(path.anchor()) {
-                Some(a) if a.not_before <= secs && secs <= a.not_after => Ok(()),
-                _ => {
+                Some(a) if a.not_before > secs || secs > a.not_after => {
                     anchor_out_of_date.set(true);
                     Err(webpki::Error::UnknownIssuer)
                 }
+                // A revoked anchor (an intermediate in the bundle) ends this path; another one
+                // (through its issuer, say) may still verify.
+                Some(a)
+                    if a.crl_revoked
+                        || std::iter::once(&a.cert).chain(&a.above).any(|c| {
+                            self.revocations
+                                .lookup(&c.fingerprint, &c.issuer_key, &c.serial)
+                                .is_some()
+                        }) =>
+                {
+                    Err(webpki::Error::CertRevoked)
+                }
+                Some(_) => Ok(()),
+                None => Err(webpki::Error::UnknownIssuer),
             }
         };
         let path = cert
@@ -505,8 +618,10 @@ impl ClientVerifier {
             certs.push(c);
         }
         certs.push(anchor.cert.clone());
+        certs.extend(anchor.above.iter().cloned());
         Ok(VerifiedChain {
             certs,
+            above: anchor.above.len(),
             valid_from,
             valid_until,
         })
@@ -534,6 +649,32 @@ impl ClientVerifier {
             Err(r) => (Verdict::Failed(r), None),
         }
     }
+}
+
+impl ClientVerifier {
+    /// In optional mode, a certificate webpki cannot parse (a v1 certificate, an unknown
+    /// critical extension) must not end the handshake: its CertificateVerify is checked with
+    /// the key x509-parser reads, and the verdict says `bad_certificate`.
+    fn unparsable_in_optional(&self, e: &rustls::Error) -> bool {
+        self.mode == Mode::Optional
+            && matches!(e, rustls::Error::InvalidCertificate(c) if *c != CertificateError::BadSignature)
+    }
+}
+
+/// The full SubjectPublicKeyInfo of a certificate, read by x509-parser.
+fn raw_spki(
+    cert: &CertificateDer<'_>,
+) -> Option<rustls::pki_types::SubjectPublicKeyInfoDer<'static>> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let (_, c) = X509Certificate::from_der(cert).ok()?;
+    Some(c.public_key().raw.to_vec().into())
+}
+
+/// The subjectPublicKey bits of a certificate, read by x509-parser.
+fn raw_key(cert: &CertificateDer<'_>) -> Option<Vec<u8>> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let (_, c) = X509Certificate::from_der(cert).ok()?;
+    Some(c.public_key().subject_public_key.data.to_vec())
 }
 
 impl FailReason {
@@ -591,7 +732,27 @@ impl ClientCertVerifier for ClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
+        match rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs) {
+            Err(e) if self.unparsable_in_optional(&e) => {
+                // Same check with the key read by x509-parser (webpki could not parse the
+                // certificate): the handshake goes on, the verdict is FAILED:bad_certificate.
+                let key = raw_key(cert).ok_or(e)?;
+                let algs = self
+                    .algs
+                    .mapping
+                    .iter()
+                    .find(|(s, _)| *s == dss.scheme)
+                    .map(|(_, a)| *a)
+                    .unwrap_or(&[]);
+                algs.iter()
+                    .any(|alg| alg.verify_signature(&key, message, dss.signature()).is_ok())
+                    .then(HandshakeSignatureValid::assertion)
+                    .ok_or(rustls::Error::InvalidCertificate(
+                        CertificateError::BadSignature,
+                    ))
+            }
+            r => r,
+        }
     }
 
     fn verify_tls13_signature(
@@ -600,7 +761,13 @@ impl ClientCertVerifier for ClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
+        match rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs) {
+            Err(e) if self.unparsable_in_optional(&e) => {
+                let spki = raw_spki(cert).ok_or(e)?;
+                rustls::crypto::verify_tls13_signature_with_raw_key(message, &spki, dss, &self.algs)
+            }
+            r => r,
+        }
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

@@ -706,3 +706,267 @@ async fn an_intermediate_is_revoked_by_its_pem() {
         .unwrap();
     assert_eq!(r.status, 200);
 }
+
+/// Review findings: an intermediate that is itself in the trust bundle can still be revoked
+/// (by serial for its issuer, and by its issuer's CRL), and the path goes on through the root.
+#[tokio::test]
+async fn an_intermediate_in_the_bundle_can_be_revoked() {
+    let h = Harness::new();
+    let root = TestCa::root("Bundle Root");
+    let inter = root.intermediate("Bundle Issuing CA");
+    let other = root.intermediate("Other Issuing CA");
+    h.write("bundle.pem", &format!("{}{}", root.pem(), inter.pem()));
+    let now = time::OffsetDateTime::now_utc();
+    h.write(
+        "root.crl",
+        &root.crl_of_cas(
+            &[&inter],
+            now - time::Duration::hours(1),
+            now + time::Duration::hours(6),
+        ),
+    );
+    let body = format!(
+        "{}{}{}{}",
+        h.admin_section(),
+        h.domain("api.test", Some("bundle.pem"), "require"),
+        h.domain("crl.test", Some("bundle.pem"), "require")
+            .replace("mtls =", "crls = [\"root.crl\"]\nmtls ="),
+        route_all("builtin:echo")
+    );
+    let gw = h.start(&body).await;
+    let leaf = inter.leaf(LeafSpec::client("under-bundle-intermediate"));
+    let fine = other.leaf(LeafSpec::client("other-branch"));
+    // By the root's CRL, with and without the intermediate in the client's chain.
+    for spec in [h.client().cert(&leaf), h.client().leaf_only(&leaf)] {
+        let err = get(gw.tls_addr(), "crl.test", &spec, "/")
+            .await
+            .unwrap_err();
+        assert!(err.contains("CertificateRevoked"), "{err}");
+    }
+    assert_eq!(
+        get(gw.tls_addr(), "crl.test", &h.client().cert(&fine), "/")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    // By serial for its issuer, through the API.
+    assert_eq!(
+        get(gw.tls_addr(), "api.test", &h.client().leaf_only(&leaf), "/")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    let serial = symbolon::pki::CertInfo::parse(inter.cert.der())
+        .unwrap()
+        .serial_hex;
+    let api = crate::admin::Api {
+        client: h.admin_client(&gw, None),
+    };
+    let (status, v) = api
+        .post(
+            "/api/v1/revocations",
+            serde_json::json!({"serial": serial, "issuer_pem": root.pem()}),
+        )
+        .await;
+    assert_eq!(status.as_u16(), 201, "{v}");
+    for spec in [h.client().cert(&leaf), h.client().leaf_only(&leaf)] {
+        let err = get(gw.tls_addr(), "api.test", &spec, "/")
+            .await
+            .unwrap_err();
+        assert!(err.contains("CertificateRevoked"), "{err}");
+    }
+}
+
+/// Review findings: reserved and non-ASCII characters in route prefixes are matched decoded;
+/// a forged chain signature gets bad_certificate; `Connection: host` cannot drop the Host;
+/// userinfo in the authority is refused.
+#[tokio::test]
+async fn encoded_prefixes_forged_signatures_and_authority_tricks() {
+    let h = Harness::new();
+    let ca = TestCa::root("Tricks CA");
+    let impostor = TestCa::root("Tricks CA");
+    h.write("bundle.pem", &ca.pem());
+    let up = Upstream::start().await;
+    let body = format!(
+        "{}{}[[routes]]\nname = \"colon\"\nhost = \"a.test\"\npath_prefix = \"/v1:admin\"\nupstream = \"{u}\"\n[routes.authz]\nrules = [{{ effect = \"allow\", cn = \"admin\" }}]\n\n[[routes]]\nname = \"cafe\"\nhost = \"a.test\"\npath_prefix = \"/café\"\nstrip_prefix = true\nupstream = \"{u}/menu\"\n\n[[routes]]\nname = \"rest\"\npath_prefix = \"/\"\nupstream = \"{u}\"\n\n",
+        h.domain("a.test", Some("bundle.pem"), "optional"),
+        h.domain("b.test", None, "off"),
+        u = up.url(),
+    );
+    let gw = h.start(&body).await;
+    let addr = gw.tls_addr();
+    let anon = h.client();
+    for path in [
+        "/v1%3Aadmin/secret",
+        "/v1%3aadmin/secret",
+        "/V1:ADMIN/secret",
+    ] {
+        let resp = raw(
+            addr,
+            "a.test",
+            &anon,
+            &format!("GET {path} HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n"),
+        )
+        .await;
+        assert_eq!(status(&resp), 403, "{path}: {resp}");
+    }
+    let resp = raw(
+        addr,
+        "a.test",
+        &anon,
+        "GET /caf%C3%A9/x HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status(&resp), 200, "{resp}");
+    assert_eq!(body_json(&resp)["path"], "/menu/x");
+    // Raw UTF-8 in the path is forwarded percent-encoded, once.
+    let mut config = (*anon.config()).clone();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let mut tls = TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("a.test").unwrap(), tcp)
+        .await
+        .unwrap();
+    tls.write_all(b"GET /caf\xc3\xa9/y HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = tls.read_to_end(&mut out).await;
+    let resp = String::from_utf8_lossy(&out).into_owned();
+    let s = status(&resp);
+    assert!(s == 400 || body_json(&resp)["path"] == "/menu/y", "{resp}");
+
+    // A chain signed by another CA with the same name: bad_certificate, not decrypt_error.
+    let forged = impostor.leaf(LeafSpec::client("admin"));
+    let resp = raw(
+        addr,
+        "a.test",
+        &h.client().cert(&forged),
+        "GET /v1:admin/x HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status(&resp), 403, "{resp}");
+
+    // Connection: host cannot remove the Host that passed the checks.
+    let resp = raw(
+        addr,
+        "b.test",
+        &anon,
+        "GET /x HTTP/1.1\r\nHost: b.test\r\nConnection: close, host\r\n\r\n",
+    )
+    .await;
+    assert_eq!(body_json(&resp)["headers"]["host"], "b.test", "{resp}");
+    // Userinfo in Host or in an absolute-form target: 400.
+    for req in [
+        "GET /x HTTP/1.1\r\nHost: a.test@b.test\r\nConnection: close\r\n\r\n",
+        "GET http://b.test@a.test/x HTTP/1.1\r\nHost: b.test@a.test\r\nConnection: close\r\n\r\n",
+    ] {
+        let resp = raw(addr, "b.test", &anon, req).await;
+        assert_eq!(status(&resp), 400, "{req}: {resp}");
+    }
+}
+
+/// Review findings: a forged chain signature is refused with bad_certificate; an open connection
+/// whose trust anchor expires is closed; in optional mode a certificate webpki cannot parse
+/// does not end the handshake.
+#[tokio::test]
+async fn forged_signatures_expiring_anchors_and_unparsable_certificates() {
+    let h = Harness::new();
+    let ca = TestCa::root("Strict CA");
+    let impostor = TestCa::root("Strict CA");
+    let until = time::OffsetDateTime::now_utc() + time::Duration::seconds(3);
+    let short = TestCa::root_until("Soon Expired CA", until);
+    h.write("bundle.pem", &format!("{}{}", ca.pem(), short.pem()));
+    h.write("server-ca.pem", &h.server_ca.pem());
+    let body = format!(
+        "{}{}{}",
+        h.domain("api.test", Some("bundle.pem"), "optional"),
+        h.domain("strict.test", Some("bundle.pem"), "require"),
+        route_all("builtin:echo")
+    );
+    let gw = h.start(&body).await;
+    let addr = gw.tls_addr();
+    let forged = impostor.leaf(LeafSpec::client("admin"));
+    for spec in [h.client().cert(&forged), h.client().cert(&forged).tls12()] {
+        let err = get(addr, "strict.test", &spec, "/").await.unwrap_err();
+        assert!(err.contains("BadCertificate"), "{err}");
+    }
+    let r = get(addr, "api.test", &h.client().cert(&forged), "/")
+        .await
+        .unwrap();
+    assert_eq!(r.seen("x-client-verify").unwrap(), "FAILED:bad_signature");
+
+    // Optional mode: an unknown critical extension (webpki cannot parse it) → FAILED, served.
+    let odd = ca.leaf_with(LeafSpec::client("odd"), |p| {
+        let mut ext = rcgen::CustomExtension::from_oid_content(
+            &[1, 3, 6, 1, 4, 1, 99999, 1],
+            vec![0x05, 0x00],
+        );
+        ext.set_criticality(true);
+        p.custom_extensions.push(ext);
+    });
+    h.write("odd.pem", &odd.chain_pem);
+    h.write("odd.key", &odd.key_pem);
+    for version in ["-tls1_3", "-tls1_2"] {
+        let text = s_client(&h, addr, &[version, "-cert", "odd.pem", "-key", "odd.key"]).await;
+        assert!(text.contains("HTTP/1.1 200"), "{version}: {text}");
+        assert!(text.contains("FAILED:bad_certificate"), "{version}: {text}");
+    }
+
+    // An open connection whose anchor expires is closed at its next request.
+    let mut leaf = LeafSpec::client("short");
+    leaf.not_after = until + time::Duration::days(1);
+    let spec = h.client().cert(&short.leaf(leaf));
+    let mut conn = Conn::open(addr, "strict.test", &spec).await.unwrap();
+    assert_eq!(conn.get("/").await.unwrap().status, 200);
+    let wait = (until - time::OffsetDateTime::now_utc()).whole_milliseconds() + 1500;
+    tokio::time::sleep(std::time::Duration::from_millis(wait.max(0) as u64)).await;
+    let r = conn.get("/").await.unwrap();
+    assert_eq!(r.status, 403);
+    assert_eq!(r.json()["error"]["code"], "certificate_expired");
+    assert!(conn.get("/").await.is_err(), "the connection stayed open");
+}
+
+/// Review findings: an attribute in BMPString, UniversalString or TeletexString is the same
+/// text for rules, and the subject header is what OpenSSL prints as RFC 2253 (non-ASCII
+/// escaped as \XX).
+#[tokio::test]
+async fn string_types_and_non_ascii_names() {
+    let h = Harness::new();
+    let ca = TestCa::root("Strings CA");
+    h.write("bundle.pem", &ca.pem());
+    let up = Upstream::start().await;
+    let body = format!(
+        "{}[[routes]]\nname = \"no-mallory\"\npath_prefix = \"/\"\nupstream = \"{}\"\n[routes.authz]\nrules = [{{ effect = \"deny\", cn = \"mallory\" }}]\n\n",
+        h.domain("api.test", Some("bundle.pem"), "require"),
+        up.url(),
+    );
+    let gw = h.start(&body).await;
+    let values: Vec<rcgen::DnValue> = vec![
+        rcgen::DnValue::BmpString("mallory".try_into().unwrap()),
+        rcgen::DnValue::UniversalString("mallory".try_into().unwrap()),
+        rcgen::DnValue::TeletexString("mallory".try_into().unwrap()),
+        rcgen::DnValue::PrintableString("mallory".try_into().unwrap()),
+    ];
+    for value in values {
+        let leaf = ca.leaf_with(LeafSpec::client("x"), |p| {
+            p.distinguished_name
+                .push(rcgen::DnType::CommonName, value.clone());
+        });
+        let r = get(gw.tls_addr(), "api.test", &h.client().cert(&leaf), "/")
+            .await
+            .unwrap();
+        assert_eq!(r.status, 403, "{value:?}: the deny rule did not fire");
+    }
+    let leaf = ca.leaf(LeafSpec::client("caf\u{e9} \u{202e}evil"));
+    let r = get(gw.tls_addr(), "api.test", &h.client().cert(&leaf), "/")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.seen("x-client-subject").unwrap(),
+        openssl_rfc4514(&h, &leaf)
+    );
+}

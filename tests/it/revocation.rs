@@ -704,3 +704,32 @@ async fn fetched_crls_are_verified_and_never_rolled_back() {
         200
     );
 }
+
+/// Review finding: a CRL file that names a bundle CA as its issuer but was signed by another
+/// key is refused at start (and so at reload), instead of locking out that CA's clients.
+#[tokio::test]
+async fn a_forged_crl_file_is_refused() {
+    let h = Harness::new();
+    let ca = TestCa::root("Forged CRL CA");
+    let impostor = TestCa::root("Forged CRL CA");
+    h.write("clients.pem", &ca.pem());
+    let now = time::OffsetDateTime::now_utc();
+    h.write(
+        "fake.crl",
+        &impostor.crl(
+            &[],
+            now - time::Duration::hours(1),
+            now + time::Duration::hours(6),
+        ),
+    );
+    let domain = h
+        .domain("api.test", Some("clients.pem"), "require")
+        .replace("mtls =", "crls = [\"fake.crl\"]\nmtls =");
+    let err = h
+        .start_err(&format!("{domain}{}", route_all("builtin:echo")))
+        .await;
+    assert!(
+        err.contains("fake.crl") && err.contains("did not sign it"),
+        "{err}"
+    );
+}

@@ -208,12 +208,20 @@ impl Conn {
 }
 
 /// Opens a connection and sends one GET; any TLS or HTTP failure comes back as its text.
+/// A client that is still waiting after 30 s (seen once in a full run under load: the client
+/// had no socket left and its request future never resolved) gives up with "timed out" rather
+/// than hanging the suite.
 pub async fn get(
     addr: SocketAddr,
     sni: &str,
     spec: &ClientSpec,
     path: &str,
 ) -> Result<Resp, String> {
-    let mut conn = Conn::open(addr, sni, spec).await?;
-    conn.get(path).await
+    let attempt = async {
+        let mut conn = Conn::open(addr, sni, spec).await?;
+        conn.get(path).await
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(30), attempt)
+        .await
+        .unwrap_or_else(|_| Err("timed out".into()))
 }

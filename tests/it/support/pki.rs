@@ -191,10 +191,31 @@ impl TestCa {
         this_update: OffsetDateTime,
         next_update: OffsetDateTime,
     ) -> String {
+        let ders: Vec<&[u8]> = revoked.iter().map(|l| l.der.as_ref()).collect();
+        self.crl_of(&ders, this_update, next_update)
+    }
+
+    /// A CRL (PEM) revoking the CAs `revoked` (intermediates this CA issued).
+    pub fn crl_of_cas(
+        &self,
+        revoked: &[&TestCa],
+        this_update: OffsetDateTime,
+        next_update: OffsetDateTime,
+    ) -> String {
+        let ders: Vec<&[u8]> = revoked.iter().map(|c| c.cert.der().as_ref()).collect();
+        self.crl_of(&ders, this_update, next_update)
+    }
+
+    fn crl_of(
+        &self,
+        revoked: &[&[u8]],
+        this_update: OffsetDateTime,
+        next_update: OffsetDateTime,
+    ) -> String {
         let revoked_certs = revoked
             .iter()
-            .map(|l| {
-                let (_, cert) = x509_parser::parse_x509_certificate(&l.der).unwrap();
+            .map(|der| {
+                let (_, cert) = x509_parser::parse_x509_certificate(der).unwrap();
                 rcgen::RevokedCertParams {
                     serial_number: rcgen::SerialNumber::from_slice(cert.raw_serial()),
                     revocation_time: this_update,
