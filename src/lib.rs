@@ -3,11 +3,14 @@
 //! # Life of a connection
 //! 1. [`proxy`] accepts a TCP connection and reads the TLS ClientHello.
 //! 2. The SNI picks a [`snapshot::Domain`]: its server certificate, trust bundle and mTLS mode.
-//! 3. [`tls::verify`] checks the client chain (require: fail the handshake; optional: record why).
-//! 4. [`identity`] turns the presented chain into a verdict and identity headers, once.
-//! 5. Per request: Host must belong to the connection's domain (else 421), [`routing`] picks the
-//!    route, [`proxy::headers`] strips spoofed identity headers and sets ours, the request goes
-//!    to the upstream, and an access-log line is written.
+//! 3. [`tls::verify`] checks the client chain (require: fail the handshake; optional: go on).
+//! 4. The chain is verified again for the connection (a cache of verified chains may save the
+//!    work; nothing else decides), and [`identity`] turns the verified path into the verdict and
+//!    identity headers, once.
+//! 5. Per request: one authority, which must belong to the connection's domain (else 421), the
+//!    path normalized once ([`routing::normalize`]), [`routing`] picks the route,
+//!    [`proxy::headers`] strips spoofed identity headers and sets ours, the request goes to the
+//!    upstream, and an access-log line is written.
 //! 6. An `https://` upstream is reached through [`upstream`]: one pool per TLS setting (trust,
 //!    server name, client credential), built with the snapshot. [`sidecar`] listeners send a
 //!    local app's plain HTTP the same way, with a credential the built-in [`ca`] rotates.
