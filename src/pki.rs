@@ -329,15 +329,19 @@ pub fn escape_dn_value(v: &str) -> String {
     out
 }
 
-fn key_type(cert: &X509Certificate<'_>) -> String {
-    use x509_parser::public_key::PublicKey;
-    let spki = cert.public_key();
-    let curve = spki
-        .algorithm
+/// The named curve of an EC public key, as a dotted OID.
+fn curve_oid(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> Option<String> {
+    spki.algorithm
         .parameters
         .as_ref()
         .and_then(|p| p.as_oid().ok())
-        .map(|o| o.to_id_string());
+        .map(|o| o.to_id_string())
+}
+
+fn key_type(cert: &X509Certificate<'_>) -> String {
+    use x509_parser::public_key::PublicKey;
+    let spki = cert.public_key();
+    let curve = curve_oid(spki);
     match spki.parsed() {
         Ok(PublicKey::RSA(rsa)) => format!("RSA {}", rsa.key_size()),
         Ok(PublicKey::EC(_)) => match curve.as_deref() {
@@ -463,12 +467,7 @@ fn signature_verifies(
 ) -> bool {
     use aws_lc_rs::signature as sig;
     let spki = issuer.public_key();
-    let curve = spki
-        .algorithm
-        .parameters
-        .as_ref()
-        .and_then(|p| p.as_oid().ok())
-        .map(|o| o.to_id_string());
+    let curve = curve_oid(spki);
     let p384 = curve.as_deref() == Some("1.3.132.0.34");
     let alg: &'static dyn sig::VerificationAlgorithm = match alg_oid {
         "1.2.840.10045.4.3.2" if p384 => &sig::ECDSA_P384_SHA256_ASN1,

@@ -258,27 +258,11 @@ pub(super) async fn revoke(
         (Some(pem), None, None) => {
             // Any certificate, CA certificates (intermediates) included: revoked by its
             // fingerprint, which names exactly one certificate whoever issued it.
-            refuse_private_key(pem)?;
-            let certs = crate::pki::parse_certs(pem.as_bytes(), Path::new("certificate_pem"))
-                .map_err(|e| ApiError::pki("certificate_pem", e))?;
-            let first = certs.first().ok_or_else(|| {
-                ApiError::invalid(
-                    "malformed_pem",
-                    "certificate_pem is empty",
-                    "send a PEM certificate",
-                )
-            })?;
-            let info = crate::pki::CertInfo::parse(first).map_err(|e| {
-                ApiError::invalid(
-                    "malformed_pem",
-                    format!("certificate_pem: {e}"),
-                    "send a PEM certificate",
-                )
-            })?;
+            let (first, info) = first_public_cert(pem)?;
             // A certificate the built-in CA signed is also listed by serial (with this
             // CA as its issuer), so it goes on the CRL.
             let (serial, issuer) = match &app.state.ca {
-                Some(ca) if ca.signed(first) => (
+                Some(ca) if ca.signed(&first) => (
                     Some(crate::revocation::normalize_serial(&info.serial_hex)),
                     Some(ca.issuer_key()),
                 ),
@@ -550,7 +534,13 @@ fn issuer_key_of(pem: &str) -> Res<String> {
     })
 }
 
-pub(super) fn public_cert_fingerprint(pem: &str) -> Res<String> {
+/// The first certificate of an uploaded public PEM, parsed.
+fn first_public_cert(
+    pem: &str,
+) -> Res<(
+    rustls::pki_types::CertificateDer<'static>,
+    crate::pki::CertInfo,
+)> {
     refuse_private_key(pem)?;
     let certs = crate::pki::parse_certs(pem.as_bytes(), Path::new("certificate_pem"))
         .map_err(|e| ApiError::pki("certificate_pem", e))?;
@@ -568,6 +558,11 @@ pub(super) fn public_cert_fingerprint(pem: &str) -> Res<String> {
             "send a PEM certificate",
         )
     })?;
+    Ok((first.clone(), info))
+}
+
+pub(super) fn public_cert_fingerprint(pem: &str) -> Res<String> {
+    let (_, info) = first_public_cert(pem)?;
     if info.is_ca {
         return Err(ApiError::invalid(
             "ca_certificate",
