@@ -108,8 +108,10 @@ pub struct CertInfo {
     pub issuer: String,
     /// Every attribute of the subject and issuer as parsed (multi-valued RDNs included), by
     /// short name (`CN`, `O`, `OU`…) or dotted OID. Rules compare these, never the strings.
-    pub subject_attrs: Vec<(String, String)>,
-    pub issuer_attrs: Vec<(String, String)>,
+    /// `None`: a value that is not a well-formed directory string (rules treat it as matching
+    /// every deny and no allow).
+    pub subject_attrs: Vec<(String, Option<String>)>,
+    pub issuer_attrs: Vec<(String, Option<String>)>,
     /// DER of the subject and issuer names (to find a certificate's issuer by name).
     pub subject_raw: Vec<u8>,
     pub issuer_raw: Vec<u8>,
@@ -222,7 +224,8 @@ fn attr_text(atv: &x509_parser::x509::AttributeTypeAndValue<'_>) -> Option<Strin
     let any = atv.attr_value();
     let data = any.as_bytes();
     match any.tag().0 {
-        12 | 18 | 19 | 22 | 26 => std::str::from_utf8(data).ok().map(str::to_string),
+        12 => std::str::from_utf8(data).ok().map(str::to_string),
+        18 | 19 | 22 | 26 if data.is_ascii() => std::str::from_utf8(data).ok().map(str::to_string),
         30 if data.len() % 2 == 0 => char::decode_utf16(
             data.chunks(2)
                 .map(|c| u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)])),
@@ -240,13 +243,6 @@ fn attr_text(atv: &x509_parser::x509::AttributeTypeAndValue<'_>) -> Option<Strin
         20 => Some(data.iter().map(|&b| char::from(b)).collect()),
         _ => None,
     }
-}
-
-/// An attribute's value for rules: its text, or for a non-string type its content bytes read
-/// as UTF-8 (lossy), so that a deny rule cannot be dodged by choosing an odd type.
-fn attr_match_value(atv: &x509_parser::x509::AttributeTypeAndValue<'_>) -> String {
-    attr_text(atv)
-        .unwrap_or_else(|| String::from_utf8_lossy(atv.attr_value().as_bytes()).into_owned())
 }
 
 /// An attribute's value in RFC 4514 form: escaped text, or `#` and the hex of its whole BER
@@ -281,10 +277,10 @@ fn attr_4514(atv: &x509_parser::x509::AttributeTypeAndValue<'_>) -> String {
 }
 
 /// Every attribute of a name, RDN by RDN as encoded.
-pub fn name_attrs(name: &x509_parser::x509::X509Name<'_>) -> Vec<(String, String)> {
+pub fn name_attrs(name: &x509_parser::x509::X509Name<'_>) -> Vec<(String, Option<String>)> {
     name.iter()
         .flat_map(|rdn| rdn.iter())
-        .map(|atv| (attr_name(atv.attr_type()), attr_match_value(atv)))
+        .map(|atv| (attr_name(atv.attr_type()), attr_text(atv)))
         .collect()
 }
 
@@ -294,10 +290,13 @@ pub fn rfc4514(name: &x509_parser::x509::X509Name<'_>) -> String {
     let rdns: Vec<String> = name
         .iter()
         .map(|rdn| {
-            rdn.iter()
+            // Within a multi-valued RDN too, last first: as OpenSSL prints RFC 2253.
+            let mut parts: Vec<String> = rdn
+                .iter()
                 .map(|atv| format!("{}={}", attr_name(atv.attr_type()), attr_4514(atv)))
-                .collect::<Vec<_>>()
-                .join("+")
+                .collect();
+            parts.reverse();
+            parts.join("+")
         })
         .collect();
     rdns.into_iter().rev().collect::<Vec<_>>().join(",")
@@ -311,7 +310,7 @@ pub fn escape_dn_value(v: &str) -> String {
     let last = v.chars().count().saturating_sub(1);
     for (i, c) in v.chars().enumerate() {
         match c {
-            ',' | '+' | '"' | '\\' | '<' | '>' | ';' | '=' => {
+            ',' | '+' | '"' | '\\' | '<' | '>' | ';' => {
                 out.push('\\');
                 out.push(c);
             }

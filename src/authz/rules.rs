@@ -142,10 +142,10 @@ impl Rule {
             return self.one_name(dn_values(&i.subject_attrs, "CN"), cn);
         }
         if let Some(o) = &self.o {
-            return dn_values(&i.subject_attrs, "O").any(|v| v == o);
+            return self.any_name(dn_values(&i.subject_attrs, "O"), o);
         }
         if let Some(ou) = &self.ou {
-            return dn_values(&i.subject_attrs, "OU").any(|v| v == ou);
+            return self.any_name(dn_values(&i.subject_attrs, "OU"), ou);
         }
         if let Some(pattern) = &self.san_dns {
             return i.dns_sans.iter().any(|d| dns_matches(pattern, d));
@@ -195,13 +195,14 @@ impl Rule {
     /// A common name identifies one subject: with several CN attributes (tools disagree on
     /// which one counts), an allow rule needs all of them to be its value, while a deny rule
     /// matches any of them. So an ambiguous name never gains access and never escapes a deny.
-    fn one_name<'a>(&self, mut values: impl Iterator<Item = &'a str>, want: &str) -> bool {
+    /// A value that is not a well-formed string (`None`) matches every deny and no allow.
+    fn one_name<'a>(&self, mut values: impl Iterator<Item = Option<&'a str>>, want: &str) -> bool {
         match self.effect {
-            Effect::Deny => values.any(|v| v == want),
+            Effect::Deny => values.any(|v| v.is_none_or(|v| v == want)),
             Effect::Allow => {
                 let mut seen = false;
                 for v in values {
-                    if v != want {
+                    if v != Some(want) {
                         return false;
                     }
                     seen = true;
@@ -210,17 +211,26 @@ impl Rule {
             }
         }
     }
+
+    /// O and OU: any one value matches (a subject may belong to several units); a value that
+    /// is not a well-formed string matches every deny.
+    fn any_name<'a>(&self, mut values: impl Iterator<Item = Option<&'a str>>, want: &str) -> bool {
+        match self.effect {
+            Effect::Deny => values.any(|v| v.is_none_or(|v| v == want)),
+            Effect::Allow => values.any(|v| v == Some(want)),
+        }
+    }
 }
 
 /// Values of one attribute of a parsed name (every RDN, multi-valued ones included).
 fn dn_values<'a>(
-    attrs: &'a [(String, String)],
+    attrs: &'a [(String, Option<String>)],
     attr: &'a str,
-) -> impl Iterator<Item = &'a str> + 'a {
+) -> impl Iterator<Item = Option<&'a str>> + 'a {
     attrs
         .iter()
         .filter(move |(k, _)| k.eq_ignore_ascii_case(attr))
-        .map(|(_, v)| v.as_str())
+        .map(|(_, v)| v.as_deref())
 }
 
 fn dns_matches(pattern: &str, name: &str) -> bool {
@@ -308,11 +318,11 @@ mod tests {
             subject: "CN=svc-a,OU=Payments,O=Acme".into(),
             issuer: "CN=Acme Issuing CA".into(),
             subject_attrs: vec![
-                ("O".into(), "Acme".into()),
-                ("OU".into(), "Payments".into()),
-                ("CN".into(), "svc-a".into()),
+                ("O".into(), Some("Acme".into())),
+                ("OU".into(), Some("Payments".into())),
+                ("CN".into(), Some("svc-a".into())),
             ],
-            issuer_attrs: vec![("CN".into(), "Acme Issuing CA".into())],
+            issuer_attrs: vec![("CN".into(), Some("Acme Issuing CA".into()))],
             subject_raw: vec![],
             issuer_raw: vec![],
             serial_hex: "01".into(),
@@ -471,12 +481,23 @@ mod tests {
         assert!(!allow.matches(&p), "an ambiguous name passed an allow rule");
         let deny = rule(Effect::Deny, |r| r.cn = Some("mallory".into()));
         assert!(deny.matches(&p), "a second CN escaped a deny rule");
-        i.subject_attrs = vec![("CN".into(), "admin".into())];
+        i.subject_attrs = vec![("CN".into(), Some("admin".into()))];
         let p = Presented {
             info: &i,
             verified: true,
             ca_fingerprints: &cas,
         };
         assert!(allow.matches(&p));
+        // A CN that is not a well-formed string: every deny matches, no allow does.
+        i.subject_attrs = vec![("CN".into(), None), ("OU".into(), None)];
+        let p = Presented {
+            info: &i,
+            verified: true,
+            ca_fingerprints: &cas,
+        };
+        assert!(!allow.matches(&p));
+        assert!(deny.matches(&p));
+        assert!(rule(Effect::Deny, |r| r.ou = Some("Payments".into())).matches(&p));
+        assert!(!rule(Effect::Allow, |r| r.ou = Some("Payments".into())).matches(&p));
     }
 }

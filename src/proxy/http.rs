@@ -306,6 +306,14 @@ fn request_authority<B>(req: &Request<B>) -> Result<Authority, ProxyError> {
     {
         return Err(bad("the authority contains userinfo ('@')"));
     }
+    // A port is decimal digits, and brackets hold an IPv6 address.
+    if !req.uri().authority().is_none_or(authority_syntax_ok)
+        || !from_header.as_ref().is_none_or(authority_syntax_ok)
+    {
+        return Err(bad(
+            "the authority is not host[:port] (a port is 1 to 5 digits; brackets hold an IPv6 address)",
+        ));
+    }
     match (req.uri().authority(), from_header) {
         (Some(target), Some(h)) if !target.as_str().eq_ignore_ascii_case(h.as_str()) => Err(bad(
             "the request target's authority and the Host header disagree",
@@ -314,6 +322,39 @@ fn request_authority<B>(req: &Request<B>) -> Result<Authority, ProxyError> {
         (None, Some(h)) => Ok(h),
         (None, None) => Err(ProxyError::NoHost),
     }
+}
+
+/// Whether an authority is `host[:port]` with a decimal port and brackets only around IPv6.
+fn authority_syntax_ok(a: &Authority) -> bool {
+    let s = a.as_str();
+    let (host, port) = match s.strip_prefix('[') {
+        Some(rest) => {
+            let Some((ip, after)) = rest.split_once(']') else {
+                return false;
+            };
+            if ip.parse::<std::net::Ipv6Addr>().is_err() {
+                return false;
+            }
+            match after {
+                "" => (ip, None),
+                a => match a.strip_prefix(':') {
+                    Some(p) => (ip, Some(p)),
+                    None => return false,
+                },
+            }
+        }
+        None => match s.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (s, None),
+        },
+    };
+    !host.is_empty()
+        && !host.contains(['[', ']', ':'])
+        && port.is_none_or(|p| {
+            (1..=5).contains(&p.len())
+                && p.bytes().all(|b| b.is_ascii_digit())
+                && p.parse::<u16>().is_ok()
+        })
 }
 
 /// The lower-case host of an authority, without port, brackets or a trailing dot.

@@ -858,8 +858,12 @@ async fn encoded_prefixes_forged_signatures_and_authority_tricks() {
     )
     .await;
     assert_eq!(body_json(&resp)["headers"]["host"], "b.test", "{resp}");
-    // Userinfo in Host or in an absolute-form target: 400.
+    // Userinfo, odd ports or brackets around a name in Host or in an absolute-form target: 400.
     for req in [
+        "GET /x HTTP/1.1\r\nHost: b.test:+1\r\nConnection: close\r\n\r\n",
+        "GET /x HTTP/1.1\r\nHost: b.test:0x10\r\nConnection: close\r\n\r\n",
+        "GET /x HTTP/1.1\r\nHost: b.test:099999\r\nConnection: close\r\n\r\n",
+        "GET /x HTTP/1.1\r\nHost: [b.test]\r\nConnection: close\r\n\r\n",
         "GET /x HTTP/1.1\r\nHost: a.test@b.test\r\nConnection: close\r\n\r\n",
         "GET http://b.test@a.test/x HTTP/1.1\r\nHost: b.test@a.test\r\nConnection: close\r\n\r\n",
     ] {
@@ -960,13 +964,20 @@ async fn string_types_and_non_ascii_names() {
             .unwrap();
         assert_eq!(r.status, 403, "{value:?}: the deny rule did not fire");
     }
-    let leaf = ca.leaf(LeafSpec::client("caf\u{e9} \u{202e}evil"));
-    let r = get(gw.tls_addr(), "api.test", &h.client().cert(&leaf), "/")
-        .await
-        .unwrap();
-    assert_eq!(r.status, 200);
-    assert_eq!(
-        r.seen("x-client-subject").unwrap(),
-        openssl_rfc4514(&h, &leaf)
-    );
+    for cn in [
+        "caf\u{e9} \u{202e}evil",
+        "user,CN=admin",
+        " #lead+trail \\ ",
+    ] {
+        let leaf = ca.leaf(LeafSpec::client(cn));
+        let r = get(gw.tls_addr(), "api.test", &h.client().cert(&leaf), "/")
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            r.seen("x-client-subject").unwrap(),
+            openssl_rfc4514(&h, &leaf),
+            "{cn:?}"
+        );
+    }
 }
