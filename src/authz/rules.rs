@@ -468,8 +468,8 @@ mod tests {
     fn several_common_names_never_gain_access_and_never_escape_a_deny() {
         let mut i = info();
         i.subject_attrs = vec![
-            ("CN".into(), "admin".into()),
-            ("CN".into(), "mallory".into()),
+            ("CN".into(), Some("admin".into())),
+            ("CN".into(), Some("mallory".into())),
         ];
         let cas: Vec<String> = vec![];
         let p = Presented {
