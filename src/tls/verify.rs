@@ -257,8 +257,8 @@ pub struct ClientVerifier {
     revocations: Arc<crate::revocation::Revocations>,
     crls: Vec<webpki::CertRevocationList<'static>>,
     crl_expiry: webpki::ExpirationPolicy,
-    /// The bundle's certificates as (DER, issuer key) for the anchors' ancestry.
-    bundle: Vec<CertificateDer<'static>>,
+    /// The bundle's certificates, read once, for the anchors' ancestry and CRLs.
+    bundle: Vec<Parsed>,
     /// Chains that verified recently, so a returning client costs one signature check
     /// (CertificateVerify, never cached) instead of two. The cache belongs to this verifier,
     /// which is rebuilt with every snapshot: a trust change empties it. Revocation is looked up
@@ -276,53 +276,79 @@ impl fmt::Debug for ClientVerifier {
     }
 }
 
-/// Reads what a [`PathCert`] needs from a DER certificate; `issuer_spki` is the full DER
-/// SubjectPublicKeyInfo of its issuer (its own for an anchor).
-fn path_cert(der: &CertificateDer<'_>, issuer_key: String) -> Option<(PathCert, u64, u64)> {
-    use x509_parser::prelude::{FromDer, X509Certificate};
-    let (_, cert) = X509Certificate::from_der(der).ok()?;
-    let nb = u64::try_from(cert.validity().not_before.timestamp()).unwrap_or(0);
-    let na = u64::try_from(cert.validity().not_after.timestamp()).unwrap_or(0);
-    Some((
-        PathCert {
+/// What path building, revocation and CA rules need to know of one certificate, read once.
+#[derive(Clone)]
+struct Parsed {
+    der: CertificateDer<'static>,
+    /// DER of the subject and issuer names.
+    subject: Vec<u8>,
+    issuer: Vec<u8>,
+    /// SHA-256 (hex) of its SubjectPublicKeyInfo: the key that names it as an issuer.
+    key: String,
+    fingerprint: String,
+    serial: String,
+    serial_raw: Vec<u8>,
+    not_before: u64,
+    not_after: u64,
+}
+
+impl Parsed {
+    fn new(der: &CertificateDer<'_>) -> Option<Self> {
+        use x509_parser::prelude::{FromDer, X509Certificate};
+        let (_, cert) = X509Certificate::from_der(der).ok()?;
+        Some(Self {
             der: der.clone().into_owned(),
+            subject: cert.subject().as_raw().to_vec(),
+            issuer: cert.issuer().as_raw().to_vec(),
+            key: crate::pki::fingerprint_sha256(cert.public_key().raw),
             fingerprint: crate::pki::fingerprint_sha256(der),
             serial: crate::revocation::normalize_serial(&cert.raw_serial_as_string()),
             serial_raw: cert.raw_serial().to_vec(),
+            not_before: u64::try_from(cert.validity().not_before.timestamp()).unwrap_or(0),
+            not_after: u64::try_from(cert.validity().not_after.timestamp()).unwrap_or(0),
+        })
+    }
+
+    /// This certificate as a link of a path whose next certificate has `issuer_key`.
+    fn path_cert(&self, issuer_key: String) -> PathCert {
+        PathCert {
+            der: self.der.clone(),
+            fingerprint: self.fingerprint.clone(),
+            serial: self.serial.clone(),
+            serial_raw: self.serial_raw.clone(),
             issuer_key,
-        },
-        nb,
-        na,
-    ))
+        }
+    }
+
+    /// Whether `issuer` signed this certificate (names first, then the signature).
+    fn signed_by(&self, issuer: &Parsed) -> bool {
+        self.issuer == issuer.subject && crate::pki::signed_by(&self.der, &issuer.der)
+    }
 }
 
 /// A bundle certificate and the bundle CAs above it, each found by signature (not by name),
 /// up to a self-issued one; each with the key of its issuer ("" when the issuer is not in the
 /// bundle: then only revocation by fingerprint can name it).
-fn bundle_ancestry(
-    der: &CertificateDer<'static>,
-    bundle: &[CertificateDer<'static>],
-) -> Vec<(PathCert, u64, u64)> {
-    let mut out = Vec::new();
-    let mut current = der.clone();
+fn bundle_ancestry(start: &Parsed, bundle: &[Parsed]) -> Vec<(PathCert, u64, u64)> {
+    let mut out: Vec<(PathCert, u64, u64)> = Vec::new();
+    let mut current = start;
     for _ in 0..8 {
+        let self_signed = current.signed_by(current);
         let issuer = bundle
             .iter()
-            .find(|b| b.as_ref() != current.as_ref() && crate::pki::signed_by(&current, b));
-        let self_signed = crate::pki::signed_by(&current, &current);
+            .find(|b| b.der != current.der && current.signed_by(b));
         let issuer_key = match (issuer, self_signed) {
-            (_, true) => spki_key(&current),
-            (Some(i), false) => spki_key(i),
-            (None, false) => Some(String::new()),
+            (_, true) => current.key.clone(),
+            (Some(i), false) => i.key.clone(),
+            (None, false) => String::new(),
         };
-        let Some(entry) = issuer_key.and_then(|k| path_cert(&current, k)) else {
-            break;
-        };
-        out.push(entry);
+        out.push((
+            current.path_cert(issuer_key),
+            current.not_before,
+            current.not_after,
+        ));
         match issuer {
-            Some(i) if !self_signed && !out.iter().any(|(c, _, _)| c.der == *i) => {
-                current = i.clone()
-            }
+            Some(i) if !self_signed && !out.iter().any(|(c, _, _)| c.der == i.der) => current = i,
             _ => break,
         }
     }
@@ -332,27 +358,17 @@ fn bundle_ancestry(
 /// Whether a CRL signed by `c`'s issuer (a bundle CA, found by key) lists `c`.
 fn crl_lists(
     crls: &[webpki::CertRevocationList<'static>],
-    bundle: &[CertificateDer<'static>],
+    bundle: &[Parsed],
     c: &PathCert,
 ) -> bool {
     if c.issuer_key.is_empty() {
         return false;
     }
-    let Some(issuer) = bundle
-        .iter()
-        .find(|b| spki_key(b).as_deref() == Some(c.issuer_key.as_str()))
-    else {
-        return false;
-    };
-    let Ok((_, issuer_cert)) =
-        <x509_parser::prelude::X509Certificate as x509_parser::prelude::FromDer<_>>::from_der(
-            issuer,
-        )
-    else {
+    let Some(issuer) = bundle.iter().find(|b| b.key == c.issuer_key) else {
         return false;
     };
     // webpki gives the CRL's issuer Name without its outer SEQUENCE header.
-    let subject = issuer_cert.subject().as_raw();
+    let subject = issuer.subject.as_slice();
     let contents = der_contents(subject);
     crls.iter().any(|crl| {
         (crl.issuer() == subject || crl.issuer() == contents)
@@ -395,14 +411,15 @@ impl ClientVerifier {
     ) -> Self {
         let mut anchors = Vec::new();
         let mut subjects = Vec::new();
-        let certs: Vec<CertificateDer<'static>> =
-            bundle.map(|b| b.certs.clone()).unwrap_or_default();
-        for der in &certs {
+        let certs: Vec<Parsed> = bundle
+            .map(|b| b.certs.iter().filter_map(Parsed::new).collect())
+            .unwrap_or_default();
+        for parsed in &certs {
             // The bundle was validated with the same calls when it was loaded.
-            let Ok(anchor) = webpki::anchor_from_trusted_cert(der) else {
+            let Ok(anchor) = webpki::anchor_from_trusted_cert(&parsed.der) else {
                 continue;
             };
-            let chain = bundle_ancestry(der, &certs);
+            let chain = bundle_ancestry(parsed, &certs);
             let Some((cert, not_before, not_after)) = chain.first().cloned() else {
                 continue;
             };
@@ -599,23 +616,23 @@ impl ClientVerifier {
                 e => FailReason::from_webpki(&e),
             })?;
         let anchor = self.anchor_of(path.anchor()).ok_or(FailReason::UnknownCa)?;
-        // Issuer keys, leaf first: each certificate's issuer is the next one on the path.
-        let mut ders: Vec<CertificateDer<'_>> = vec![end_entity.clone()];
-        ders.extend(path.intermediate_certificates().map(|c| c.der()));
-        let mut issuer_keys: Vec<String> = ders
+        // Leaf first, each certificate read once; each one's issuer is the next on the path.
+        let parsed: Vec<Parsed> = std::iter::once(end_entity.clone())
+            .chain(path.intermediate_certificates().map(|c| c.der()))
+            .map(|d| Parsed::new(&d).ok_or(FailReason::BadCertificate))
+            .collect::<Result<_, _>>()?;
+        let issuer_keys = parsed
             .iter()
             .skip(1)
-            .map(|d| spki_key(d).ok_or(FailReason::BadCertificate))
-            .collect::<Result<_, _>>()?;
-        issuer_keys.push(anchor.cert.issuer_key.clone());
-        let mut certs = Vec::with_capacity(ders.len() + 1);
+            .map(|p| p.key.clone())
+            .chain(std::iter::once(anchor.cert.issuer_key.clone()));
+        let mut certs = Vec::with_capacity(parsed.len() + 1 + anchor.above.len());
         let mut valid_from = anchor.not_before;
         let mut valid_until = anchor.not_after;
-        for (der, issuer_key) in ders.iter().zip(issuer_keys) {
-            let (c, nb, na) = path_cert(der, issuer_key).ok_or(FailReason::BadCertificate)?;
-            valid_from = valid_from.max(nb);
-            valid_until = valid_until.min(na);
-            certs.push(c);
+        for (p, issuer_key) in parsed.iter().zip(issuer_keys) {
+            valid_from = valid_from.max(p.not_before);
+            valid_until = valid_until.min(p.not_after);
+            certs.push(p.path_cert(issuer_key));
         }
         certs.push(anchor.cert.clone());
         certs.extend(anchor.above.iter().cloned());
