@@ -32,8 +32,8 @@ pub struct Revoked {
 #[derive(Debug, Default)]
 pub struct Revocations {
     by_fingerprint: HashMap<String, Revoked>,
-    /// (issuer key, normalized serial).
-    by_serial: HashMap<(String, String), Revoked>,
+    /// Issuer key → normalized serial → revocation (nested so a lookup borrows its keys).
+    by_serial: HashMap<String, HashMap<String, Revoked>>,
     /// Serial entries from before issuers were recorded (store migration 0007): they match any
     /// issuer, which fails closed. Revoke again with an issuer and delete them to narrow them.
     by_serial_any_issuer: HashMap<String, Revoked>,
@@ -69,7 +69,10 @@ impl Revocations {
                 let serial = normalize_serial(serial);
                 match &row.issuer {
                     Some(issuer) => {
-                        r.by_serial.insert((issuer.clone(), serial), entry);
+                        r.by_serial
+                            .entry(issuer.clone())
+                            .or_default()
+                            .insert(serial, entry);
                     }
                     None => {
                         r.by_serial_any_issuer.insert(serial, entry);
@@ -87,7 +90,9 @@ impl Revocations {
     }
 
     pub fn len(&self) -> usize {
-        self.by_fingerprint.len() + self.by_serial.len() + self.by_serial_any_issuer.len()
+        self.by_fingerprint.len()
+            + self.by_serial.values().map(HashMap::len).sum::<usize>()
+            + self.by_serial_any_issuer.len()
     }
 
     /// The revocation of any certificate of a verified path (leaf, intermediates, anchor).
@@ -109,7 +114,8 @@ impl Revocations {
                 return None;
             }
             self.by_serial
-                .get(&(issuer_key.to_string(), serial.to_string()))
+                .get(issuer_key)
+                .and_then(|serials| serials.get(serial))
                 .or_else(|| self.by_serial_any_issuer.get(serial))
         })
     }

@@ -63,19 +63,23 @@ const PROXY_HEADERS: [&str; 4] = [
     "x-forwarded-host",
 ];
 
-/// A header name as CGI, WSGI and PHP see it: case folded and `_` read as `-`
+/// Whether a (lower-case) header name is `ours` as CGI, WSGI and PHP see it: `_` read as `-`
 /// (`X_Client_Verify` reaches them as `HTTP_X_CLIENT_VERIFY`, the same as `X-Client-Verify`).
-fn folded(name: &HeaderName) -> String {
-    name.as_str().replace('_', "-")
+fn folds_to(name: &str, ours: &str) -> bool {
+    name.len() == ours.len()
+        && name
+            .bytes()
+            .zip(ours.bytes())
+            .all(|(n, o)| n == o || (n == b'_' && o == b'-'))
 }
 
 /// Whether a client-sent header must go: ours in any spelling, and `X-Forwarded-For` spelt
 /// with `_` (the real one is kept and appended to).
 fn spoofable(name: &HeaderName) -> bool {
-    let f = folded(name);
-    IDENTITY_HEADERS.iter().any(|h| h.as_str() == f)
-        || PROXY_HEADERS.contains(&f.as_str())
-        || (f == X_FORWARDED_FOR.as_str() && name.as_str() != f)
+    let n = name.as_str();
+    IDENTITY_HEADERS.iter().any(|h| folds_to(n, h.as_str()))
+        || PROXY_HEADERS.iter().any(|h| folds_to(n, h))
+        || (n != X_FORWARDED_FOR.as_str() && folds_to(n, X_FORWARDED_FOR.as_str()))
 }
 
 /// Rewrites request headers for the upstream.
