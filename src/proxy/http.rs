@@ -29,10 +29,9 @@ pub(super) async fn handle(
     let snapshot = state.snapshot.load_full();
     // One path, normalized once: routing and authorization compare its decoded form, the
     // upstream receives its forwarded form.
-    let normalized = crate::routing::normalize(req.uri().path());
-    let (path, forward_path) = match &normalized {
-        Ok(p) => (p.decoded.clone(), p.forward.clone()),
-        Err(_) => (req.uri().path().to_string(), String::new()),
+    let (path, forward_path, bad_path) = match crate::routing::normalize(req.uri().path()) {
+        Ok(p) => (p.decoded, p.forward, None),
+        Err(bad) => (req.uri().path().to_string(), String::new(), Some(bad)),
     };
     let authority = request_authority(&req);
     let mut route_name: Option<String> = None;
@@ -40,15 +39,15 @@ pub(super) async fn handle(
     let mut bytes_in = 0;
     // The verdict when it changed after the handshake (for the access log).
     let mut verify_now: Option<&str> = None;
-    let result = match (authority, normalized) {
+    let result = match (authority, bad_path) {
         (Err(e), _) => Err(e),
-        (_, Err(bad)) => Err(ProxyError::BadRequest {
+        (_, Some(bad)) => Err(ProxyError::BadRequest {
             detail: format!(
                 "{} (paths are normalized as the README's Security model says)",
                 bad.0
             ),
         }),
-        (Ok(authority), Ok(_)) => {
+        (Ok(authority), None) => {
             let host = host_of(&authority);
             let same_domain = match snapshot.domain_for_host(&host) {
                 Some(d) => d.name == conn.domain,
@@ -296,23 +295,14 @@ fn request_authority<B>(req: &Request<B>) -> Result<Authority, ProxyError> {
         None => None,
     };
     // RFC 9110 §7.2: Host is host[:port]; userinfo has no place in it.
-    if req
+    if let Some(problem) = req
         .uri()
         .authority()
-        .is_some_and(|a| a.as_str().contains('@'))
-        || from_header
-            .as_ref()
-            .is_some_and(|a| a.as_str().contains('@'))
+        .into_iter()
+        .chain(&from_header)
+        .find_map(authority_problem)
     {
-        return Err(bad("the authority contains userinfo ('@')"));
-    }
-    // A port is decimal digits, and brackets hold an IPv6 address.
-    if !req.uri().authority().is_none_or(authority_syntax_ok)
-        || !from_header.as_ref().is_none_or(authority_syntax_ok)
-    {
-        return Err(bad(
-            "the authority is not host[:port] (a port is 1 to 5 digits; brackets hold an IPv6 address)",
-        ));
+        return Err(bad(problem));
     }
     match (req.uri().authority(), from_header) {
         (Some(target), Some(h)) if !target.as_str().eq_ignore_ascii_case(h.as_str()) => Err(bad(
@@ -324,22 +314,28 @@ fn request_authority<B>(req: &Request<B>) -> Result<Authority, ProxyError> {
     }
 }
 
-/// Whether an authority is `host[:port]` with a decimal port and brackets only around IPv6.
-fn authority_syntax_ok(a: &Authority) -> bool {
+/// What is wrong with an authority, if anything: RFC 9110 §7.2 allows `host[:port]` only, so
+/// no userinfo, a port of 1 to 5 decimal digits, and brackets only around an IPv6 address.
+fn authority_problem(a: &Authority) -> Option<&'static str> {
+    const SYNTAX: &str =
+        "the authority is not host[:port] (a port is 1 to 5 digits; brackets hold an IPv6 address)";
     let s = a.as_str();
+    if s.contains('@') {
+        return Some("the authority contains userinfo ('@')");
+    }
     let (host, port) = match s.strip_prefix('[') {
         Some(rest) => {
             let Some((ip, after)) = rest.split_once(']') else {
-                return false;
+                return Some(SYNTAX);
             };
             if ip.parse::<std::net::Ipv6Addr>().is_err() {
-                return false;
+                return Some(SYNTAX);
             }
             match after {
                 "" => (ip, None),
                 a => match a.strip_prefix(':') {
                     Some(p) => (ip, Some(p)),
-                    None => return false,
+                    None => return Some(SYNTAX),
                 },
             }
         }
@@ -348,13 +344,14 @@ fn authority_syntax_ok(a: &Authority) -> bool {
             None => (s, None),
         },
     };
-    !host.is_empty()
+    let ok = !host.is_empty()
         && !host.contains(['[', ']', ':'])
         && port.is_none_or(|p| {
             (1..=5).contains(&p.len())
                 && p.bytes().all(|b| b.is_ascii_digit())
                 && p.parse::<u16>().is_ok()
-        })
+        });
+    (!ok).then_some(SYNTAX)
 }
 
 /// The lower-case host of an authority, without port, brackets or a trailing dot.
