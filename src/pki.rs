@@ -385,23 +385,15 @@ pub fn check_crl_update(
     held: Option<&[u8]>,
 ) -> Result<(), String> {
     use x509_parser::revocation_list::CertificateRevocationList;
-    let der = |b: &[u8]| -> Vec<u8> {
-        use rustls::pki_types::CertificateRevocationListDer;
-        match CertificateRevocationListDer::pem_slice_iter(b).next() {
-            Some(Ok(d)) => d.as_ref().to_vec(),
-            _ => b.to_vec(),
-        }
-    };
-    let new_der = der(bytes);
+    let new_der = crl_der(bytes)?;
     let (_, crl) =
         CertificateRevocationList::from_der(&new_der).map_err(|e| format!("not a CRL: {e}"))?;
-    if let Some(problem) = crl_signature_problem(&new_der, issuers) {
+    if let Some(problem) = crl_signature_problem(&crl, issuers) {
         return Err(problem);
     }
-    let Some(held) = held else {
+    let Some(held_der) = held.and_then(|h| crl_der(h).ok()) else {
         return Ok(());
     };
-    let held_der = der(held);
     let Ok((_, old)) = CertificateRevocationList::from_der(&held_der) else {
         return Ok(());
     };
@@ -428,11 +420,10 @@ pub fn check_crl_update(
 /// Why a CRL cannot be trusted, if it cannot: its issuer is a CA of `bundle` (by name) and none
 /// of those CAs signed it. A CRL of a CA outside the bundle (an intermediate the clients send) is
 /// checked by webpki against that CA when a chain uses it, and fails the chain if forged.
-pub fn crl_signature_problem(der: &[u8], bundle: &[CertificateDer<'_>]) -> Option<String> {
-    use x509_parser::revocation_list::CertificateRevocationList;
-    let Ok((_, crl)) = CertificateRevocationList::from_der(der) else {
-        return Some("it is not a CRL".into());
-    };
+fn crl_signature_problem(
+    crl: &x509_parser::revocation_list::CertificateRevocationList<'_>,
+    bundle: &[CertificateDer<'_>],
+) -> Option<String> {
     let named: Vec<X509Certificate<'_>> = bundle
         .iter()
         .filter_map(|c| X509Certificate::from_der(c).ok().map(|(_, c)| c))
@@ -683,17 +674,13 @@ pub fn warn_expired(bundle: &TrustBundle, label: &str, now: UnixTime) {
 
 /// Loads a trust bundle and checks every certificate in it: each must be a CA (expired ones are
 /// kept, see [`trust_bundle_from_pem`]).
-pub fn load_trust_bundle(path: &Path, now: UnixTime) -> Result<TrustBundle, PkiError> {
+pub fn load_trust_bundle(path: &Path) -> Result<TrustBundle, PkiError> {
     let bytes = read_limited(path)?;
-    trust_bundle_from_pem(&bytes, path, now)
+    trust_bundle_from_pem(&bytes, path)
 }
 
 /// Parses and checks a trust bundle given as PEM bytes; `path` names its origin in errors.
-pub fn trust_bundle_from_pem(
-    bytes: &[u8],
-    path: &Path,
-    _now: UnixTime,
-) -> Result<TrustBundle, PkiError> {
+pub fn trust_bundle_from_pem(bytes: &[u8], path: &Path) -> Result<TrustBundle, PkiError> {
     let certs = parse_certs(bytes, path)?;
     let mut infos = Vec::with_capacity(certs.len());
     for (i, der) in certs.iter().enumerate() {
@@ -763,6 +750,20 @@ pub fn crls_from_pem(
     Ok(out)
 }
 
+/// The DER of a CRL given as PEM (its first `X509 CRL` block) or as DER.
+fn crl_der(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    use rustls::pki_types::CertificateRevocationListDer;
+    if bytes.starts_with(b"-----") || bytes.windows(9).any(|w| w == b"-----BEGI") {
+        let der = CertificateRevocationListDer::pem_slice_iter(bytes)
+            .next()
+            .ok_or("no '-----BEGIN X509 CRL-----' block")?
+            .map_err(|e| e.to_string())?;
+        Ok(der.as_ref().to_vec())
+    } else {
+        Ok(bytes.to_vec())
+    }
+}
+
 /// A CRL from PEM or DER bytes, checked to parse and, when `bundle` holds its issuer, to be
 /// signed by it; with its nextUpdate (unix seconds).
 pub fn crl_from_bytes(
@@ -770,29 +771,15 @@ pub fn crl_from_bytes(
     path: &Path,
     bundle: &[CertificateDer<'_>],
 ) -> Result<(webpki::CertRevocationList<'static>, Option<i64>), PkiError> {
-    use rustls::pki_types::CertificateRevocationListDer;
-    let bytes = bytes.to_vec();
     let bad = |detail: String| PkiError::BadCrl {
         path: path.to_owned(),
         detail,
     };
-    let der: Vec<u8> = if bytes.starts_with(b"-----") || bytes.windows(9).any(|w| w == b"-----BEGI")
-    {
-        CertificateRevocationListDer::pem_slice_iter(&bytes)
-            .next()
-            .ok_or_else(|| bad("no '-----BEGIN X509 CRL-----' block".into()))?
-            .map_err(|e| bad(e.to_string()))?
-            .as_ref()
-            .to_vec()
-    } else {
-        bytes
-    };
-    let next_update = x509_parser::revocation_list::CertificateRevocationList::from_der(&der)
-        .map_err(|e| bad(e.to_string()))?
-        .1
-        .next_update()
-        .map(|t| t.timestamp());
-    if let Some(problem) = crl_signature_problem(&der, bundle) {
+    let der = crl_der(bytes).map_err(bad)?;
+    let (_, parsed) = x509_parser::revocation_list::CertificateRevocationList::from_der(&der)
+        .map_err(|e| bad(e.to_string()))?;
+    let next_update = parsed.next_update().map(|t| t.timestamp());
+    if let Some(problem) = crl_signature_problem(&parsed, bundle) {
         return Err(bad(problem));
     }
     let crl = webpki::OwnedCertRevocationList::from_der(&der).map_err(|e| bad(format!("{e:?}")))?;

@@ -20,7 +20,6 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
-use rustls::pki_types::UnixTime;
 use serde::Serialize;
 use sqlx::SqliteConnection;
 use tokio::sync::watch;
@@ -157,7 +156,6 @@ pub(crate) fn build_all(
     config: &Config,
     store: &StoreState,
     pools: &Pools,
-    now: UnixTime,
 ) -> Result<HashMap<String, Arc<Sidecar>>, SnapshotError> {
     let mut all = Vec::new();
     for sc in &config.sidecars {
@@ -217,7 +215,6 @@ pub(crate) fn build_all(
             credential,
             store,
             pools,
-            now,
         )?;
         let rotation = match (&sc.issue, credential) {
             (Some(_), Some(row)) => Some(rotation_of(row).map_err(&err)?),

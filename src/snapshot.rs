@@ -176,7 +176,7 @@ impl Snapshot {
                 .map_err(pki_err)?;
             let bundle = match &dc.trust_bundle {
                 Some(path) => {
-                    let b = pki::load_trust_bundle(path, now).map_err(pki_err)?;
+                    let b = pki::load_trust_bundle(path).map_err(pki_err)?;
                     pki::warn_expired(&b, &path.display().to_string(), now);
                     Some(b)
                 }
@@ -349,7 +349,6 @@ impl Snapshot {
                 None,
                 store,
                 pools,
-                now,
             )?;
             routes.push(route);
         }
@@ -407,11 +406,10 @@ impl Snapshot {
                 credential,
                 store,
                 pools,
-                now,
             )?;
             routes.push(route);
         }
-        let sidecars = crate::sidecar::build_all(config, store, pools, now)?;
+        let sidecars = crate::sidecar::build_all(config, store, pools)?;
         for k in known_certs.iter_mut().filter(|k| k.kind == "credential") {
             k.auto_rotated = sidecars
                 .values()
@@ -511,13 +509,9 @@ fn domain_from_store(
     let bundle_row = d.bundle_id.as_deref().and_then(|id| store.bundle(id));
     let bundle = match bundle_row {
         Some(b) => Some(
-            pki::trust_bundle_from_pem(
-                b.pem.as_bytes(),
-                &PathBuf::from(format!("'{}'", b.name)),
-                now,
-            )
-            .inspect(|tb| pki::warn_expired(tb, &b.name, now))
-            .map_err(pki_err)?,
+            pki::trust_bundle_from_pem(b.pem.as_bytes(), &PathBuf::from(format!("'{}'", b.name)))
+                .inspect(|tb| pki::warn_expired(tb, &b.name, now))
+                .map_err(pki_err)?,
         ),
         None => None,
     };
@@ -595,7 +589,6 @@ pub(crate) fn upstream_tls(
     credential: Option<&crate::store::CredentialRow>,
     store: &StoreState,
     pools: &Pools,
-    now: UnixTime,
 ) -> Result<Option<Arc<TlsUpstream>>, SnapshotError> {
     if !upstream.is_https() {
         return Ok(None);
@@ -617,7 +610,7 @@ pub(crate) fn upstream_tls(
                 ))
             })?;
             let label = format!("'{name}'");
-            let tb = pki::trust_bundle_from_pem(b.pem.as_bytes(), &PathBuf::from(&label), now)
+            let tb = pki::trust_bundle_from_pem(b.pem.as_bytes(), &PathBuf::from(&label))
                 .map_err(|e| err(e.to_string()))?;
             Roots::Bundle {
                 label,
@@ -625,7 +618,7 @@ pub(crate) fn upstream_tls(
             }
         }
         (None, Some(path)) => {
-            let tb = pki::load_trust_bundle(path, now).map_err(|e| err(e.to_string()))?;
+            let tb = pki::load_trust_bundle(path).map_err(|e| err(e.to_string()))?;
             Roots::Bundle {
                 label: path.display().to_string(),
                 certs: tb.certs,

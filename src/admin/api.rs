@@ -227,12 +227,8 @@ pub(super) fn crls_json(c: Option<&BundleCrls>) -> Res<Option<String>> {
 }
 
 fn parse_bundle(pem: &str) -> Res<pki::TrustBundle> {
-    let bundle = pki::trust_bundle_from_pem(
-        pem.as_bytes(),
-        Path::new("the uploaded PEM"),
-        UnixTime::now(),
-    )
-    .map_err(|e| ApiError::pki("pem", e))?;
+    let bundle = pki::trust_bundle_from_pem(pem.as_bytes(), Path::new("the uploaded PEM"))
+        .map_err(|e| ApiError::pki("pem", e))?;
     pki::refuse_expired(&bundle, UnixTime::now()).map_err(|e| ApiError::pki("pem", e))?;
     Ok(bundle)
 }

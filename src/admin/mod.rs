@@ -145,9 +145,7 @@ fn tls_config(config: &AdminConfig) -> Result<Arc<ServerConfig>, GatewayError> {
     let key = crate::pki::load_key(&config.key).map_err(|e| admin_err(&e))?;
     crate::pki::certified_key(chain.clone(), key.clone_key(), &config.cert, &config.key)
         .map_err(|e| admin_err(&e))?;
-    let bundle =
-        crate::pki::load_trust_bundle(&config.client_ca, rustls::pki_types::UnixTime::now())
-            .map_err(|e| admin_err(&e))?;
+    let bundle = crate::pki::load_trust_bundle(&config.client_ca).map_err(|e| admin_err(&e))?;
     crate::pki::refuse_expired(&bundle, rustls::pki_types::UnixTime::now())
         .map_err(|e| admin_err(&e))?;
     let mut roots = rustls::RootCertStore::empty();
