@@ -280,7 +280,7 @@ mod tests {
         assert!(!second.created);
         assert_eq!(fs::read(dir.join("ca.pem")).unwrap(), ca_before);
         let config = crate::config::Config::load(&second.config).unwrap();
-        let ticketer = crate::tls::server::ticketer().unwrap();
+        let ticketer = crate::tls::server::Ticketer::new().unwrap();
         crate::snapshot::Snapshot::build(
             &config,
             &Default::default(),

@@ -186,7 +186,7 @@ impl Gateway {
         if let (Some(admin), Some(listen)) = (&mut config.admin, overrides.admin_listen) {
             admin.listen = listen;
         }
-        let ticketer = crate::tls::server::ticketer().map_err(GatewayError::Ticketer)?;
+        let ticketer = crate::tls::server::Ticketer::new().map_err(GatewayError::Ticketer)?;
         let store = Store::open(&config.store_path()).await?;
         let store_state = store.state().await?;
         fetch_crls(&config, &store_state, CrlFetch::Start).await?;

@@ -87,11 +87,6 @@ impl ProducesTickets for Ticketer {
     }
 }
 
-/// The ticketer as rustls takes it.
-pub fn ticketer() -> Result<Arc<Ticketer>, rustls::Error> {
-    Ticketer::new()
-}
-
 /// Builds a server config. The chain and key were checked to match by `pki::certified_key`.
 pub fn server_config(
     chain: Vec<CertificateDer<'static>>,

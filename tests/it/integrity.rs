@@ -443,8 +443,7 @@ async fn a_serial_is_revoked_for_its_issuer_only() {
         "{}{}{}{}",
         h.admin_section(),
         h.domain("api.test", Some("bundle.pem"), "require"),
-        h.domain("crl.test", Some("bundle.pem"), "require")
-            .replace("mtls =", "crls = [\"a.crl\"]\nmtls ="),
+        h.domain_with_crls("crl.test", "bundle.pem", "require", &["a.crl"], ""),
         route_all("builtin:echo")
     );
     let gw = h.start(&body).await;
@@ -729,8 +728,7 @@ async fn an_intermediate_in_the_bundle_can_be_revoked() {
         "{}{}{}{}",
         h.admin_section(),
         h.domain("api.test", Some("bundle.pem"), "require"),
-        h.domain("crl.test", Some("bundle.pem"), "require")
-            .replace("mtls =", "crls = [\"root.crl\"]\nmtls ="),
+        h.domain_with_crls("crl.test", "bundle.pem", "require", &["root.crl"], ""),
         route_all("builtin:echo")
     );
     let gw = h.start(&body).await;

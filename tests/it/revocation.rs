@@ -351,9 +351,7 @@ async fn external_crls_on_a_trust_bundle_and_the_expired_crl_policy() {
             now + time::Duration::hours(6),
         ),
     );
-    let domain = h
-        .domain("api.test", Some("clients.pem"), "require")
-        .replace("mtls =", "crls = [\"ca.crl\"]\nmtls =");
+    let domain = h.domain_with_crls("api.test", "clients.pem", "require", &["ca.crl"], "");
     let gw = h
         .start(&format!("{domain}{}", route_all("builtin:echo")))
         .await;
@@ -465,6 +463,25 @@ async fn serve_bytes(body: std::sync::Arc<std::sync::Mutex<Vec<u8>>>) -> std::ne
     addr
 }
 
+/// A gateway whose domain api.test (bundle clients.pem, require) fetches its CRL every second
+/// from a local server that serves `served`.
+async fn start_with_crl_url(
+    h: &Harness,
+    served: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+) -> symbolon::gateway::Gateway {
+    let addr = serve_bytes(served).await;
+    let url = format!("http://{addr}/ca.crl");
+    let domain = h.domain_with_crls(
+        "api.test",
+        "clients.pem",
+        "require",
+        &[&url],
+        "crl_refresh = \"1s\"\n",
+    );
+    h.start(&format!("{domain}{}", route_all("builtin:echo")))
+        .await
+}
+
 #[tokio::test]
 async fn crls_by_url_are_fetched_and_refreshed() {
     let h = Harness::new();
@@ -480,16 +497,7 @@ async fn crls_by_url_are_fetched_and_refreshed() {
         )
         .into_bytes(),
     ));
-    let addr = serve_bytes(served.clone()).await;
-    let domain = h
-        .domain("api.test", Some("clients.pem"), "require")
-        .replace(
-            "mtls =",
-            &format!("crls = [\"http://{addr}/ca.crl\"]\ncrl_refresh = \"1s\"\nmtls ="),
-        );
-    let gw = h
-        .start(&format!("{domain}{}", route_all("builtin:echo")))
-        .await;
+    let gw = start_with_crl_url(&h, served.clone()).await;
     let err = get(gw.tls_addr(), "api.test", &h.client().cert(&revoked), "/")
         .await
         .unwrap_err();
@@ -643,16 +651,7 @@ async fn fetched_crls_are_verified_and_never_rolled_back() {
         .into_bytes()
     };
     let served = std::sync::Arc::new(std::sync::Mutex::new(crl(&ca, &[&revoked], 10)));
-    let addr = serve_bytes(served.clone()).await;
-    let domain = h
-        .domain("api.test", Some("clients.pem"), "require")
-        .replace(
-            "mtls =",
-            &format!("crls = [\"http://{addr}/ca.crl\"]\ncrl_refresh = \"1s\"\nmtls ="),
-        );
-    let gw = h
-        .start(&format!("{domain}{}", route_all("builtin:echo")))
-        .await;
+    let gw = start_with_crl_url(&h, served.clone()).await;
     let still_revoked = || async {
         let err = get(gw.tls_addr(), "api.test", &h.client().cert(&revoked), "/")
             .await
@@ -722,9 +721,7 @@ async fn a_forged_crl_file_is_refused() {
             now + time::Duration::hours(6),
         ),
     );
-    let domain = h
-        .domain("api.test", Some("clients.pem"), "require")
-        .replace("mtls =", "crls = [\"fake.crl\"]\nmtls =");
+    let domain = h.domain_with_crls("api.test", "clients.pem", "require", &["fake.crl"], "");
     let err = h
         .start_err(&format!("{domain}{}", route_all("builtin:echo")))
         .await;

@@ -54,6 +54,23 @@ impl Harness {
         )
     }
 
+    /// A `[[domains]]` section like [`Self::domain`] whose bundle has CRLs (file names or
+    /// URLs); `extra` adds settings such as `crl_refresh = "1s"\n`.
+    pub fn domain_with_crls(
+        &self,
+        name: &str,
+        bundle: &str,
+        mode: &str,
+        crls: &[&str],
+        extra: &str,
+    ) -> String {
+        let list: Vec<String> = crls.iter().map(|c| format!("\"{c}\"")).collect();
+        self.domain(name, Some(bundle), mode).replace(
+            "mtls =",
+            &format!("crls = [{}]\n{extra}mtls =", list.join(", ")),
+        )
+    }
+
     /// Writes `symbolon.toml` (listeners on port 0, file watching as given) and returns its path.
     pub fn config(&self, body: &str) -> PathBuf {
         let text = format!(
