@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use crate::ca::{self, Ca, Profile};
+use crate::ca::{self, Ca, Profile, Template};
 use crate::cli::{CaCmd, CaDir};
 
 const EXIT_USAGE: u8 = 64;
@@ -121,14 +121,24 @@ fn renew(
     ExitCode::SUCCESS
 }
 
-/// Records an issued certificate in the data dir's store, when there is one (so the gateway's
-/// list of issued certificates and its expiry watch include what the CLI issued).
-fn record(data_dir: &std::path::Path, issued: &crate::ca::Issued, profile: Profile, via: &str) {
+/// Records an issued certificate and its audit entry in the data dir's store, when there is
+/// one (so the gateway's list of issued certificates, its expiry watch and its audit log
+/// include what the CLI issued). A certificate that cannot be recorded is not handed out.
+fn record(
+    data_dir: &std::path::Path,
+    issued: &crate::ca::Issued,
+    t: &Template,
+    via: &str,
+) -> Result<(), ExitCode> {
     let db = data_dir.join("symbolon.db");
     if !db.exists() {
-        return;
+        eprintln!(
+            "note: no store at {}: this issuance is not in an audit log (pass --data-dir to record it)",
+            db.display()
+        );
+        return Ok(());
     }
-    let row = Ca::record(issued, profile, via);
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
     let saved = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -138,12 +148,25 @@ fn record(data_dir: &std::path::Path, issued: &crate::ca::Issued, profile: Profi
                 let store = crate::store::Store::open(&db)
                     .await
                     .map_err(|e| e.to_string())?;
-                store.record_issued(&row).await.map_err(|e| e.to_string())
+                let mut tx = store.begin().await.map_err(|e| e.to_string())?;
+                crate::issuance::record(&mut tx, issued, t, &format!("cli:{user}"), via, None)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                tx.commit().await.map_err(|e| e.to_string())
             })
         });
     match saved {
-        Ok(()) => eprintln!("recorded in {}", db.display()),
-        Err(e) => eprintln!("warning: not recorded in {}: {e}", db.display()),
+        Ok(()) => {
+            eprintln!("recorded in {} (issued list and audit log)", db.display());
+            Ok(())
+        }
+        Err(e) => Err(fail(
+            format!(
+                "the certificate was not recorded in {}, so it is not handed out: {e}",
+                db.display()
+            ),
+            1,
+        )),
     }
 }
 
@@ -203,9 +226,14 @@ pub fn run(cmd: CaCmd, data_dir: &std::path::Path) -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            match ca.sign_csr(&csr_pem, p, l) {
-                Ok(issued) => {
-                    record(data_dir, &issued, p, "cli-sign");
+            let signed = ca::parse_csr(&csr_pem)
+                .and_then(|csr| Ok((Template::from_csr(&csr, p, l)?, csr)))
+                .and_then(|(t, csr)| Ok((ca.sign(&csr, &t)?, t)));
+            match signed {
+                Ok((issued, t)) => {
+                    if let Err(code) = record(data_dir, &issued, &t, "cli-sign") {
+                        return code;
+                    }
                     print!("{}", issued.chain_pem);
                     eprintln!(
                         "issued serial {} to {}, {}",
@@ -239,11 +267,24 @@ pub fn run(cmd: CaCmd, data_dir: &std::path::Path) -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            let (issued, key) = match ca.issue(&name, spiffe_id.as_deref(), &dns, p, l) {
+            if let Some(id) = &spiffe_id
+                && let Err(e) = ca::check_spiffe_id(id)
+            {
+                return fail(format!("--spiffe-id: {e}"), EXIT_USAGE);
+            }
+            let sans = crate::ca::Sans {
+                dns,
+                uris: spiffe_id.into_iter().collect(),
+                ..Default::default()
+            };
+            let t = Template::common_name(&name, sans, p, l);
+            let (issued, key) = match ca.issue(&t) {
                 Ok(x) => x,
                 Err(e) => return fail(e, 1),
             };
-            record(data_dir, &issued, p, "cli-issue");
+            if let Err(code) = record(data_dir, &issued, &t, "cli-issue") {
+                return code;
+            }
             let base = out_dir.join(&name);
             let cert_path = base.with_extension("pem");
             let key_path = base.with_extension("key");

@@ -61,6 +61,11 @@ pub struct Config {
     /// Default: `symbolon.db` next to this file.
     #[serde(default)]
     pub store: Option<PathBuf>,
+    /// File with the passphrase that seals the private keys kept in the store (domains,
+    /// credentials, sidecars), as the CA keys are sealed; absent: `SYMBOLON_STORE_PASSPHRASE`;
+    /// neither: keys are stored in the clear (the store file is 0600). Needs a restart.
+    #[serde(default)]
+    pub store_passphrase_file: Option<PathBuf>,
     /// The built-in CA (made with `symbolon ca init`). Absent: no CA in the gateway.
     #[serde(default)]
     pub ca: Option<CaConfig>,
@@ -120,6 +125,11 @@ pub struct CaConfig {
     /// How long a published CRL is valid (its nextUpdate). Default `24h`.
     #[serde(default = "d24h", with = "duration")]
     pub crl_validity: Duration,
+    /// Where third-party verifiers can download this CA's CRL (`http://…`, typically the
+    /// gateway's `…/ca/crl.der` route): put into issued certificates as their CRL
+    /// Distribution Point. Absent: issued certificates name none.
+    #[serde(default)]
+    pub crl_url: Option<String>,
 }
 
 fn d24h() -> Duration {
@@ -155,6 +165,13 @@ pub struct AdminToken {
     /// `POST /api/v1/self-service/identities` (clients enrolling their own certificates).
     #[serde(default = "default_scope")]
     pub scope: String,
+    /// How many identities a `self-service` token may create (1 to 100,000). Default 10.
+    #[serde(default = "default_max_identities")]
+    pub max_identities: usize,
+}
+
+fn default_max_identities() -> usize {
+    10
 }
 
 fn default_scope() -> String {
@@ -359,6 +376,9 @@ impl Config {
         let mut store = self.store.take().unwrap_or_else(|| "symbolon.db".into());
         fix(&mut store);
         self.store = Some(store);
+        if let Some(p) = &mut self.store_passphrase_file {
+            fix(p);
+        }
         if let Some(c) = &mut self.ca {
             fix(&mut c.dir);
             if let Some(p) = &mut c.passphrase_file {
@@ -482,32 +502,135 @@ pub fn crl_cache_path(config: &Config, url: &str) -> PathBuf {
     dir.join(format!("{}.crl", crate::pki::hex(&digest.as_ref()[..16])))
 }
 
-/// Parses `"250ms"`, `"10s"`, `"5m"`, `"1h"`.
+/// The longest duration any setting accepts (100 years); longer values are refused instead of
+/// overflowing the clock arithmetic that uses them.
+pub const MAX_DURATION: Duration = Duration::from_secs(36_500 * 86_400);
+
+/// Parses `"250ms"`, `"10s"`, `"5m"`, `"1h"`, `"30d"` (at most [`MAX_DURATION`]).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a duration; write it as 250ms, 10s, 5m, 1h or 30d"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
-        "d" => Ok(Duration::from_secs(n * 86_400)),
-        _ => Err(format!(
-            "'{s}' has an unknown unit; write it as 250ms, 10s, 5m, 1h or 30d"
-        )),
+    let too_long = || format!("'{s}' is too long; the longest duration is 36500d");
+    let n: u64 = match num.parse() {
+        Ok(n) => n,
+        Err(_) if !num.is_empty() => return Err(too_long()),
+        Err(_) => {
+            return Err(format!(
+                "'{s}' is not a duration; write it as 250ms, 10s, 5m, 1h or 30d"
+            ));
+        }
+    };
+    let unit_ms: u64 = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => {
+            return Err(format!(
+                "'{s}' has an unknown unit; write it as 250ms, 10s, 5m, 1h or 30d"
+            ));
+        }
+    };
+    let d = n
+        .checked_mul(unit_ms)
+        .map(Duration::from_millis)
+        .ok_or_else(too_long)?;
+    if d > MAX_DURATION {
+        return Err(too_long());
+    }
+    Ok(d)
+}
+
+/// A duration setting and its documented range: errors name the field and the range.
+#[derive(Clone, Copy, Debug)]
+pub struct DurationRange {
+    pub field: &'static str,
+    pub min: Duration,
+    pub max: Duration,
+}
+
+impl DurationRange {
+    /// Parses `s` and checks it against the range.
+    pub fn parse(&self, s: &str) -> Result<Duration, String> {
+        let d = parse_duration(s).map_err(|e| format!("{}: {e}", self.field))?;
+        self.check(d)
+    }
+
+    pub fn check(&self, d: Duration) -> Result<Duration, String> {
+        if d < self.min || d > self.max {
+            return Err(format!(
+                "{}: '{}' is out of range; it must be between {} and {}",
+                self.field,
+                format_duration(&d),
+                format_duration(&self.min),
+                format_duration(&self.max)
+            ));
+        }
+        Ok(d)
+    }
+
+    /// "between MIN and MAX", for hints.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} takes a duration between {} and {}",
+            self.field,
+            format_duration(&self.min),
+            format_duration(&self.max)
+        )
     }
 }
 
+const fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+/// Lifetime of a certificate the built-in CA issues: 1s to 10 years (capped in any case by
+/// the CA's own expiry).
+pub const LIFETIME: DurationRange = DurationRange {
+    field: "lifetime",
+    min: secs(1),
+    max: secs(3650 * 86_400),
+};
+/// How long an enrollment token stays valid: 1s to 90 days.
+pub const TOKEN_EXPIRES_IN: DurationRange = DurationRange {
+    field: "expires_in",
+    min: secs(1),
+    max: secs(90 * 86_400),
+};
+/// A rate limit's period: 1ms to 30 days.
+pub const RATE_PER: DurationRange = DurationRange {
+    field: "rate_limit.per",
+    min: Duration::from_millis(1),
+    max: secs(30 * 86_400),
+};
+/// A quota's fixed window: 1s to 366 days.
+pub const QUOTA_PERIOD: DurationRange = DurationRange {
+    field: "quota.period",
+    min: secs(1),
+    max: secs(366 * 86_400),
+};
+/// How far ahead the expiry list looks: 0s to 10 years.
+pub const EXPIRING_WITHIN: DurationRange = DurationRange {
+    field: "within",
+    min: secs(0),
+    max: secs(3650 * 86_400),
+};
+
 /// Formats a duration the way [`parse_duration`] reads it.
 pub fn format_duration(d: &Duration) -> String {
-    if d.subsec_millis() != 0 || d.as_secs() == 0 {
+    let s = d.as_secs();
+    if d.subsec_millis() != 0 || s == 0 {
         format!("{}ms", d.as_millis())
+    } else if s.is_multiple_of(86_400) {
+        format!("{}d", s / 86_400)
+    } else if s.is_multiple_of(3600) {
+        format!("{}h", s / 3600)
+    } else if s.is_multiple_of(60) {
+        format!("{}m", s / 60)
     } else {
-        format!("{}s", d.as_secs())
+        format!("{s}s")
     }
 }
 

@@ -2,7 +2,7 @@
 //! with a development CA, a server certificate for localhost, a demo client certificate (PEM and
 //! PKCS#12) and a config file, so that one command shows mTLS working. Later runs reuse it.
 
-use std::fs::{self, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
@@ -65,7 +65,7 @@ pub fn ensure(dir: &Path) -> Result<DataDir, InitError> {
         let path = path.to_owned();
         move |source| InitError::Write { path, source }
     };
-    fs::create_dir_all(dir).map_err(werr(dir))?;
+    crate::pki::private_dir(dir).map_err(werr(dir))?;
 
     let now = OffsetDateTime::now_utc();
     let (client_ca, ca_key) = ca_params(now)?;
@@ -257,6 +257,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt as _;
 
     use super::*;
+    use std::fs;
 
     #[test]
     fn creates_once_with_private_keys_0600() {

@@ -83,6 +83,48 @@ pub struct State {
     me: std::sync::Weak<State>,
 }
 
+/// The store passphrase: from `store_passphrase_file`, else `SYMBOLON_STORE_PASSPHRASE`;
+/// `None` when neither is set (private keys in the store are then kept in the clear, in a
+/// 0600 file).
+fn store_sealer(config: &Config) -> Result<Option<Vec<u8>>, GatewayError> {
+    let pass = match &config.store_passphrase_file {
+        Some(f) => std::fs::read_to_string(f)
+            .map_err(|e| {
+                GatewayError::Admin(format!(
+                    "store_passphrase_file {}: {e}. Fix: check the path and its permissions",
+                    f.display()
+                ))
+            })?
+            .trim_end_matches(['\n', '\r'])
+            .as_bytes()
+            .to_vec(),
+        None => std::env::var("SYMBOLON_STORE_PASSPHRASE")
+            .unwrap_or_default()
+            .into_bytes(),
+    };
+    if pass.is_empty() && config.store_passphrase_file.is_some() {
+        return Err(GatewayError::Admin(
+            "store_passphrase_file is empty. Fix: write the passphrase into it".into(),
+        ));
+    }
+    Ok((!pass.is_empty()).then_some(pass))
+}
+
+/// `[ca] crl_url` must be an absolute http(s) URL (verifiers fetch CRLs over plain HTTP; the
+/// CRL is signed).
+fn check_crl_url(url: &str) -> Result<(), GatewayError> {
+    let ok = url
+        .parse::<http::Uri>()
+        .ok()
+        .is_some_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
+    if !ok || !url.is_ascii() {
+        return Err(GatewayError::Admin(format!(
+            "[ca] crl_url '{url}' is not an http:// or https:// URL. Fix: for example crl_url = \"http://gateway.example/.well-known/ca/crl.der\""
+        )));
+    }
+    Ok(())
+}
+
 impl State {
     /// Re-reads the config file, every file it names and the store; swaps in the new snapshot
     /// if all is valid. On error the running configuration is kept and the error is returned.
@@ -126,10 +168,14 @@ impl State {
     }
 
     /// Builds (and so validates) a snapshot from the applied config file and `store`.
+    /// Builds a snapshot of `store` (sealed private keys are opened here).
     pub fn build(&self, store: &StoreState) -> Result<Snapshot, SnapshotError> {
+        let mut opened = store.clone();
+        crate::store::open_keys(&mut opened, self.store.sealer())
+            .map_err(|e| SnapshotError::Keys(e.to_string()))?;
         Snapshot::build(
             &self.config.load(),
-            store,
+            &opened,
             self.ticketer.clone(),
             &self.pools,
         )
@@ -187,16 +233,34 @@ impl Gateway {
             admin.listen = listen;
         }
         let ticketer = crate::tls::server::Ticketer::new().map_err(GatewayError::Ticketer)?;
-        let store = Store::open(&config.store_path()).await?;
+        let sealer = match store_sealer(&config)? {
+            Some(pass) => Some(
+                crate::ca::Sealer::new(pass)
+                    .map_err(|e| GatewayError::Admin(format!("store passphrase: {e}")))?,
+            ),
+            None => None,
+        };
+        let store = Store::open(&config.store_path()).await?.with_sealer(sealer);
+        let sealed = store.seal_all().await?;
+        if sealed > 0 {
+            info!(
+                keys = sealed,
+                "sealed the private keys the store held in the clear"
+            );
+        }
         let store_state = store.state().await?;
         fetch_crls(&config, &store_state, CrlFetch::Start).await?;
         let ca = match &config.ca {
             Some(c) => {
                 let pass = crate::ca::passphrase(c.passphrase_file.as_deref())
                     .map_err(|e| GatewayError::Admin(format!("[ca]: {e}")))?;
+                if let Some(url) = &c.crl_url {
+                    check_crl_url(url)?;
+                }
                 Some(Arc::new(
                     crate::ca::Ca::load(&c.dir, &pass)
-                        .map_err(|e| GatewayError::Admin(format!("[ca]: {e}")))?,
+                        .map_err(|e| GatewayError::Admin(format!("[ca]: {e}")))?
+                        .with_crl_url(c.crl_url.clone()),
                 ))
             }
             None => None,

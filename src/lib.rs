@@ -35,6 +35,7 @@ pub mod expiry;
 pub mod explain;
 pub mod gateway;
 pub mod identity;
+pub mod issuance;
 pub mod pki;
 pub mod proxy;
 pub mod revocation;

@@ -329,7 +329,7 @@ pub fn escape_dn_value(v: &str) -> String {
 }
 
 /// The named curve of an EC public key, as a dotted OID.
-fn curve_oid(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> Option<String> {
+pub(crate) fn curve_oid(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> Option<String> {
     spki.algorithm
         .parameters
         .as_ref()
@@ -455,8 +455,17 @@ fn signature_verifies(
     signature: &[u8],
     issuer: &X509Certificate<'_>,
 ) -> bool {
+    spki_signature_verifies(tbs, alg_oid, signature, issuer.public_key())
+}
+
+/// Whether `signature` (made with the algorithm `alg_oid`) over `message` verifies with `spki`.
+pub(crate) fn spki_signature_verifies(
+    message: &[u8],
+    alg_oid: &str,
+    signature: &[u8],
+    spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>,
+) -> bool {
     use aws_lc_rs::signature as sig;
-    let spki = issuer.public_key();
     let curve = curve_oid(spki);
     let p384 = curve.as_deref() == Some("1.3.132.0.34");
     let alg: &'static dyn sig::VerificationAlgorithm = match alg_oid {
@@ -471,8 +480,58 @@ fn signature_verifies(
         _ => return false,
     };
     sig::UnparsedPublicKey::new(alg, &spki.subject_public_key.data)
-        .verify(tbs, signature)
+        .verify(message, signature)
         .is_ok()
+}
+
+/// Whether `signature` over `message` was made by the key of `cert_der`, as
+/// `openssl dgst -sha256 -sign KEY` (ECDSA, RSA PKCS#1 v1.5 or PSS) or
+/// `openssl pkeyutl -sign -rawin` (Ed25519) make it.
+pub fn made_by_key_of(cert_der: &[u8], message: &[u8], signature: &[u8]) -> bool {
+    use aws_lc_rs::signature as sig;
+    let Ok((_, cert)) = X509Certificate::from_der(cert_der) else {
+        return false;
+    };
+    let spki = cert.public_key();
+    let algs: &[&'static dyn sig::VerificationAlgorithm] =
+        match spki.algorithm.algorithm.to_id_string().as_str() {
+            "1.2.840.10045.2.1" => match curve_oid(spki).as_deref() {
+                Some("1.2.840.10045.3.1.7") => &[&sig::ECDSA_P256_SHA256_ASN1],
+                Some("1.3.132.0.34") => {
+                    &[&sig::ECDSA_P384_SHA256_ASN1, &sig::ECDSA_P384_SHA384_ASN1]
+                }
+                _ => &[],
+            },
+            "1.2.840.113549.1.1.1" => &[
+                &sig::RSA_PKCS1_2048_8192_SHA256,
+                &sig::RSA_PSS_2048_8192_SHA256,
+            ],
+            "1.3.101.112" => &[&sig::ED25519],
+            _ => &[],
+        };
+    algs.iter().any(|alg| {
+        sig::UnparsedPublicKey::new(*alg, &spki.subject_public_key.data)
+            .verify(message, signature)
+            .is_ok()
+    })
+}
+
+/// Creates `dir` (and its parents) readable by its owner only (0700): it holds private keys.
+/// An existing directory is left as it is (the operator chose it), with a warning when others
+/// can read it.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    if dir.is_dir() {
+        let mode = std::fs::metadata(dir)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(dir = %dir.display(), mode = %format!("{:o}", mode & 0o777), "this directory holds private keys and others can read it; consider chmod 700");
+        }
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 /// Lower-case hex SHA-256 of the DER bytes (what `openssl x509 -fingerprint -sha256` shows, without colons).

@@ -120,8 +120,9 @@ pub fn check(sc: &SidecarConfig) -> Result<(), String> {
         ));
     }
     if let Some(issue) = &sc.issue {
-        let lifetime = crate::config::parse_duration(&issue.lifetime)
-            .map_err(|e| format!("sidecar '{}': issue.lifetime: {e}", sc.name))?;
+        let lifetime = crate::config::LIFETIME
+            .parse(&issue.lifetime)
+            .map_err(|e| format!("sidecar '{}': issue.{e}", sc.name))?;
         if lifetime < Duration::from_secs(3) {
             return Err(format!(
                 "sidecar '{}': issue.lifetime must be at least 3s",
@@ -258,10 +259,13 @@ fn rotation_of(row: &CredentialRow) -> Result<Rotation, String> {
 }
 
 /// Issues (or re-issues) a sidecar's credential into the store, inside `tx`.
+/// The certificate is recorded with an audit entry naming `actor`, in `tx`.
 pub(crate) async fn issue_credential(
     tx: &mut SqliteConnection,
     ca: Option<&Ca>,
     sc: &SidecarConfig,
+    actor: &str,
+    sealer: Option<&crate::ca::Sealer>,
 ) -> Result<store::IssuedRow, SidecarError> {
     let spec = sc
         .issue
@@ -278,15 +282,12 @@ pub(crate) async fn issue_credential(
     } else {
         Profile::Client
     };
-    let (issued, key) = ca
-        .issue(
-            &spec.common_name,
-            spec.spiffe_id.as_deref(),
-            &[],
-            profile,
-            Some(lifetime),
-        )
-        .map_err(|e| issue_err(e.to_string()))?;
+    let sans = crate::ca::Sans {
+        uris: spec.spiffe_id.iter().cloned().collect(),
+        ..Default::default()
+    };
+    let t = crate::ca::Template::common_name(&spec.common_name, sans, profile, Some(lifetime));
+    let (issued, key) = ca.issue(&t).map_err(|e| issue_err(e.to_string()))?;
     let name = sc.credential_name();
     let existing: Option<(String,)> = sqlx::query_as("SELECT id FROM credentials WHERE name = ?")
         .bind(&name)
@@ -303,11 +304,11 @@ pub(crate) async fn issue_credential(
         created_at: store::now(),
     };
     if existing.is_some() {
-        store::update_credential(tx, &row).await?;
+        store::update_credential(tx, &row, sealer).await?;
     } else {
-        store::insert_credential(tx, &row).await?;
+        store::insert_credential(tx, &row, sealer).await?;
     }
-    Ok(Ca::record(&issued, profile, "sidecar"))
+    Ok(crate::issuance::record(tx, &issued, &t, actor, "sidecar", None).await?)
 }
 
 /// Whether a credential carries the common name and SPIFFE ID that `spec` asks for.
@@ -393,13 +394,19 @@ pub(crate) async fn ensure_credentials(
         )
         .await?;
     }
-    let mut records = Vec::new();
     for sc in &missing {
         check(sc).map_err(|detail| SidecarError::Issue {
             name: sc.name.clone(),
             detail,
         })?;
-        records.push(issue_credential(&mut tx, ca, sc).await?);
+        issue_credential(
+            &mut tx,
+            ca,
+            sc,
+            &format!("sidecar:{}", sc.name),
+            store.sealer(),
+        )
+        .await?;
         store::insert_audit(
             &mut tx,
             "sidecar",
@@ -410,9 +417,6 @@ pub(crate) async fn ensure_credentials(
         .await?;
     }
     tx.commit().await.map_err(store::StoreError::from)?;
-    for r in &records {
-        store.record_issued(r).await?;
-    }
     Ok(true)
 }
 
@@ -425,7 +429,14 @@ pub async fn rotate(state: &State, name: &str, actor: &str) -> Result<Rotation, 
         .get(name)
         .ok_or_else(|| SidecarError::NotFound(name.into()))?;
     let mut tx = state.store.begin().await?;
-    let record = issue_credential(&mut tx, state.ca.as_deref(), &sc.config).await?;
+    let record = issue_credential(
+        &mut tx,
+        state.ca.as_deref(),
+        &sc.config,
+        actor,
+        state.store.sealer(),
+    )
+    .await?;
     let all = store::load_all(&mut tx).await?;
     let next = state.build(&all)?;
     store::insert_audit(
@@ -443,9 +454,6 @@ pub async fn rotate(state: &State, name: &str, actor: &str) -> Result<Rotation, 
         .and_then(|s| s.rotation.clone())
         .ok_or_else(|| SidecarError::NotManaged(name.into()))?;
     state.publish(next);
-    if let Err(e) = state.store.record_issued(&record).await {
-        warn!(error = %e, "cannot record the issued certificate");
-    }
     metrics::counter!("symbolon_sidecar_rotations_total", "sidecar" => name.to_string(), "result" => "ok").increment(1);
     info!(target: "symbolon::audit", actor, action = "credential.rotate", sidecar = name, serial = %rotation.serial, not_after = %rotation.not_after, "sidecar credential rotated");
     Ok(rotation)

@@ -34,6 +34,8 @@ pub enum SnapshotError {
     MissingBundle { domain: String, mode: Mode },
     #[error("domain '{domain}': max_chain_depth must be at least 1")]
     BadDepth { domain: String },
+    #[error("{0}")]
+    Keys(String),
     #[error("a domain needs at least one name in `names`")]
     NoNames,
     #[error(

@@ -9,6 +9,7 @@
 use std::path::Path;
 use std::str::FromStr;
 
+use crate::ca::Sealer;
 use serde::{Deserialize, Serialize};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{FromRow, SqliteConnection, SqlitePool};
@@ -38,6 +39,14 @@ pub enum StoreError {
     },
     #[error("store error: {0}")]
     Sql(#[from] sqlx::Error),
+    #[error(
+        "the store holds private keys sealed with a store passphrase ({0}), and none is configured. Fix: set store_passphrase_file in the config, or SYMBOLON_STORE_PASSPHRASE"
+    )]
+    Sealed(String),
+    #[error(
+        "cannot open a sealed private key: {0}. Fix: use the store passphrase the keys were sealed with"
+    )]
+    Unseal(String),
 }
 
 /// The store holds private keys (domains, credentials): it is created 0600, and an existing
@@ -177,6 +186,8 @@ pub struct IdentityRow {
     pub active: bool,
     pub expires_at: Option<String>,
     pub created_at: String,
+    /// The actor that created it (`token:NAME` for self-service).
+    pub created_by: Option<String>,
 }
 
 #[derive(Clone, Debug, FromRow, Serialize, utoipa::ToSchema)]
@@ -232,6 +243,38 @@ impl StoreState {
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: SqlitePool,
+    /// Seals private keys at rest when a store passphrase is configured.
+    sealer: Option<Sealer>,
+}
+
+fn seal(pem: &str, sealer: Option<&Sealer>) -> Result<String, sqlx::Error> {
+    match sealer {
+        Some(s) => s
+            .seal_pem(pem)
+            .map_err(|e| sqlx::Error::Protocol(format!("cannot seal a private key: {e}"))),
+        None => Ok(pem.to_string()),
+    }
+}
+
+/// Opens the sealed private keys of `st` in place (plain keys stay as they are).
+pub fn open_keys(st: &mut StoreState, sealer: Option<&Sealer>) -> Result<(), StoreError> {
+    let open = |pem: &mut String, what: String| -> Result<(), StoreError> {
+        if !crate::ca::is_sealed(pem) {
+            return Ok(());
+        }
+        let s = sealer.ok_or_else(|| StoreError::Sealed(what.clone()))?;
+        *pem = s
+            .open_pem(pem, Path::new(&what))
+            .map_err(|e| StoreError::Unseal(format!("{what}: {e}")))?;
+        Ok(())
+    };
+    for d in &mut st.domains {
+        open(&mut d.key_pem, format!("domain '{}'", d.hostname))?;
+    }
+    for c in &mut st.credentials {
+        open(&mut c.key_pem, format!("credential '{}'", c.name))?;
+    }
+    Ok(())
 }
 
 pub type Tx = sqlx::Transaction<'static, sqlx::Sqlite>;
@@ -266,7 +309,44 @@ impl Store {
                 path: shown,
                 source,
             })?;
-        Ok(Self { pool })
+        Ok(Self { pool, sealer: None })
+    }
+
+    /// Seals private keys written from now on (and opens sealed ones) with `sealer`.
+    pub fn with_sealer(mut self, sealer: Option<Sealer>) -> Self {
+        self.sealer = sealer;
+        self
+    }
+
+    pub fn sealer(&self) -> Option<&Sealer> {
+        self.sealer.as_ref()
+    }
+
+    /// Seals every private key still stored in the clear (at start, when a passphrase is
+    /// configured). Returns how many it sealed.
+    pub async fn seal_all(&self) -> Result<usize, StoreError> {
+        let Some(sealer) = &self.sealer else {
+            return Ok(0);
+        };
+        let mut tx = self.begin().await?;
+        let mut st = load_all(&mut tx).await?;
+        open_keys(&mut st, Some(sealer))?;
+        let raw = load_all(&mut tx).await?;
+        let mut n = 0;
+        for (d, r) in st.domains.iter().zip(&raw.domains) {
+            if !crate::ca::is_sealed(&r.key_pem) {
+                upsert_domain(&mut tx, d, Some(sealer)).await?;
+                n += 1;
+            }
+        }
+        for (c, r) in st.credentials.iter().zip(&raw.credentials) {
+            if !crate::ca::is_sealed(&r.key_pem) {
+                update_credential(&mut tx, c, Some(sealer)).await?;
+                n += 1;
+            }
+        }
+        tx.commit().await?;
+        Ok(n)
     }
 
     pub async fn begin(&self) -> Result<Tx, StoreError> {
@@ -274,9 +354,12 @@ impl Store {
     }
 
     /// Reads everything outside a write transaction.
+    /// Private keys come back opened.
     pub async fn state(&self) -> Result<StoreState, StoreError> {
         let mut conn = self.pool.acquire().await?;
-        load_all(&mut conn).await
+        let mut st = load_all(&mut conn).await?;
+        open_keys(&mut st, self.sealer.as_ref())?;
+        Ok(st)
     }
 
     pub async fn audit(&self, limit: i64) -> Result<Vec<AuditRow>, StoreError> {
@@ -411,7 +494,13 @@ pub enum Table {
     Sidecars,
 }
 
-pub async fn upsert_domain(c: &mut SqliteConnection, d: &DomainRow) -> Result<(), sqlx::Error> {
+/// Writes a domain; its key is sealed when the store has a passphrase.
+pub async fn upsert_domain(
+    c: &mut SqliteConnection,
+    d: &DomainRow,
+    sealer: Option<&Sealer>,
+) -> Result<(), sqlx::Error> {
+    let key = seal(&d.key_pem, sealer)?;
     sqlx::query(
         "INSERT INTO domains (id, hostname, cert_pem, key_pem, bundle_id, mtls, created_at, updated_at) \
          VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
@@ -422,7 +511,7 @@ pub async fn upsert_domain(c: &mut SqliteConnection, d: &DomainRow) -> Result<()
     .bind(&d.id)
     .bind(&d.hostname)
     .bind(&d.cert_pem)
-    .bind(&d.key_pem)
+    .bind(&key)
     .bind(&d.bundle_id)
     .bind(&d.mtls)
     .bind(&d.created_at)
@@ -432,17 +521,20 @@ pub async fn upsert_domain(c: &mut SqliteConnection, d: &DomainRow) -> Result<()
     .map(|_| ())
 }
 
+/// Writes a credential; its key is sealed when the store has a passphrase.
 pub async fn insert_credential(
     c: &mut SqliteConnection,
     r: &CredentialRow,
+    sealer: Option<&Sealer>,
 ) -> Result<(), sqlx::Error> {
+    let key = seal(&r.key_pem, sealer)?;
     sqlx::query(
         "INSERT INTO credentials (id, name, cert_pem, key_pem, created_at) VALUES (?, ?, ?, ?, ?)",
     )
     .bind(&r.id)
     .bind(&r.name)
     .bind(&r.cert_pem)
-    .bind(&r.key_pem)
+    .bind(&key)
     .bind(&r.created_at)
     .execute(c)
     .await
@@ -452,10 +544,12 @@ pub async fn insert_credential(
 pub async fn update_credential(
     c: &mut SqliteConnection,
     r: &CredentialRow,
+    sealer: Option<&Sealer>,
 ) -> Result<(), sqlx::Error> {
+    let key = seal(&r.key_pem, sealer)?;
     sqlx::query("UPDATE credentials SET cert_pem = ?, key_pem = ? WHERE id = ?")
         .bind(&r.cert_pem)
-        .bind(&r.key_pem)
+        .bind(&key)
         .bind(&r.id)
         .execute(c)
         .await
@@ -535,8 +629,8 @@ pub async fn upsert_policy(c: &mut SqliteConnection, p: &PolicyRow) -> Result<()
 
 pub async fn upsert_identity(c: &mut SqliteConnection, i: &IdentityRow) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO identities (id, name, fingerprint, token_sha256, policy_id, active, expires_at, created_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+        "INSERT INTO identities (id, name, fingerprint, token_sha256, policy_id, active, expires_at, created_at, created_by) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
          ON CONFLICT(id) DO UPDATE SET name = excluded.name, fingerprint = excluded.fingerprint, \
          token_sha256 = excluded.token_sha256, policy_id = excluded.policy_id, active = excluded.active, \
          expires_at = excluded.expires_at",
@@ -549,6 +643,7 @@ pub async fn upsert_identity(c: &mut SqliteConnection, i: &IdentityRow) -> Resul
     .bind(i.active)
     .bind(&i.expires_at)
     .bind(&i.created_at)
+    .bind(&i.created_by)
     .execute(c)
     .await
     .map(|_| ())
@@ -619,69 +714,146 @@ pub struct IssuedRow {
     pub serial: String,
     pub fingerprint: String,
     pub subject: String,
+    /// DNS names, URIs, emails and IP addresses, comma-separated.
     pub sans: String,
     pub profile: String,
     pub not_after: String,
     pub issued_at: String,
+    /// sign, enroll, renew, cli-sign, cli-issue, sidecar.
     pub via: String,
+    /// The serial of the certificate this one renews.
+    pub predecessor: Option<String>,
+    /// Who asked: `cert:…`/`token:…` (admin), `enroll:TOKEN-NAME`, `cert:…` (renewal),
+    /// `cli:USER`, `sidecar:NAME`.
+    pub actor: String,
+}
+
+pub async fn insert_issued(c: &mut SqliteConnection, r: &IssuedRow) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO issued (serial, fingerprint, subject, sans, profile, not_after, issued_at, via, predecessor, actor) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+        .bind(&r.serial)
+        .bind(&r.fingerprint)
+        .bind(&r.subject)
+        .bind(&r.sans)
+        .bind(&r.profile)
+        .bind(&r.not_after)
+        .bind(&r.issued_at)
+        .bind(&r.via)
+        .bind(&r.predecessor)
+        .bind(&r.actor)
+        .execute(c)
+        .await
+        .map(|_| ())
+}
+
+/// The issued record of a certificate, by fingerprint.
+pub async fn issued_by_fingerprint(
+    c: &mut SqliteConnection,
+    fingerprint: &str,
+) -> Result<Option<IssuedRow>, sqlx::Error> {
+    sqlx::query_as::<_, IssuedRow>("SELECT * FROM issued WHERE fingerprint = ?")
+        .bind(fingerprint)
+        .fetch_optional(c)
+        .await
+}
+
+pub async fn issued_by_serial(
+    c: &mut SqliteConnection,
+    serial: &str,
+) -> Result<Option<IssuedRow>, sqlx::Error> {
+    sqlx::query_as::<_, IssuedRow>("SELECT * FROM issued WHERE serial = ?")
+        .bind(serial)
+        .fetch_optional(c)
+        .await
+}
+
+/// The certificates that renew `serial`.
+pub async fn issued_successors(
+    c: &mut SqliteConnection,
+    serial: &str,
+) -> Result<Vec<IssuedRow>, sqlx::Error> {
+    sqlx::query_as::<_, IssuedRow>("SELECT * FROM issued WHERE predecessor = ?")
+        .bind(serial)
+        .fetch_all(c)
+        .await
+}
+
+/// Whether a revocation names this certificate (by fingerprint, or by serial with this
+/// issuer or with no issuer recorded).
+pub async fn is_revoked(
+    c: &mut SqliteConnection,
+    fingerprint: &str,
+    serial: &str,
+    issuer: &str,
+) -> Result<bool, sqlx::Error> {
+    let row: Option<(i64,)> = sqlx::query_as(
+        "SELECT 1 FROM revocations WHERE fingerprint = ? OR (serial = ? AND (issuer = ? OR issuer IS NULL)) LIMIT 1",
+    )
+    .bind(fingerprint)
+    .bind(serial)
+    .bind(issuer)
+    .fetch_optional(c)
+    .await?;
+    Ok(row.is_some())
+}
+
+/// An unused, unexpired enrollment token: its name, profile and grant (JSON).
+pub async fn enroll_token(
+    c: &mut SqliteConnection,
+    sha256: &str,
+    now: i64,
+) -> Result<Option<(String, String, Option<String>)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT name, profile, grant_json FROM enroll_tokens WHERE token_sha256 = ? AND used_at IS NULL AND expires_at > ?",
+    )
+    .bind(sha256)
+    .bind(now)
+    .fetch_optional(c)
+    .await
+}
+
+/// Marks a token used, if it still is unused and unexpired; returns whether it was.
+pub async fn spend_enroll_token(
+    c: &mut SqliteConnection,
+    sha256: &str,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query(
+        "UPDATE enroll_tokens SET used_at = ? WHERE token_sha256 = ? AND used_at IS NULL AND expires_at > ?",
+    )
+    .bind(crate::pki::rfc3339(now))
+    .bind(sha256)
+    .bind(now)
+    .execute(c)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+pub async fn insert_enroll_token(
+    c: &mut SqliteConnection,
+    sha256: &str,
+    name: &str,
+    profile: &str,
+    grant_json: &str,
+    expires_at: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO enroll_tokens (token_sha256, name, profile, expires_at, grant_json) VALUES (?, ?, ?, ?, ?)")
+        .bind(sha256)
+        .bind(name)
+        .bind(profile)
+        .bind(expires_at)
+        .bind(grant_json)
+        .execute(c)
+        .await
+        .map(|_| ())
 }
 
 impl Store {
-    pub async fn record_issued(&self, r: &IssuedRow) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO issued (serial, fingerprint, subject, sans, profile, not_after, issued_at, via) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
-            .bind(&r.serial)
-            .bind(&r.fingerprint)
-            .bind(&r.subject)
-            .bind(&r.sans)
-            .bind(&r.profile)
-            .bind(&r.not_after)
-            .bind(&r.issued_at)
-            .bind(&r.via)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
     pub async fn issued(&self) -> Result<Vec<IssuedRow>, StoreError> {
         Ok(
             sqlx::query_as::<_, IssuedRow>("SELECT * FROM issued ORDER BY issued_at DESC")
                 .fetch_all(&self.pool)
                 .await?,
         )
-    }
-
-    pub async fn add_enroll_token(
-        &self,
-        sha256: &str,
-        name: &str,
-        profile: &str,
-        expires_at: i64,
-    ) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO enroll_tokens (token_sha256, name, profile, expires_at) VALUES (?, ?, ?, ?)")
-            .bind(sha256)
-            .bind(name)
-            .bind(profile)
-            .bind(expires_at)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    /// Marks a token used, atomically; returns (name, profile) if it was valid and unused.
-    pub async fn use_enroll_token(
-        &self,
-        sha256: &str,
-        now: i64,
-    ) -> Result<Option<(String, String)>, StoreError> {
-        let row: Option<(String, String)> = sqlx::query_as(
-            "UPDATE enroll_tokens SET used_at = ? WHERE token_sha256 = ? AND used_at IS NULL AND expires_at > ? RETURNING name, profile",
-        )
-        .bind(crate::pki::rfc3339(now))
-        .bind(sha256)
-        .bind(now)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row)
     }
 }
 

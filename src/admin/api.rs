@@ -12,7 +12,6 @@ use axum::routing::{get, post, put};
 use axum::{Extension, Json, Router};
 use rustls::pki_types::UnixTime;
 use serde::{Deserialize, Serialize};
-use sqlx::SqliteConnection;
 use utoipa::OpenApi;
 
 use super::view::*;
@@ -69,6 +68,7 @@ type Body<T> = Result<Json<T>, JsonRejection>;
         authz_api::delete_identity,
         authz_api::identity_usage,
         authz_api::self_service,
+        authz_api::self_service_challenge,
         authz_api::get_global_rules,
         authz_api::put_global_rules,
         authz_api::transition_report,
@@ -394,10 +394,6 @@ fn check_hostname(h: &str) -> Res<String> {
     }
 }
 
-async fn current(c: &mut SqliteConnection) -> Res<StoreState> {
-    Ok(store::load_all(c).await?)
-}
-
 fn created<T: Serialize>(t: T) -> Response {
     (StatusCode::CREATED, Json(t)).into_response()
 }
@@ -424,7 +420,7 @@ async fn create_bundle(
     check_name("bundle", &req.name)?;
     parse_bundle(&req.pem)?;
     let mut ch = Change::begin(&app).await?;
-    let st = current(&mut ch.tx).await?;
+    let st = ch.current().await?;
     if st.bundles.iter().any(|b| b.name == req.name) {
         return Err(ApiError::duplicate("bundle", &req.name));
     }
@@ -471,7 +467,7 @@ async fn update_bundle(
 ) -> Res<Json<BundleView>> {
     let req = json_or(body)?;
     let mut ch = Change::begin(&app).await?;
-    let st = current(&mut ch.tx).await?;
+    let st = ch.current().await?;
     let mut row = find(&st.bundles, &id, bundle_key)
         .ok_or_else(|| ApiError::not_found("bundle", &id))?
         .clone();
@@ -511,7 +507,7 @@ async fn replace_bundle_pem(
     let req = json_or(body)?;
     let parsed = parse_bundle(&req.pem)?;
     let mut ch = Change::begin(&app).await?;
-    let st = current(&mut ch.tx).await?;
+    let st = ch.current().await?;
     let mut row = find(&st.bundles, &id, bundle_key)
         .ok_or_else(|| ApiError::not_found("bundle", &id))?
         .clone();
@@ -544,7 +540,7 @@ async fn attach_domain(
 ) -> Res<Json<BundleView>> {
     let req = json_or(body)?;
     let mut ch = Change::begin(&app).await?;
-    let st = current(&mut ch.tx).await?;
+    let st = ch.current().await?;
     let bundle = find(&st.bundles, &id, bundle_key)
         .ok_or_else(|| ApiError::not_found("bundle", &id))?
         .clone();
@@ -553,7 +549,7 @@ async fn attach_domain(
         .clone();
     domain.bundle_id = Some(bundle.id.clone());
     domain.updated_at = store::now();
-    store::upsert_domain(&mut ch.tx, &domain).await?;
+    store::upsert_domain(&mut ch.tx, &domain, app.state.store.sealer()).await?;
     ch.commit(&actor, "bundle.attach", &bundle.name, &domain.hostname)
         .await?;
     let st = state(&app).await?;
@@ -569,7 +565,7 @@ async fn detach_domain(
     UrlPath((id, domain_key_s)): UrlPath<(String, String)>,
 ) -> Res<Json<BundleView>> {
     let mut ch = Change::begin(&app).await?;
-    let st = current(&mut ch.tx).await?;
+    let st = ch.current().await?;
     let bundle = find(&st.bundles, &id, bundle_key)
         .ok_or_else(|| ApiError::not_found("bundle", &id))?
         .clone();
@@ -588,7 +584,7 @@ async fn detach_domain(
     }
     domain.bundle_id = None;
     domain.updated_at = store::now();
-    store::upsert_domain(&mut ch.tx, &domain).await?;
+    store::upsert_domain(&mut ch.tx, &domain, app.state.store.sealer()).await?;
     ch.commit(&actor, "bundle.detach", &bundle.name, &domain.hostname)
         .await?;
     let st = state(&app).await?;
@@ -603,7 +599,7 @@ async fn delete_bundle(
     UrlPath(id): UrlPath<String>,
 ) -> Res<StatusCode> {
     let mut ch = Change::begin(&app).await?;
-    let st = current(&mut ch.tx).await?;
+    let st = ch.current().await?;
     let b = find(&st.bundles, &id, bundle_key)
         .ok_or_else(|| ApiError::not_found("bundle", &id))?
         .clone();
@@ -686,7 +682,7 @@ async fn create_domain(
         check_mode(m)?;
     }
     let mut ch = Change::begin(&app).await?;
-    let st = current(&mut ch.tx).await?;
+    let st = ch.current().await?;
     if st.domains.iter().any(|d| d.hostname == hostname) {
         return Err(ApiError::duplicate("domain", &hostname));
     }
@@ -710,7 +706,7 @@ async fn create_domain(
         created_at: now.clone(),
         updated_at: now,
     };
-    store::upsert_domain(&mut ch.tx, &row).await?;
+    store::upsert_domain(&mut ch.tx, &row, app.state.store.sealer()).await?;
     ch.commit(&actor, "domain.create", &row.hostname, "")
         .await?;
     let st = state(&app).await?;
@@ -738,7 +734,7 @@ async fn update_domain(
 ) -> Res<Json<DomainView>> {
     let req = json_or(body)?;
     let mut ch = Change::begin(&app).await?;
-    let st = current(&mut ch.tx).await?;
+    let st = ch.current().await?;
     let mut row = find(&st.domains, &id, domain_key)
         .ok_or_else(|| ApiError::not_found("domain", &id))?
         .clone();
@@ -787,7 +783,7 @@ async fn update_domain(
         what.push(format!("mtls {m}"));
     }
     row.updated_at = store::now();
-    store::upsert_domain(&mut ch.tx, &row).await?;
+    store::upsert_domain(&mut ch.tx, &row, app.state.store.sealer()).await?;
     ch.commit(&actor, "domain.update", &row.hostname, &what.join(", "))
         .await?;
     let st = state(&app).await?;
@@ -802,7 +798,7 @@ async fn delete_domain(
     UrlPath(id): UrlPath<String>,
 ) -> Res<StatusCode> {
     let mut ch = Change::begin(&app).await?;
-    let st = current(&mut ch.tx).await?;
+    let st = ch.current().await?;
     let d = find(&st.domains, &id, domain_key)
         .ok_or_else(|| ApiError::not_found("domain", &id))?
         .clone();
@@ -830,7 +826,7 @@ async fn create_credential(
     check_name("credential", &req.name)?;
     parse_cert_and_key(&req.cert_pem, &req.key_pem)?;
     let mut ch = Change::begin(&app).await?;
-    let st = current(&mut ch.tx).await?;
+    let st = ch.current().await?;
     if st.credentials.iter().any(|c| c.name == req.name) {
         return Err(ApiError::duplicate("credential", &req.name));
     }
@@ -841,7 +837,7 @@ async fn create_credential(
         key_pem: req.key_pem,
         created_at: store::now(),
     };
-    store::insert_credential(&mut ch.tx, &row).await?;
+    store::insert_credential(&mut ch.tx, &row, app.state.store.sealer()).await?;
     let view = credential_view(&row);
     ch.commit(
         &actor,
@@ -873,7 +869,7 @@ async fn delete_credential(
     UrlPath(id): UrlPath<String>,
 ) -> Res<StatusCode> {
     let mut ch = Change::begin(&app).await?;
-    let st = current(&mut ch.tx).await?;
+    let st = ch.current().await?;
     let c = find(&st.credentials, &id, credential_key)
         .ok_or_else(|| ApiError::not_found("credential", &id))?
         .clone();
@@ -996,7 +992,7 @@ async fn create_route(
     let req = json_or(body)?;
     check_name("route", &req.name)?;
     let mut ch = Change::begin(&app).await?;
-    let st = current(&mut ch.tx).await?;
+    let st = ch.current().await?;
     if st.routes.iter().any(|r| r.name == req.name) {
         return Err(ApiError::duplicate("route", &req.name));
     }
@@ -1050,7 +1046,7 @@ async fn update_route(
 ) -> Res<Json<RouteView>> {
     let req = json_or(body)?;
     let mut ch = Change::begin(&app).await?;
-    let st = current(&mut ch.tx).await?;
+    let st = ch.current().await?;
     let mut row = find(&st.routes, &id, route_key)
         .ok_or_else(|| ApiError::not_found("route", &id))?
         .clone();
@@ -1107,7 +1103,7 @@ async fn delete_route(
     UrlPath(id): UrlPath<String>,
 ) -> Res<StatusCode> {
     let mut ch = Change::begin(&app).await?;
-    let st = current(&mut ch.tx).await?;
+    let st = ch.current().await?;
     let r = find(&st.routes, &id, route_key)
         .ok_or_else(|| ApiError::not_found("route", &id))?
         .clone();
@@ -1386,7 +1382,7 @@ async fn import(
         )
     })?;
     let mut ch = Change::begin(&app).await?;
-    let st = current(&mut ch.tx).await?;
+    let st = ch.current().await?;
     let mut report = ImportReport::default();
     let now = store::now();
     let mut bundle_ids = std::collections::HashMap::new();
@@ -1486,7 +1482,7 @@ async fn import(
                     updated_at: now.clone(),
                     ..x.clone()
                 };
-                store::upsert_domain(&mut ch.tx, &row).await?;
+                store::upsert_domain(&mut ch.tx, &row, app.state.store.sealer()).await?;
                 report.updated.push(format!("domain {hostname}"));
             }
             None => {
@@ -1500,7 +1496,7 @@ async fn import(
                     created_at: now.clone(),
                     updated_at: now.clone(),
                 };
-                store::upsert_domain(&mut ch.tx, &row).await?;
+                store::upsert_domain(&mut ch.tx, &row, app.state.store.sealer()).await?;
                 report.created.push(format!("domain {hostname}"));
             }
         }
@@ -1538,7 +1534,7 @@ async fn import(
                     key_pem,
                     ..x.clone()
                 };
-                store::update_credential(&mut ch.tx, &row).await?;
+                store::update_credential(&mut ch.tx, &row, app.state.store.sealer()).await?;
                 credential_ids.insert(c.name.clone(), x.id.clone());
                 report.updated.push(format!("credential {}", c.name));
             }
@@ -1550,7 +1546,7 @@ async fn import(
                     key_pem,
                     created_at: now.clone(),
                 };
-                store::insert_credential(&mut ch.tx, &row).await?;
+                store::insert_credential(&mut ch.tx, &row, app.state.store.sealer()).await?;
                 credential_ids.insert(c.name.clone(), row.id.clone());
                 report.created.push(format!("credential {}", c.name));
             }
@@ -1611,8 +1607,9 @@ async fn import(
             }
         }
     }
-    super::sidecar_api::import_sidecars(&app, &mut ch, &st, &decl.sidecars, &mut report).await?;
-    import_authz(&mut ch, &st, &decl, &mut report, &now).await?;
+    super::sidecar_api::import_sidecars(&app, &mut ch, &st, &decl.sidecars, &mut report, &actor)
+        .await?;
+    import_authz(&mut ch, &st, &decl, &mut report, &now, &actor).await?;
     let detail = format!(
         "created {}, updated {}, unchanged {}",
         report.created.len(),
@@ -1631,6 +1628,7 @@ async fn import_authz(
     decl: &Declarative,
     report: &mut ImportReport,
     now: &str,
+    actor: &Actor,
 ) -> Res<()> {
     use crate::store::{IdentityRow, PolicyRow};
     let mut policy_ids = std::collections::HashMap::new();
@@ -1713,6 +1711,9 @@ async fn import_authz(
             created_at: existing
                 .map(|x| x.created_at.clone())
                 .unwrap_or_else(|| now.to_string()),
+            created_by: existing
+                .and_then(|x| x.created_by.clone())
+                .or_else(|| Some(actor.0.clone())),
         };
         match existing {
             Some(x)

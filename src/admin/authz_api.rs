@@ -12,6 +12,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
+use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -42,6 +43,10 @@ pub(super) fn routes(r: Router<Arc<App>>) -> Router<Arc<App>> {
         .route("/api/v1/identities/{id}/usage", get(identity_usage))
         .route("/api/v1/self-service/identities", post(self_service))
         .route(
+            "/api/v1/self-service/challenge",
+            post(self_service_challenge),
+        )
+        .route(
             "/api/v1/authz/global-rules",
             get(get_global_rules).put(put_global_rules),
         )
@@ -68,7 +73,7 @@ fn the_ca(app: &App) -> Res<Arc<crate::ca::Ca>> {
 fn lifetime(s: Option<&str>) -> Res<Option<time::Duration>> {
     s.map(|l| {
         crate::ca::parse_lifetime(l)
-            .map_err(|e| ApiError::invalid("bad_duration", e, "for example 24h or 90d"))
+            .map_err(|e| ApiError::invalid("bad_duration", e, crate::config::LIFETIME.describe()))
     })
     .transpose()
 }
@@ -107,20 +112,10 @@ pub(super) async fn ca_sign(
     let req = json_or(body)?;
     let ca = the_ca(&app)?;
     let p = profile(req.profile.as_deref())?;
-    let issued = ca
-        .sign_csr(&req.csr_pem, p, lifetime(req.lifetime.as_deref())?)
-        .map_err(|e| {
-            ApiError::invalid(
-                "bad_csr",
-                e.to_string(),
-                "send a PEM CSR made with `openssl req -new`",
-            )
-        })?;
-    app.state
-        .store
-        .record_issued(&crate::ca::Ca::record(&issued, p, "sign"))
-        .await?;
-    tracing::info!(target: "symbolon::audit", actor = %actor.0, action = "ca.sign", object = %issued.info.subject, detail = %issued.info.serial_hex, "change applied");
+    let l = lifetime(req.lifetime.as_deref())?;
+    let issued = crate::issuance::sign(&app.state, &ca, &actor.0, &req.csr_pem, p, l)
+        .await
+        .map_err(ApiError::issuance)?;
     Ok(Json(SignedView {
         certificate_pem: issued.chain_pem,
         serial: issued.info.serial_hex.clone(),
@@ -128,13 +123,32 @@ pub(super) async fn ca_sign(
     }))
 }
 
+/// An enrollment token buys exactly one identity, fixed here: the certificate's subject is
+/// `CN=<common_name>` (default: the token's name), its SANs are the names listed, and a CSR
+/// asking for anything else is refused without spending the token.
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct EnrollmentTokenBody {
     /// What the token is for (shown in the audit log).
     pub name: String,
-    /// Profile of the certificate it buys; default client.
+    /// The certificate's common name; default: `name`.
+    pub common_name: Option<String>,
+    /// DNS names the certificate carries.
+    #[serde(default)]
+    pub dns_names: Vec<String>,
+    /// IP addresses the certificate carries.
+    #[serde(default)]
+    pub ip_addresses: Vec<String>,
+    /// Email addresses the certificate carries.
+    #[serde(default)]
+    pub emails: Vec<String>,
+    /// A SPIFFE ID, or a pattern ending in `/*` (the CSR names one path segment there).
+    pub spiffe_id: Option<String>,
+    /// Profile of the certificate it buys; default client (spiffe when spiffe_id is set).
     pub profile: Option<String>,
-    /// How long the token stays valid; default 24h.
+    /// Lifetime of the certificate it buys (1s to 3650d); default by profile.
+    pub lifetime: Option<String>,
+    /// How long the token stays valid (1s to 90d); default 24h.
     pub expires_in: Option<String>,
 }
 
@@ -143,6 +157,8 @@ pub struct EnrollmentToken {
     /// Single use; shown once.
     pub token: String,
     pub expires_at: String,
+    /// What the token buys.
+    pub grant: crate::ca::Grant,
 }
 
 #[utoipa::path(post, path = "/api/v1/ca/enrollment-tokens", tag = "ca", request_body = EnrollmentTokenBody,
@@ -155,22 +171,63 @@ pub(super) async fn ca_enrollment_token(
     let req = json_or(body)?;
     the_ca(&app)?;
     check_name("enrollment token", &req.name)?;
-    let p = profile(req.profile.as_deref())?;
-    let valid = crate::config::parse_duration(req.expires_in.as_deref().unwrap_or("24h"))
-        .map_err(|e| ApiError::invalid("bad_duration", e, "for example 1h"))?;
+    let p = match (req.profile.as_deref(), &req.spiffe_id) {
+        (None, Some(_)) => crate::ca::Profile::Spiffe,
+        (given, _) => profile(given)?,
+    };
+    let range = crate::config::TOKEN_EXPIRES_IN;
+    let valid = range
+        .parse(req.expires_in.as_deref().unwrap_or("24h"))
+        .map_err(|e| ApiError::invalid("bad_duration", e, range.describe()))?;
+    let cert_lifetime = lifetime(req.lifetime.as_deref())?.unwrap_or(p.default_lifetime());
+    let mut ip_addresses = Vec::new();
+    for ip in &req.ip_addresses {
+        ip_addresses.push(ip.parse().map_err(|_| {
+            ApiError::invalid(
+                "bad_grant",
+                format!("ip_addresses: '{ip}' is not an IP address"),
+                "for example 10.0.0.7 or 2001:db8::7",
+            )
+        })?);
+    }
+    let grant = crate::ca::Grant {
+        common_name: req.common_name.clone().unwrap_or_else(|| req.name.clone()),
+        dns_names: req.dns_names,
+        ip_addresses,
+        emails: req.emails,
+        spiffe_id: req.spiffe_id,
+        profile: p,
+        lifetime_secs: cert_lifetime.whole_seconds(),
+    };
+    grant.validate().map_err(|e| {
+        ApiError::invalid(
+            "bad_grant",
+            e,
+            "see EnrollmentTokenBody in the OpenAPI document",
+        )
+    })?;
     let (token, sha) = new_token()?;
-    let expires_at = time::OffsetDateTime::now_utc().unix_timestamp() + valid.as_secs() as i64;
-    let profile_name = format!("{p:?}").to_lowercase();
-    app.state
-        .store
-        .add_enroll_token(&sha, &req.name, &profile_name, expires_at)
+    let expires_at = crate::pki::unix_now() + valid.as_secs() as i64;
+    let grant_json = serde_json::to_string(&grant).unwrap_or_default();
+    let mut ch = Change::begin(&app).await?;
+    store::insert_enroll_token(
+        &mut ch.tx,
+        &sha,
+        &req.name,
+        p.name(),
+        &grant_json,
+        expires_at,
+    )
+    .await
+    .map_err(store::StoreError::from)?;
+    ch.commit(&actor, "ca.enrollment_token", &req.name, &grant_json)
         .await?;
-    tracing::info!(target: "symbolon::audit", actor = %actor.0, action = "ca.enrollment_token", object = %req.name, detail = %profile_name, "change applied");
     Ok((
         StatusCode::CREATED,
         Json(EnrollmentToken {
             token,
             expires_at: crate::pki::rfc3339(expires_at),
+            grant,
         }),
     )
         .into_response())
@@ -194,14 +251,10 @@ pub(super) async fn expiring(
     axum::extract::Query(q): axum::extract::Query<ExpiringQuery>,
 ) -> Res<Json<Vec<crate::expiry::KnownCert>>> {
     let within = q.within.as_deref().unwrap_or("30d");
-    let secs = crate::config::parse_duration(within)
-        .map_err(|e| {
-            ApiError::invalid(
-                "bad_duration",
-                format!("within: {e}"),
-                "for example within=30d",
-            )
-        })?
+    let range = crate::config::EXPIRING_WITHIN;
+    let secs = range
+        .parse(within)
+        .map_err(|e| ApiError::invalid("bad_duration", e, range.describe()))?
         .as_secs() as i64;
     let now = crate::pki::unix_now();
     let snapshot = app.state.snapshot.load();
@@ -329,12 +382,54 @@ pub(super) async fn revoke(
         issuer,
     };
     store::insert_revocation(&mut ch.tx, &row).await?;
+    // The renewals descended from a certificate of the built-in CA go with it.
+    let ours = app.state.ca.as_ref().map(|ca| ca.issuer_key());
+    let record = match (&row.fingerprint, &row.serial) {
+        (Some(fp), _) => store::issued_by_fingerprint(&mut ch.tx, fp).await?,
+        (None, Some(serial)) if row.issuer.is_some() && row.issuer == ours => {
+            store::issued_by_serial(&mut ch.tx, serial).await?
+        }
+        _ => None,
+    };
+    let mut detail = row.reason.clone();
+    if let Some(record) = record {
+        let descendants = crate::issuance::descendants(&mut ch.tx, &record.serial).await?;
+        let mut revoked = 0;
+        for d in &descendants {
+            if st.revocations.iter().any(|r| {
+                r.fingerprint.as_deref() == Some(d.fingerprint.as_str())
+                    || (r.serial.as_deref() == Some(d.serial.as_str()) && r.issuer == ours)
+            }) {
+                continue;
+            }
+            store::insert_revocation(
+                &mut ch.tx,
+                &store::RevocationRow {
+                    id: store::new_id(),
+                    fingerprint: Some(d.fingerprint.clone()),
+                    serial: Some(d.serial.clone()),
+                    reason: row.reason.clone(),
+                    revoked_at: row.revoked_at.clone(),
+                    subject: Some(d.subject.clone()),
+                    issuer: ours.clone(),
+                },
+            )
+            .await?;
+            revoked += 1;
+        }
+        if revoked > 0 {
+            detail = format!(
+                "{}; and {revoked} renewal(s) descended from serial {}",
+                row.reason, record.serial
+            );
+        }
+    }
     let target = row
         .fingerprint
         .clone()
         .or(row.serial.clone())
         .unwrap_or_default();
-    ch.commit(&actor, "certificate.revoke", &target, &row.reason)
+    ch.commit(&actor, "certificate.revoke", &target, &detail)
         .await?;
     Ok((StatusCode::CREATED, Json(row)).into_response())
 }
@@ -464,6 +559,13 @@ pub struct SelfServiceBody {
     pub certificate_pem: String,
     /// A policy marked `self_service`.
     pub policy: String,
+    /// A challenge from `POST /api/v1/self-service/challenge`.
+    #[serde(default)]
+    pub challenge: String,
+    /// Base64 signature of the challenge by the certificate's key (SHA-256; ECDSA, RSA
+    /// PKCS#1 v1.5 or PSS, Ed25519).
+    #[serde(default)]
+    pub signature: String,
 }
 
 fn policy_key(p: &PolicyRow) -> (&str, &str) {
@@ -617,7 +719,8 @@ fn new_token() -> Res<(String, String)> {
     Ok((token, crate::pki::hex(digest.as_ref())))
 }
 
-fn conflict_on_fingerprint(st: &StoreState, fp: &str, except: &str) -> Res<()> {
+/// 409 when another identity has this certificate; only an admin learns which one.
+fn conflict_on_fingerprint(st: &StoreState, fp: &str, except: &str, name_it: bool) -> Res<()> {
     match st
         .identities
         .iter()
@@ -626,10 +729,14 @@ fn conflict_on_fingerprint(st: &StoreState, fp: &str, except: &str) -> Res<()> {
         Some(other) => Err(ApiError::new(
             StatusCode::CONFLICT,
             "certificate_in_use",
-            format!(
-                "this certificate is already bound to identity '{}'",
-                other.name
-            ),
+            if name_it {
+                format!(
+                    "this certificate is already bound to identity '{}'",
+                    other.name
+                )
+            } else {
+                "this certificate is already bound to an identity".to_string()
+            },
             "one certificate identifies one identity; update or delete the other one",
         )),
         None => Ok(()),
@@ -768,12 +875,20 @@ pub(super) async fn list_identities(State(app): State<Arc<App>>) -> Res<Json<Vec
     ))
 }
 
+/// Who creates an identity: an admin, or a self-service token (which must prove that it
+/// holds the certificate's key, may not learn the names of other identities, and may create
+/// only so many).
+enum Creator {
+    Admin,
+    SelfService { max_identities: usize },
+}
+
 async fn insert_identity(
     app: &App,
     actor: &Actor,
     req: IdentityCreate,
     action: &str,
-    self_service: bool,
+    creator: Creator,
 ) -> Res<Response> {
     check_name("identity", &req.name)?;
     let fingerprint = match (&req.certificate_pem, &req.fingerprint) {
@@ -791,13 +906,29 @@ async fn insert_identity(
     if let Some(t) = &req.expires_at {
         check_expiry(t)?;
     }
+    let self_service = matches!(creator, Creator::SelfService { .. });
     let mut ch = Change::begin(app).await?;
     let st = store::load_all(&mut ch.tx).await?;
+    if let Creator::SelfService { max_identities } = creator {
+        let mine = st
+            .identities
+            .iter()
+            .filter(|i| i.created_by.as_deref() == Some(actor.0.as_str()))
+            .count();
+        if mine >= max_identities {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "identity_limit",
+                format!("this self-service token has created its {max_identities} identities"),
+                "ask the operator to raise max_identities for the token, or to delete unused identities",
+            ));
+        }
+    }
     if st.identities.iter().any(|i| i.name == req.name) {
         return Err(ApiError::duplicate("identity", &req.name));
     }
     if let Some(fp) = &fingerprint {
-        conflict_on_fingerprint(&st, fp, "")?;
+        conflict_on_fingerprint(&st, fp, "", !self_service)?;
     }
     let policy_id = match &req.policy {
         Some(k) => {
@@ -832,6 +963,7 @@ async fn insert_identity(
         active: req.active,
         expires_at: req.expires_at,
         created_at: store::now(),
+        created_by: Some(actor.0.clone()),
     };
     store::upsert_identity(&mut ch.tx, &row).await?;
     ch.commit(
@@ -860,17 +992,74 @@ pub(super) async fn create_identity(
     body: Body<IdentityCreate>,
 ) -> Res<Response> {
     let req = json_or(body)?;
-    insert_identity(&app, &actor, req, "identity.create", false).await
+    insert_identity(&app, &actor, req, "identity.create", Creator::Admin).await
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Challenge {
+    /// Sign these exact bytes with the certificate's key, e.g.
+    /// `printf %s "$CHALLENGE" | openssl dgst -sha256 -sign client.key | base64 -w0`
+    /// (Ed25519: `openssl pkeyutl -sign -rawin`). Single use.
+    pub challenge: String,
+    pub expires_at: String,
+}
+
+#[utoipa::path(post, path = "/api/v1/self-service/challenge", tag = "authz",
+    responses((status = 201, body = Challenge), (status = 429)))]
+pub(super) async fn self_service_challenge(
+    State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
+) -> Res<Response> {
+    let (challenge, expires_at) = app.challenges.issue(&actor.0).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_challenges",
+            "too many challenges are outstanding",
+            "use the challenges you have (they expire after 5 minutes)",
+        )
+    })?;
+    Ok((
+        StatusCode::CREATED,
+        Json(Challenge {
+            challenge,
+            expires_at: crate::pki::rfc3339(expires_at),
+        }),
+    )
+        .into_response())
 }
 
 #[utoipa::path(post, path = "/api/v1/self-service/identities", tag = "authz", request_body = SelfServiceBody,
-    responses((status = 201, body = IdentityCreated), (status = 403), (status = 422)))]
+    responses((status = 201, body = IdentityCreated), (status = 403), (status = 409), (status = 422)))]
 pub(super) async fn self_service(
     State(app): State<Arc<App>>,
     Extension(actor): Extension<Actor>,
     body: Body<SelfServiceBody>,
 ) -> Res<Response> {
     let req = json_or(body)?;
+    // Proof of possession: the certificate's key signed a challenge this gateway gave to this
+    // caller (single use, 5 minutes).
+    let fresh = app.challenges.take(&actor.0, &req.challenge);
+    let (der, info) = first_public_cert(&req.certificate_pem)?;
+    let signature = base64::engine::general_purpose::STANDARD
+        .decode(req.signature.trim())
+        .unwrap_or_default();
+    if !fresh || !crate::pki::made_by_key_of(&der, req.challenge.as_bytes(), &signature) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "proof_of_possession",
+            "the signature does not prove that you hold the certificate's key (or the challenge is unknown, used or expired)",
+            "POST /api/v1/self-service/challenge, sign the challenge with the certificate's key (`printf %s \"$CHALLENGE\" | openssl dgst -sha256 -sign client.key | base64 -w0`), and send it as signature within 5 minutes",
+        ));
+    }
+    let now = crate::pki::unix_now();
+    if info.not_after <= now || info.not_before > now {
+        return Err(ApiError::invalid(
+            "certificate_not_current",
+            "the certificate is expired or not valid yet",
+            "bind a current certificate",
+        ));
+    }
+    let max_identities = app.max_identities(&actor.0);
     let create = IdentityCreate {
         name: req.name,
         certificate_pem: Some(req.certificate_pem),
@@ -880,7 +1069,14 @@ pub(super) async fn self_service(
         active: true,
         expires_at: None,
     };
-    insert_identity(&app, &actor, create, "identity.self_service", true).await
+    insert_identity(
+        &app,
+        &actor,
+        create,
+        "identity.self_service",
+        Creator::SelfService { max_identities },
+    )
+    .await
 }
 
 #[utoipa::path(get, path = "/api/v1/identities/{id}", tag = "authz", params(("id" = String, Path, description = "id or name")),
@@ -938,7 +1134,7 @@ pub(super) async fn update_identity(
     }
     if let Some(pem) = req.certificate_pem {
         let fp = public_cert_fingerprint(&pem)?;
-        conflict_on_fingerprint(&st, &fp, &row.id)?;
+        conflict_on_fingerprint(&st, &fp, &row.id, true)?;
         what.push(format!("certificate {fp}"));
         row.fingerprint = Some(fp);
     }

@@ -33,6 +33,20 @@ impl ApiError {
         }
     }
 
+    /// A refusal of the built-in CA, with its status and code.
+    pub fn issuance(e: crate::issuance::IssuanceError) -> Self {
+        let (status, code, hint) = e.parts();
+        if status >= 500 {
+            tracing::error!(error = %e, "CA request failed");
+        }
+        Self::new(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            code,
+            e.to_string(),
+            hint,
+        )
+    }
+
     pub fn not_found(kind: &str, key: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,

@@ -40,8 +40,69 @@ struct PeerCert(Option<String>);
 
 pub(crate) struct App {
     pub state: Arc<State>,
-    /// (name, SHA-256 of the token, admin scope?)
-    tokens: Vec<(String, Vec<u8>, bool)>,
+    tokens: Vec<Token>,
+    /// Self-service proof-of-possession challenges handed out and not yet used.
+    pub challenges: Challenges,
+}
+
+struct Token {
+    name: String,
+    sha256: Vec<u8>,
+    admin: bool,
+    max_identities: usize,
+}
+
+impl App {
+    /// How many identities the token behind `actor` may create.
+    pub fn max_identities(&self, actor: &str) -> usize {
+        self.tokens
+            .iter()
+            .find(|t| actor.strip_prefix("token:") == Some(t.name.as_str()))
+            .map_or(10, |t| t.max_identities)
+    }
+}
+
+/// Single-use challenges for self-service proof of possession: random, bound to the caller
+/// that asked, valid for 5 minutes, at most 10,000 outstanding (64 per caller).
+#[derive(Default)]
+pub(crate) struct Challenges {
+    open: std::sync::Mutex<std::collections::HashMap<String, (String, i64)>>,
+}
+
+const CHALLENGE_TTL: i64 = 300;
+
+impl Challenges {
+    /// A new challenge for `actor` and when it expires; `None` when too many are outstanding.
+    pub fn issue(&self, actor: &str) -> Option<(String, i64)> {
+        let mut bytes = [0u8; 24];
+        aws_lc_rs::rand::fill(&mut bytes).ok()?;
+        let challenge = format!("symbolon-self-service:v1:{}", crate::pki::hex(&bytes));
+        let now = crate::pki::unix_now();
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        open.retain(|_, (_, exp)| *exp > now);
+        let mine = open.values().filter(|(a, _)| a == actor).count();
+        if open.len() >= 10_000 || mine >= 64 {
+            return None;
+        }
+        let expires = now + CHALLENGE_TTL;
+        open.insert(challenge.clone(), (actor.to_string(), expires));
+        Some((challenge, expires))
+    }
+
+    /// Uses up `challenge`: true if this caller was given it and it has not expired.
+    pub fn take(&self, actor: &str, challenge: &str) -> bool {
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match open.remove(challenge) {
+            Some((a, exp)) => a == actor && exp > crate::pki::unix_now(),
+            None => false,
+        }
+    }
 }
 
 /// Binds the admin listener and serves it until `shutdown`.
@@ -69,9 +130,24 @@ pub async fn start(
                 )));
             }
         };
-        tokens.push((t.name.clone(), digest, admin));
+        if !(1..=100_000).contains(&t.max_identities) {
+            return Err(GatewayError::Admin(format!(
+                "token '{}': max_identities {} is out of range; it must be between 1 and 100000",
+                t.name, t.max_identities
+            )));
+        }
+        tokens.push(Token {
+            name: t.name.clone(),
+            sha256: digest,
+            admin,
+            max_identities: t.max_identities,
+        });
     }
-    let app = Arc::new(App { state, tokens });
+    let app = Arc::new(App {
+        state,
+        tokens,
+        challenges: Challenges::default(),
+    });
     let router = api::router(app.clone(), config.max_upload_bytes)
         .layer(axum::middleware::from_fn_with_state(app, authenticate));
     let listener = TcpListener::bind(config.listen)
@@ -183,21 +259,24 @@ async fn authenticate(AxState(app): AxState<Arc<App>>, mut req: Request, next: N
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
         app.tokens
             .iter()
-            .find(|(_, want, _)| {
-                aws_lc_rs::constant_time::verify_slices_are_equal(digest.as_ref(), want).is_ok()
+            .find(|t| {
+                aws_lc_rs::constant_time::verify_slices_are_equal(digest.as_ref(), &t.sha256)
+                    .is_ok()
             })
-            .map(|(name, _, admin)| (format!("token:{name}"), *admin))
+            .map(|t| (format!("token:{}", t.name), t.admin))
     });
+    let self_service_call = req.method() == http::Method::POST
+        && matches!(
+            req.uri().path(),
+            "/api/v1/self-service/identities" | "/api/v1/self-service/challenge"
+        );
     match actor {
-        Some((_, false))
-            if !(req.method() == http::Method::POST
-                && req.uri().path() == "/api/v1/self-service/identities") =>
-        {
+        Some((_, false)) if !self_service_call => {
             ApiError::new(
                 http::StatusCode::FORBIDDEN,
                 "forbidden",
                 "a self-service token may only enroll identities",
-                "use POST /api/v1/self-service/identities, or an admin credential",
+                "use POST /api/v1/self-service/challenge and /api/v1/self-service/identities, or an admin credential",
             )
             .into_response()
         }
@@ -236,6 +315,13 @@ impl<'a> Change<'a> {
             tx,
             app,
         })
+    }
+
+    /// Everything in the store as this change sees it, private keys opened.
+    pub async fn current(&mut self) -> Result<store::StoreState, ApiError> {
+        let mut st = store::load_all(&mut self.tx).await?;
+        store::open_keys(&mut st, self.app.state.store.sealer())?;
+        Ok(st)
     }
 
     pub async fn commit(

@@ -146,10 +146,9 @@ pub(super) async fn create_sidecar(
         created_at: store::now(),
     };
     store::upsert_sidecar(&mut ch.tx, &row).await?;
-    let issued = issue(&app, &mut ch, &sc).await?;
+    issue(&app, &mut ch, &sc, &actor).await?;
     ch.commit(&actor, "sidecar.create", &sc.name, &sc.upstream)
         .await?;
-    record(&app, issued).await;
     let v = view(&app, &sc.name).ok_or_else(|| ApiError::not_found("sidecar", &sc.name))?;
     Ok((StatusCode::CREATED, Json(v)).into_response())
 }
@@ -183,14 +182,11 @@ pub(super) async fn replace_sidecar(
     store::upsert_sidecar(&mut ch.tx, &row).await?;
     // A changed certificate request gets a fresh certificate at once.
     let reissue = sc.issue.is_some() && old.and_then(|o| o.issue) != sc.issue;
-    let issued = if reissue {
-        issue(&app, &mut ch, &sc).await?
-    } else {
-        None
-    };
+    if reissue {
+        issue(&app, &mut ch, &sc, &actor).await?;
+    }
     ch.commit(&actor, "sidecar.update", &sc.name, &sc.upstream)
         .await?;
-    record(&app, issued).await;
     view(&app, &name)
         .map(Json)
         .ok_or_else(|| ApiError::not_found("sidecar", &name))
@@ -276,22 +272,21 @@ async fn issue(
     app: &App,
     ch: &mut Change<'_>,
     sc: &SidecarConfig,
+    actor: &Actor,
 ) -> Res<Option<store::IssuedRow>> {
     if sc.issue.is_none() {
         return Ok(None);
     }
-    crate::sidecar::issue_credential(&mut ch.tx, app.state.ca.as_deref(), sc)
-        .await
-        .map(Some)
-        .map_err(sidecar_error)
-}
-
-async fn record(app: &App, issued: Option<store::IssuedRow>) {
-    if let Some(r) = issued
-        && let Err(e) = app.state.store.record_issued(&r).await
-    {
-        tracing::warn!(error = %e, "cannot record the issued certificate");
-    }
+    crate::sidecar::issue_credential(
+        &mut ch.tx,
+        app.state.ca.as_deref(),
+        sc,
+        &actor.0,
+        app.state.store.sealer(),
+    )
+    .await
+    .map(Some)
+    .map_err(sidecar_error)
 }
 
 /// The sidecar part of an import: creates and replaces; issues credentials where needed.
@@ -301,6 +296,7 @@ pub(super) async fn import_sidecars(
     st: &StoreState,
     sidecars: &[SidecarConfig],
     report: &mut ImportReport,
+    actor: &Actor,
 ) -> Res<()> {
     for sc in sidecars {
         let existing = st.sidecars.iter().find(|s| s.name == sc.name);
@@ -324,7 +320,7 @@ pub(super) async fn import_sidecars(
             .iter()
             .any(|c| c.name == sc.credential_name());
         if sc.issue.is_some() && (!has_credential || old.and_then(|o| o.issue) != sc.issue) {
-            issue(app, ch, sc).await?;
+            issue(app, ch, sc, actor).await?;
         }
         if existing.is_some() {
             report.updated.push(format!("sidecar {}", sc.name));

@@ -118,19 +118,17 @@ impl PolicySpec {
     /// Checks durations and periods; returns a message naming the field.
     pub fn validate(&self) -> Result<(), String> {
         if let Some(r) = &self.rate_limit {
-            let per = crate::config::parse_duration(&r.per)
-                .map_err(|e| format!("rate_limit.per: {e}"))?;
-            if r.requests == 0 || per.is_zero() {
-                return Err("rate_limit needs requests > 0 and a non-zero period".into());
+            crate::config::RATE_PER.parse(&r.per)?;
+            if r.requests == 0 {
+                return Err("rate_limit.requests must be at least 1".into());
             }
         }
         if let Some(q) = &self.quota {
-            quota_window(&q.period, 0).ok_or_else(|| {
-                format!(
-                    "quota.period '{}' must be day, month or a duration such as 1h",
-                    q.period
-                )
-            })?;
+            if !matches!(q.period.as_str(), "day" | "month") {
+                crate::config::QUOTA_PERIOD
+                    .parse(&q.period)
+                    .map_err(|e| format!("{e} (or day or month)"))?;
+            }
             if q.requests == 0 {
                 return Err("quota.requests must be > 0".into());
             }
@@ -170,12 +168,12 @@ pub fn quota_window(period: &str, now: i64) -> Option<(i64, i64)> {
             Some((start.unix_timestamp(), end.unix_timestamp()))
         }
         other => {
-            let d = crate::config::parse_duration(other).ok()?.as_secs() as i64;
+            let d = i64::try_from(crate::config::parse_duration(other).ok()?.as_secs()).ok()?;
             if d == 0 {
                 return None;
             }
             let start = now - now.rem_euclid(d);
-            Some((start, start + d))
+            Some((start, start.checked_add(d)?))
         }
     }
 }
@@ -426,9 +424,9 @@ impl Runtime {
                 (b.tokens + now.duration_since(b.at).as_secs_f64() * rate).min(f64::from(limit));
             b.at = now;
             if b.tokens < 1.0 {
-                return Err(Refused::Rate(Duration::from_secs_f64(
-                    (1.0 - b.tokens) / rate,
-                )));
+                return Err(Refused::Rate(
+                    Duration::try_from_secs_f64((1.0 - b.tokens) / rate).unwrap_or(per),
+                ));
             }
             b.tokens -= 1.0;
         }

@@ -1,7 +1,8 @@
 //! `upstream = "builtin:ca"`: the built-in CA's endpoints for devices, on the data plane.
 //! - `POST …/enroll` `{"token", "csr_pem"}`: a single-use bootstrap token buys one certificate.
-//! - `POST …/renew` `{"csr_pem"}` over mTLS with a current, verified, unrevoked certificate:
-//!   a new certificate for the same subject and SANs (the CSR may carry a new key).
+//! - `POST …/renew` `{"csr_pem"}` over mTLS with a current, unrevoked certificate this CA
+//!   issued, in the second half of its lifetime: the same certificate with a new lifetime (the
+//!   CSR may carry a new key). Rules in [`crate::issuance`].
 
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
@@ -11,9 +12,9 @@ use serde_json::json;
 
 use super::respond::json_response;
 use super::{ConnContext, RespBody};
-use crate::ca::{Ca, Profile};
+use crate::ca::Ca;
 use crate::gateway::State;
-use crate::tls::Verdict;
+use crate::issuance::IssuanceError;
 
 const MAX_BODY: usize = 64 * 1024;
 
@@ -82,6 +83,32 @@ pub(super) async fn handle(
     }
 }
 
+fn refused(e: &IssuanceError) -> Response<RespBody> {
+    let (status, code, hint) = e.parts();
+    if status >= 500 {
+        tracing::error!(error = %e, "CA request failed");
+    }
+    let mut r = error(
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        code,
+        &e.to_string(),
+        &hint,
+    );
+    if let Some(secs) = e.retry_after()
+        && let Ok(v) = http::HeaderValue::from_str(&secs.to_string())
+    {
+        r.headers_mut().insert(http::header::RETRY_AFTER, v);
+    }
+    r
+}
+
+fn issued_response(issued: &crate::ca::Issued) -> Response<RespBody> {
+    json_response(
+        StatusCode::OK,
+        &json!({"certificate_pem": issued.chain_pem, "serial": issued.info.serial_hex, "not_after": crate::pki::rfc3339(issued.info.not_after)}),
+    )
+}
+
 async fn enroll(ca: &Ca, body: &[u8], state: &State) -> Response<RespBody> {
     let Ok(req) = serde_json::from_slice::<EnrollBody>(body) else {
         return error(
@@ -91,76 +118,24 @@ async fn enroll(ca: &Ca, body: &[u8], state: &State) -> Response<RespBody> {
             "see the enrollment docs",
         );
     };
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, req.token.as_bytes());
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let (name, profile) = match state
-        .store
-        .use_enroll_token(&crate::pki::hex(digest.as_ref()), now)
-        .await
-    {
-        Ok(Some(t)) => t,
-        Ok(None) => {
-            return error(
-                StatusCode::FORBIDDEN,
-                "invalid_token",
-                "the enrollment token is unknown, expired or already used",
-                "ask the operator for a new token",
-            );
-        }
-        Err(e) => {
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                &e.to_string(),
-                "",
-            );
-        }
-    };
-    let profile: Profile = profile.parse().unwrap_or(Profile::Client);
-    match ca.sign_csr(&req.csr_pem, profile, None) {
-        Ok(issued) => {
-            let _ = state
-                .store
-                .record_issued(&Ca::record(&issued, profile, "enroll"))
-                .await;
-            tracing::info!(target: "symbolon::audit", actor = %format!("enroll:{name}"), action = "ca.enroll", object = %issued.info.subject, detail = %issued.info.serial_hex, "change applied");
-            json_response(
-                StatusCode::OK,
-                &json!({"certificate_pem": issued.chain_pem, "serial": issued.info.serial_hex, "not_after": crate::pki::rfc3339(issued.info.not_after)}),
-            )
-        }
-        Err(e) => error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "bad_csr",
-            &e.to_string(),
-            "send a PEM CSR",
-        ),
+    match crate::issuance::enroll(state, ca, &req.token, &req.csr_pem).await {
+        Ok(issued) => issued_response(&issued),
+        Err(e) => refused(&e),
     }
 }
 
+/// Renewal checks the presented certificate against the CA itself (signature, validity,
+/// revocation, lineage), whatever the domain's mode and trust bundle say about it; the
+/// handshake proved that the client holds its key.
 async fn renew(ca: &Ca, body: &[u8], conn: &ConnContext, state: &State) -> Response<RespBody> {
-    let (Some(leaf), Verdict::Success) = (&conn.identity.leaf, conn.identity.verdict) else {
+    let Some(der) = conn.identity.leaf_der() else {
         return error(
             StatusCode::FORBIDDEN,
             "certificate_required",
-            "renewal needs a current, valid client certificate on this connection",
+            "renewal needs the certificate to renew on this connection",
             "connect with the certificate to renew (not expired, not revoked)",
         );
     };
-    let signed = conn
-        .identity
-        .chain
-        .as_ref()
-        .and_then(|c| c.certs.first())
-        .is_some_and(|c| ca.signed(&c.der));
-    if !signed {
-        return error(
-            StatusCode::FORBIDDEN,
-            "not_ours",
-            "this certificate was not issued by the built-in CA",
-            "renew it with the CA that issued it",
-        );
-    }
     let Ok(req) = serde_json::from_slice::<RenewBody>(body) else {
         return error(
             StatusCode::BAD_REQUEST,
@@ -169,36 +144,8 @@ async fn renew(ca: &Ca, body: &[u8], conn: &ConnContext, state: &State) -> Respo
             "send a CSR (it may carry a new key)",
         );
     };
-    let profile = if leaf.spiffe_id.is_some() {
-        Profile::Spiffe
-    } else {
-        Profile::Client
-    };
-    let Some(der) = conn.identity.leaf_der() else {
-        return error(
-            StatusCode::FORBIDDEN,
-            "certificate_required",
-            "no client certificate",
-            "",
-        );
-    };
-    match ca.renew(&der, &req.csr_pem, profile, None) {
-        Ok(issued) => {
-            let _ = state
-                .store
-                .record_issued(&Ca::record(&issued, profile, "renew"))
-                .await;
-            tracing::info!(target: "symbolon::audit", actor = %format!("cert:{}", leaf.fingerprint_sha256), action = "ca.renew", object = %issued.info.subject, detail = %issued.info.serial_hex, "change applied");
-            json_response(
-                StatusCode::OK,
-                &json!({"certificate_pem": issued.chain_pem, "serial": issued.info.serial_hex, "not_after": crate::pki::rfc3339(issued.info.not_after)}),
-            )
-        }
-        Err(e) => error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "bad_csr",
-            &e.to_string(),
-            "send a PEM CSR",
-        ),
+    match crate::issuance::renew(state, ca, &der, &req.csr_pem).await {
+        Ok(issued) => issued_response(&issued),
+        Err(e) => refused(&e),
     }
 }

@@ -581,6 +581,7 @@ async fn openapi_document_lists_every_endpoint() {
         ("/api/v1/identities/{id}", &["get", "patch", "delete"]),
         ("/api/v1/identities/{id}/usage", &["get"]),
         ("/api/v1/self-service/identities", &["post"]),
+        ("/api/v1/self-service/challenge", &["post"]),
         ("/api/v1/authz/global-rules", &["get", "put"]),
         ("/api/v1/transition-report", &["get"]),
         ("/api/v1/verify", &["post"]),

@@ -520,20 +520,24 @@ async fn self_service_enrollment_refuses_private_keys() {
                 .contains("keep the key")
         );
     }
+    // Proof of possession: the certificate's key signs a challenge.
+    let proof = |c: &str| crate::support::pki::sign_with(&leaf.key_pem, c.as_bytes());
+    let c = crate::issuance::challenge(&s.api).await;
     let (status, v) = s
         .api
         .post(
             "/api/v1/self-service/identities",
-            json!({"name": "p", "certificate_pem": leaf.cert_pem, "policy": "internal"}),
+            json!({"name": "p", "certificate_pem": leaf.cert_pem, "policy": "internal", "challenge": c, "signature": proof(&c)}),
         )
         .await;
     assert_eq!((status.as_u16(), code(&v)), (403, "not_self_service"));
+    let c = crate::issuance::challenge(&s.api).await;
     let v = s
         .api
         .ok(
             Method::POST,
             "/api/v1/self-service/identities",
-            Some(json!({"name": "p", "certificate_pem": leaf.cert_pem, "policy": "partners"})),
+            Some(json!({"name": "p", "certificate_pem": leaf.cert_pem, "policy": "partners", "challenge": c, "signature": proof(&c)})),
         )
         .await;
     assert_eq!(v["identity"]["policy"], "partners");

@@ -71,7 +71,7 @@ async fn enroll_with_a_token_then_renew_over_mtls() {
         .ok(
             Method::POST,
             "/api/v1/ca/enrollment-tokens",
-            Some(json!({"name": "device-1", "expires_in": "1h"})),
+            Some(json!({"name": "device-1", "dns_names": ["device-1.devices.test"], "expires_in": "1h", "lifetime": "4s"})),
         )
         .await;
     let token = t["token"].as_str().unwrap().to_string();
@@ -111,9 +111,10 @@ async fn enroll_with_a_token_then_renew_over_mtls() {
         .ok(
             Method::POST,
             "/api/v1/ca/enrollment-tokens",
-            Some(json!({"name": "late", "expires_in": "0s"})),
+            Some(json!({"name": "late", "expires_in": "1s"})),
         )
         .await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let (status, v) = post(
         &s,
         &s.h.client(),
@@ -126,7 +127,9 @@ async fn enroll_with_a_token_then_renew_over_mtls() {
         (403, "invalid_token")
     );
 
-    // Renew over mTLS with a new key: same subject, new certificate.
+    // Renew over mTLS with a new key (in the second half of the lifetime): same subject, new
+    // certificate.
+    crate::issuance::until_renewable(&first).await;
     let (new_csr, new_key) = csr("someone-else");
     let (status, v) = post(
         &s,
@@ -232,12 +235,44 @@ async fn ca_renew_cli_rotates_the_key_over_mtls() {
         route_all("builtin:echo")
     );
     let gw = h.start(&body).await;
-    let ca = symbolon::ca::Ca::load(&h.path("ca"), b"renew passphrase").unwrap();
-    let (issued, key) = ca
-        .issue("sensor-9", None, &[], symbolon::ca::Profile::Client, None)
+    // Issued by the CLI on the gateway's data dir, so it is on the issued list (renewal
+    // needs that) and in the audit log.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_symbolon"))
+        .args([
+            "--data-dir",
+            ".",
+            "ca",
+            "issue",
+            "--name",
+            "sensor",
+            "--lifetime",
+            "4s",
+            "--ca-dir",
+            "ca",
+            "--passphrase-file",
+            "ca-pass",
+        ])
+        .current_dir(h.dir.path())
+        .output()
+        .await
         .unwrap();
-    h.write("sensor.pem", &issued.chain_pem);
-    h.write("sensor.key", &key.serialize_pem());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let issued_pem = std::fs::read_to_string(h.path("sensor.pem")).unwrap();
+    let key_pem = std::fs::read_to_string(h.path("sensor.key")).unwrap();
+    let der = symbolon::pki::parse_certs(issued_pem.as_bytes(), std::path::Path::new("x")).unwrap()
+        [0]
+    .clone();
+    crate::issuance::until_renewable(&Leaf {
+        der,
+        cert_pem: issued_pem.clone(),
+        chain_pem: issued_pem.clone(),
+        key_pem: key_pem.clone(),
+    })
+    .await;
     h.write("server-ca.pem", &h.server_ca.pem());
     let url = format!("https://localhost:{}/.well-known/ca", gw.tls_addr().port());
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_symbolon"))
@@ -270,8 +305,8 @@ async fn ca_renew_cli_rotates_the_key_over_mtls() {
     );
     let new_cert = std::fs::read_to_string(h.path("sensor.pem")).unwrap();
     let new_key = std::fs::read_to_string(h.path("sensor.key")).unwrap();
-    assert_ne!(new_cert, issued.chain_pem);
-    assert_ne!(new_key, key.serialize_pem());
+    assert_ne!(new_cert, issued_pem);
+    assert_ne!(new_key, key_pem);
     use std::os::unix::fs::PermissionsExt as _;
     assert_eq!(
         std::fs::metadata(h.path("sensor.key"))
@@ -294,5 +329,5 @@ async fn ca_renew_cli_rotates_the_key_over_mtls() {
         .await
         .unwrap();
     assert_eq!(r.seen("x-client-verify").unwrap(), "SUCCESS");
-    assert!(r.seen("x-client-subject").unwrap().contains("CN=sensor-9"));
+    assert!(r.seen("x-client-subject").unwrap().contains("CN=sensor"));
 }

@@ -12,6 +12,7 @@ mod expiry;
 mod explain;
 mod integrity;
 mod interop;
+mod issuance;
 mod limbo;
 mod mtls;
 mod proxy;

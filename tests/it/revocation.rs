@@ -201,7 +201,12 @@ async fn the_built_in_ca_publishes_a_signed_crl_of_its_revoked_certificates() {
     h.write("ca-pass", "crl test passphrase\n");
     let ca = symbolon::ca::Ca::load(&h.path("ca"), pass).unwrap();
     let (issued, key) = ca
-        .issue("device-7", None, &[], symbolon::ca::Profile::Client, None)
+        .issue(&symbolon::ca::Template::common_name(
+            "device-7",
+            Default::default(),
+            symbolon::ca::Profile::Client,
+            None,
+        ))
         .unwrap();
     std::fs::copy(h.path("ca/root.pem"), h.path("clients.pem")).unwrap();
     let body = format!(

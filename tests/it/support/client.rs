@@ -100,6 +100,7 @@ pub struct Conn {
 #[derive(Debug)]
 pub struct Resp {
     pub status: StatusCode,
+    pub headers: http::HeaderMap,
     pub body: String,
 }
 
@@ -180,6 +181,7 @@ impl Conn {
         let bytes = body.collect().await.map_err(|e| chain(&e))?.to_bytes();
         Ok(Resp {
             status: parts.status,
+            headers: parts.headers,
             body: String::from_utf8_lossy(&bytes).into_owned(),
         })
     }

@@ -279,3 +279,19 @@ impl TestCa {
         }
     }
 }
+
+/// Base64 ECDSA P-256/SHA-256 signature of `message` by a PKCS#8 PEM key (what
+/// `openssl dgst -sha256 -sign KEY | base64` makes).
+pub fn sign_with(key_pem: &str, message: &[u8]) -> String {
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair};
+    use base64::Engine as _;
+    use rustls::pki_types::PrivatePkcs8KeyDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let der = PrivatePkcs8KeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
+    let key =
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, der.secret_pkcs8_der()).unwrap();
+    let sig = key
+        .sign(&aws_lc_rs::rand::SystemRandom::new(), message)
+        .unwrap();
+    base64::engine::general_purpose::STANDARD.encode(sig.as_ref())
+}

@@ -5,26 +5,24 @@
 //! Key files are PEM `SYMBOLON ENCRYPTED PRIVATE KEY`: PKCS#8 sealed with AES-256-GCM under a key
 //! derived from the passphrase with PBKDF2-HMAC-SHA256 (600,000 iterations, random salt).
 
+mod keys;
+mod request;
+
 use std::fs;
-use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 
-use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
+pub use keys::{Sealer, decrypt_key, encrypt_key, is_sealed};
+use keys::{pem_block, write_private};
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateRevocationListParams,
-    CertificateSigningRequestParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, RevocationReason, RevokedCertParams, SanType,
-    SerialNumber,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, CrlDistributionPoint,
+    DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair,
+    KeyUsagePurpose, RevocationReason, RevokedCertParams, SerialNumber,
 };
+pub use request::{Csr, Grant, Sans, Template, check_spiffe_id, parse_csr};
 use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 use time::{Duration, OffsetDateTime};
 
-use crate::pki::{CertInfo, rfc3339};
-
-const PBKDF2_ITERATIONS: u32 = 600_000;
-const ENC_LABEL: &str = "SYMBOLON ENCRYPTED PRIVATE KEY";
+use crate::pki::CertInfo;
 
 /// What went wrong with the CA, with the fix.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +82,26 @@ impl std::str::FromStr for Profile {
 }
 
 impl Profile {
+    /// The extended key usages of the profile.
+    pub fn ekus(self) -> Vec<ExtendedKeyUsagePurpose> {
+        match self {
+            Profile::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
+            Profile::Server => vec![ExtendedKeyUsagePurpose::ServerAuth],
+            Profile::Spiffe => vec![
+                ExtendedKeyUsagePurpose::ClientAuth,
+                ExtendedKeyUsagePurpose::ServerAuth,
+            ],
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Client => "client",
+            Profile::Server => "server",
+            Profile::Spiffe => "spiffe",
+        }
+    }
+
     pub fn default_lifetime(self) -> Duration {
         match self {
             Profile::Client | Profile::Spiffe => Duration::hours(24),
@@ -100,105 +118,6 @@ fn algorithm(name: &str) -> Result<&'static rcgen::SignatureAlgorithm, CaError> 
         "rsa2048" | "rsa" => &rcgen::PKCS_RSA_SHA256,
         other => return Err(CaError::Algorithm(other.into())),
     })
-}
-
-// === encrypted keys ===
-
-fn derive(passphrase: &[u8], salt: &[u8], iterations: u32) -> Result<LessSafeKey, CaError> {
-    let mut key = [0u8; 32];
-    let iters = NonZeroU32::new(iterations)
-        .ok_or_else(|| CaError::Invalid("bad iteration count".into()))?;
-    aws_lc_rs::pbkdf2::derive(
-        aws_lc_rs::pbkdf2::PBKDF2_HMAC_SHA256,
-        iters,
-        salt,
-        passphrase,
-        &mut key,
-    );
-    let unbound = UnboundKey::new(&AES_256_GCM, &key)
-        .map_err(|_| CaError::Invalid("cannot create the AES key".into()))?;
-    Ok(LessSafeKey::new(unbound))
-}
-
-/// Seals a PKCS#8 key with the passphrase.
-pub fn encrypt_key(pkcs8: &[u8], passphrase: &[u8]) -> Result<String, CaError> {
-    if passphrase.is_empty() {
-        return Err(CaError::NoPassphrase);
-    }
-    let mut salt = [0u8; 16];
-    let mut nonce = [0u8; 12];
-    aws_lc_rs::rand::fill(&mut salt).map_err(|_| CaError::Invalid("the RNG failed".into()))?;
-    aws_lc_rs::rand::fill(&mut nonce).map_err(|_| CaError::Invalid("the RNG failed".into()))?;
-    let key = derive(passphrase, &salt, PBKDF2_ITERATIONS)?;
-    let mut sealed = pkcs8.to_vec();
-    key.seal_in_place_append_tag(
-        Nonce::assume_unique_for_key(nonce),
-        Aad::from(ENC_LABEL.as_bytes()),
-        &mut sealed,
-    )
-    .map_err(|_| CaError::Invalid("encryption failed".into()))?;
-    let mut blob = Vec::with_capacity(32 + sealed.len());
-    blob.extend_from_slice(&salt);
-    blob.extend_from_slice(&nonce);
-    blob.extend_from_slice(&PBKDF2_ITERATIONS.to_be_bytes());
-    blob.extend_from_slice(&sealed);
-    Ok(pem_block(ENC_LABEL, &blob))
-}
-
-/// A PEM block: base64 in 64-character lines between BEGIN and END lines.
-fn pem_block(label: &str, der: &[u8]) -> String {
-    let b64 = STANDARD.encode(der);
-    let lines: Vec<&str> = b64
-        .as_bytes()
-        .chunks(64)
-        .filter_map(|c| std::str::from_utf8(c).ok())
-        .collect();
-    format!(
-        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
-        lines.join("\n")
-    )
-}
-
-/// Opens a sealed key.
-pub fn decrypt_key(pem: &str, passphrase: &[u8], path: &Path) -> Result<Vec<u8>, CaError> {
-    let bad = || CaError::Decrypt(path.to_owned());
-    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-    let blob = STANDARD.decode(body).map_err(|_| bad())?;
-    if blob.len() < 32 + 16 {
-        return Err(bad());
-    }
-    let (salt, rest) = blob.split_at(16);
-    let (nonce, rest) = rest.split_at(12);
-    let (iters, sealed) = rest.split_at(4);
-    let iterations = u32::from_be_bytes([iters[0], iters[1], iters[2], iters[3]]);
-    let key = derive(passphrase, salt, iterations)?;
-    let nonce: [u8; 12] = nonce.try_into().map_err(|_| bad())?;
-    let mut buf = sealed.to_vec();
-    let plain = key
-        .open_in_place(
-            Nonce::assume_unique_for_key(nonce),
-            Aad::from(ENC_LABEL.as_bytes()),
-            &mut buf,
-        )
-        .map_err(|_| bad())?;
-    Ok(plain.to_vec())
-}
-
-fn write_private(path: &Path, text: &str) -> Result<(), CaError> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let io = |source| CaError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io)?;
-    f.write_all(text.as_bytes()).map_err(io)?;
-    f.sync_all().map_err(io)
 }
 
 fn write_public(path: &Path, text: &str) -> Result<(), CaError> {
@@ -262,7 +181,7 @@ pub fn init(
     if dir.join("intermediate.pem").exists() {
         return Err(CaError::Exists(dir.to_owned()));
     }
-    fs::create_dir_all(dir).map_err(|source| CaError::Io {
+    crate::pki::private_dir(dir).map_err(|source| CaError::Io {
         path: dir.to_owned(),
         source,
     })?;
@@ -300,6 +219,8 @@ pub const BACKDATE_SECS: i64 = 60;
 
 pub struct Ca {
     issuer: Issuer<'static, KeyPair>,
+    /// Put into issued certificates as their CRL Distribution Point (`[ca] crl_url`).
+    crl_url: Option<String>,
     intermediate: CertificateDer<'static>,
     root: CertificateDer<'static>,
     not_after: OffsetDateTime,
@@ -333,10 +254,17 @@ impl Ca {
         let issuer = Issuer::from_ca_cert_der(&intermediate, key)?;
         Ok(Self {
             issuer,
+            crl_url: None,
             intermediate,
             root,
             not_after,
         })
+    }
+
+    /// Puts `url` into the certificates issued from now on as their CRL Distribution Point.
+    pub fn with_crl_url(mut self, url: Option<String>) -> Self {
+        self.crl_url = url;
+        self
     }
 
     pub fn root_der(&self) -> &CertificateDer<'static> {
@@ -362,49 +290,45 @@ impl Ca {
         lifetime: Option<Duration>,
     ) -> (OffsetDateTime, OffsetDateTime) {
         let now = OffsetDateTime::now_utc();
-        let end = now + lifetime.unwrap_or(profile.default_lifetime());
+        let end = now
+            .checked_add(lifetime.unwrap_or(profile.default_lifetime()))
+            .unwrap_or(self.not_after);
         (
             now - Duration::seconds(BACKDATE_SECS),
             end.min(self.not_after),
         )
     }
 
-    fn apply_profile(
-        &self,
-        p: &mut CertificateParams,
-        profile: Profile,
-        lifetime: Option<Duration>,
-    ) -> Result<(), CaError> {
-        let (from, until) = self.window(profile, lifetime);
+    fn params(&self, t: &Template) -> Result<CertificateParams, CaError> {
+        if t.profile == Profile::Spiffe && !t.sans.uris.iter().any(|u| u.starts_with("spiffe://")) {
+            return Err(CaError::Invalid(
+                "the spiffe profile needs a SPIFFE ID (spiffe://trust-domain/path)".into(),
+            ));
+        }
+        for u in t.sans.uris.iter().filter(|u| u.starts_with("spiffe://")) {
+            check_spiffe_id(u).map_err(CaError::Invalid)?;
+        }
+        let mut p = CertificateParams::default();
+        p.distinguished_name = t.subject.clone();
+        p.subject_alt_names = t.sans.to_rcgen()?;
+        let (from, until) = self.window(t.profile, t.lifetime);
         p.not_before = from;
         p.not_after = until;
         p.is_ca = IsCa::ExplicitNoCa;
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        p.extended_key_usages = match profile {
-            Profile::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
-            Profile::Server => vec![ExtendedKeyUsagePurpose::ServerAuth],
-            Profile::Spiffe => vec![
-                ExtendedKeyUsagePurpose::ClientAuth,
-                ExtendedKeyUsagePurpose::ServerAuth,
-            ],
-        };
+        p.extended_key_usages = t.profile.ekus();
         let mut serial = [0u8; 16];
         aws_lc_rs::rand::fill(&mut serial)
             .map_err(|_| CaError::Invalid("the RNG failed".into()))?;
         serial[0] &= 0x7f;
         p.serial_number = Some(SerialNumber::from_slice(&serial));
         p.use_authority_key_identifier_extension = true;
-        if profile == Profile::Spiffe
-            && !p
-                .subject_alt_names
-                .iter()
-                .any(|s| matches!(s, SanType::URI(u) if u.as_str().starts_with("spiffe://")))
-        {
-            return Err(CaError::Invalid(
-                "the spiffe profile needs a SPIFFE ID (spiffe://trust-domain/path)".into(),
-            ));
+        if let Some(url) = &self.crl_url {
+            p.crl_distribution_points = vec![CrlDistributionPoint {
+                uris: vec![url.clone()],
+            }];
         }
-        Ok(())
+        Ok(p)
     }
 
     fn finish(&self, der: CertificateDer<'static>) -> Result<Issued, CaError> {
@@ -421,86 +345,38 @@ impl Ca {
         })
     }
 
-    /// Signs a CSR (its signature is checked). The subject and SANs come from the CSR; the
-    /// profile decides usage and lifetime.
-    pub fn sign_csr(
-        &self,
-        csr_pem: &str,
-        profile: Profile,
-        lifetime: Option<Duration>,
-    ) -> Result<Issued, CaError> {
-        let mut csr = CertificateSigningRequestParams::from_pem(csr_pem)
-            .map_err(|e| CaError::Csr(e.to_string()))?;
-        self.apply_profile(&mut csr.params, profile, lifetime)?;
-        let cert = csr.signed_by(&self.issuer)?;
+    /// Signs the key of a verified CSR with the names of `t` (never the CSR's own extensions).
+    pub fn sign(&self, csr: &Csr, t: &Template) -> Result<Issued, CaError> {
+        let key = rcgen::SubjectPublicKeyInfo::from_der(&csr.spki_der)
+            .map_err(|e| CaError::Csr(format!("its key cannot be used: {e}")))?;
+        let cert = self.params(t)?.signed_by(&key, &self.issuer)?;
         self.finish(cert.der().clone())
     }
 
-    /// Generates a key and a certificate. Returns the certificate and the key (PKCS#8 PEM).
-    pub fn issue(
-        &self,
-        name: &str,
-        spiffe_id: Option<&str>,
-        dns: &[String],
-        profile: Profile,
-        lifetime: Option<Duration>,
-    ) -> Result<(Issued, KeyPair), CaError> {
+    /// Generates a key and a certificate. Returns the certificate and the key.
+    pub fn issue(&self, t: &Template) -> Result<(Issued, KeyPair), CaError> {
         let key = KeyPair::generate()?;
-        let mut p = CertificateParams::new(dns.to_vec())?;
-        p.distinguished_name = DistinguishedName::new();
-        p.distinguished_name.push(DnType::CommonName, name);
-        if let Some(id) = spiffe_id {
-            if !id.starts_with("spiffe://") {
-                return Err(CaError::Invalid(format!(
-                    "'{id}' is not a SPIFFE ID (spiffe://trust-domain/path)"
-                )));
-            }
-            p.subject_alt_names.push(SanType::URI(id.try_into()?));
-        }
-        self.apply_profile(&mut p, profile, lifetime)?;
-        let cert = p.signed_by(&key, &self.issuer)?;
+        let cert = self.params(t)?.signed_by(&key, &self.issuer)?;
         Ok((self.finish(cert.der().clone())?, key))
     }
 
-    /// Renews `current` (a certificate this CA issued, presented over mTLS): same subject and
-    /// SANs, the public key of the CSR (so the client may rotate its key), a fresh lifetime.
-    pub fn renew(
+    /// What renewing `current` issues: the same subject and SANs, the profile it was issued
+    /// with, and the same lifetime.
+    pub fn renewal(
         &self,
-        current_der: &[u8],
-        csr_pem: &str,
+        current: &CertInfo,
+        der: &[u8],
         profile: Profile,
-        lifetime: Option<Duration>,
-    ) -> Result<Issued, CaError> {
-        let mut csr = CertificateSigningRequestParams::from_pem(csr_pem)
-            .map_err(|e| CaError::Csr(e.to_string()))?;
-        let (dn, sans) = identity_of(current_der)?;
-        csr.params.distinguished_name = dn;
-        csr.params.subject_alt_names = sans;
-        self.apply_profile(&mut csr.params, profile, lifetime)?;
-        let cert = csr.signed_by(&self.issuer)?;
-        self.finish(cert.der().clone())
-    }
-
-    /// The store record of an issued certificate.
-    pub fn record(issued: &Issued, profile: Profile, via: &str) -> crate::store::IssuedRow {
-        let i = &issued.info;
-        let sans: Vec<&str> = i
-            .dns_sans
-            .iter()
-            .chain(&i.uri_sans)
-            .chain(&i.email_sans)
-            .map(String::as_str)
-            .collect();
-        crate::store::IssuedRow {
-            serial: crate::revocation::normalize_serial(&i.serial_hex),
-            fingerprint: i.fingerprint_sha256.clone(),
-            subject: i.subject.clone(),
-            sans: sans.join(","),
-            profile: format!("{profile:?}").to_lowercase(),
-            not_after: rfc3339(i.not_after),
-            issued_at: crate::store::now(),
-            via: via.into(),
-        }
+    ) -> Result<Template, CaError> {
+        let (subject, sans) = request::names_of(der)?;
+        let lifetime =
+            Duration::seconds((current.not_after - current.not_before - BACKDATE_SECS).max(1));
+        Ok(Template {
+            subject,
+            sans,
+            profile,
+            lifetime: Some(lifetime),
+        })
     }
 
     /// A CRL of the given (serial hex, revoked at, reason) entries, valid for `valid_for`.
@@ -533,40 +409,6 @@ impl Ca {
         };
         Ok(params.signed_by(&self.issuer)?.der().to_vec())
     }
-}
-
-/// The subject (CN, O, OU) and SANs (DNS, URI, email) of a certificate, to renew it as is.
-fn identity_of(der: &[u8]) -> Result<(DistinguishedName, Vec<SanType>), CaError> {
-    use x509_parser::prelude::{FromDer, X509Certificate};
-    let (_, cert) = X509Certificate::from_der(der).map_err(|e| CaError::Invalid(e.to_string()))?;
-    let mut dn = DistinguishedName::new();
-    for cn in cert.subject().iter_organization() {
-        if let Ok(v) = cn.as_str() {
-            dn.push(DnType::OrganizationName, v);
-        }
-    }
-    for ou in cert.subject().iter_organizational_unit() {
-        if let Ok(v) = ou.as_str() {
-            dn.push(DnType::OrganizationalUnitName, v);
-        }
-    }
-    for cn in cert.subject().iter_common_name() {
-        if let Ok(v) = cn.as_str() {
-            dn.push(DnType::CommonName, v);
-        }
-    }
-    let info = CertInfo::parse(der).map_err(CaError::Invalid)?;
-    let mut sans = Vec::new();
-    for d in &info.dns_sans {
-        sans.push(SanType::DnsName(d.as_str().try_into()?));
-    }
-    for u in &info.uri_sans {
-        sans.push(SanType::URI(u.as_str().try_into()?));
-    }
-    for e in &info.email_sans {
-        sans.push(SanType::Rfc822Name(e.as_str().try_into()?));
-    }
-    Ok((dn, sans))
 }
 
 fn first_cert(pem: &str, path: &Path) -> Result<CertificateDer<'static>, CaError> {
@@ -607,7 +449,9 @@ pub fn crl_pem(der: &[u8]) -> String {
 
 /// A lifetime such as `24h` or `90d`.
 pub fn parse_lifetime(s: &str) -> Result<Duration, String> {
-    crate::config::parse_duration(s).map(|d| Duration::seconds(d.as_secs() as i64))
+    crate::config::LIFETIME
+        .parse(s)
+        .map(|d| Duration::seconds(d.as_secs() as i64))
 }
 
 /// The CA passphrase: from a file, else from `SYMBOLON_CA_PASSPHRASE`.
