@@ -554,7 +554,14 @@ pub struct DurationRange {
 impl DurationRange {
     /// Parses `s` and checks it against the range.
     pub fn parse(&self, s: &str) -> Result<Duration, String> {
-        let d = parse_duration(s).map_err(|e| format!("{}: {e}", self.field))?;
+        let d = parse_duration(s).map_err(|e| {
+            format!(
+                "{}: {e}; it must be between {} and {}",
+                self.field,
+                format_duration(&self.min),
+                format_duration(&self.max)
+            )
+        })?;
         self.check(d)
     }
 

@@ -293,6 +293,9 @@ impl Store {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
+            // The store holds private keys: what is deleted or overwritten is zeroed, so an
+            // old key (or one stored before sealing) does not linger in free pages.
+            .pragma("secure_delete", "ON")
             .busy_timeout(std::time::Duration::from_secs(5));
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
@@ -346,6 +349,12 @@ impl Store {
             }
         }
         tx.commit().await?;
+        if n > 0 {
+            // Fold the write-ahead log into the (zeroed) database file and empty it.
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&self.pool)
+                .await?;
+        }
         Ok(n)
     }
 

@@ -636,3 +636,39 @@ async fn usage_counters_match_the_requests_sent() {
     );
     assert!(!metrics.contains("counted"));
 }
+
+#[tokio::test]
+async fn the_longest_rate_limit_period_refuses_with_retry_after_and_no_panic() {
+    // Before issue 11 a huge `per` panicked on the second request (Duration overflow).
+    let s = setup("require").await;
+    let leaf = s.ca.leaf(LeafSpec::client("slow"));
+    let client = s.h.client().cert(&leaf);
+    s.api
+        .ok(
+            Method::POST,
+            "/api/v1/policies",
+            Some(json!({"name": "slow", "rate_limit": {"requests": 1, "per": "30d"}})),
+        )
+        .await;
+    s.api
+        .ok(
+            Method::POST,
+            "/api/v1/identities",
+            Some(json!({"name": "s", "certificate_pem": leaf.cert_pem, "policy": "slow"})),
+        )
+        .await;
+    s.set_authz(json!({"auth": "mtls"})).await;
+    let mut conn = Conn::open(s.gw.tls_addr(), "api.test", &client)
+        .await
+        .unwrap();
+    assert_eq!(conn.get("/x").await.unwrap().status, 200);
+    for _ in 0..2 {
+        let r = conn.get("/x").await.unwrap();
+        assert_eq!(r.status, 429);
+        let retry: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!(
+            (2_591_000..=2_592_000).contains(&retry),
+            "Retry-After {retry}"
+        );
+    }
+}

@@ -133,6 +133,14 @@ fn embedded_default_works_with_the_printed_curl_command_and_is_reused() {
     let mut p = Process::spawn(&args, tmp.path());
     let banner = p.stderr_text();
     assert!(banner.contains("created data/"), "{banner}");
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(tmp.path().join("data"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700, "the data dir holds keys: owner only");
+    }
     let curl_line = banner
         .lines()
         .find(|l| l.trim_start().starts_with("curl --cacert") && l.contains("--cert"))
@@ -860,6 +868,15 @@ fn built_in_ca_issues_certificates_that_openssl_verifies() {
         );
         assert_eq!(code, 0, "{alg}: {err}");
         assert!(out.contains("encrypted, 0600"));
+        assert_eq!(
+            std::fs::metadata(dir.join(&ca_dir))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o700,
+            "the CA directory is private"
+        );
         for key in ["root.key", "intermediate.key"] {
             let path = dir.join(&ca_dir).join(key);
             assert_eq!(

@@ -791,3 +791,97 @@ async fn self_service_binds_only_a_certificate_whose_key_signed_the_challenge() 
         }
     }
 }
+
+#[tokio::test]
+async fn private_keys_in_the_store_are_sealed_with_the_store_passphrase() {
+    let h = Harness::new();
+    let base = h.admin_section();
+    // Written in the clear first (no passphrase), then sealed when one is configured.
+    let gw = h.start(&base).await;
+    let api = Api {
+        client: h.admin_client(&gw, None),
+    };
+    let early = h.server_ca.leaf(LeafSpec::server("early.test"));
+    api.ok(
+        Method::POST,
+        "/api/v1/domains",
+        Some(json!({"hostname": "early.test", "cert_pem": early.chain_pem, "key_pem": early.key_pem, "mtls": "off"})),
+    )
+    .await;
+    gw.shutdown().await;
+
+    h.write("store-pass", "store passphrase\n");
+    let sealed_cfg = format!("store_passphrase_file = \"store-pass\"\n{base}");
+    let gw = h.start(&sealed_cfg).await;
+    let api = Api {
+        client: h.admin_client(&gw, None),
+    };
+    let later = h.server_ca.leaf(LeafSpec::server("later.test"));
+    api.ok(
+        Method::POST,
+        "/api/v1/domains",
+        Some(json!({"hostname": "later.test", "cert_pem": later.chain_pem, "key_pem": later.key_pem, "mtls": "off"})),
+    )
+    .await;
+    let cred = TestCa::root("Upstream CA").leaf(LeafSpec::client("to-origin"));
+    api.ok(
+        Method::POST,
+        "/api/v1/credentials",
+        Some(json!({"name": "origin", "cert_pem": cred.chain_pem, "key_pem": cred.key_pem})),
+    )
+    .await;
+    // Both domains serve with their (sealed) keys.
+    for host in ["early.test", "later.test"] {
+        Conn::open(gw.tls_addr(), host, &h.client())
+            .await
+            .unwrap_or_else(|e| panic!("{host}: {e}"));
+    }
+    // On disk every key is sealed; nothing in the file is a plain PEM key.
+    let raw = std::fs::read(h.path("symbolon.db")).unwrap();
+    let wal = std::fs::read(h.path("symbolon.db-wal")).unwrap_or_default();
+    for bytes in [&raw, &wal] {
+        let text = String::from_utf8_lossy(bytes);
+        assert!(!text.contains("BEGIN PRIVATE KEY"), "a key in the clear");
+    }
+    let store = symbolon::store::Store::open(&h.path("symbolon.db"))
+        .await
+        .unwrap();
+    let mut tx = store.begin().await.unwrap();
+    let st = symbolon::store::load_all(&mut tx).await.unwrap();
+    drop(tx);
+    assert_eq!(st.domains.len(), 2);
+    for k in st
+        .domains
+        .iter()
+        .map(|d| &d.key_pem)
+        .chain(st.credentials.iter().map(|c| &c.key_pem))
+    {
+        assert!(symbolon::ca::is_sealed(k), "{k}");
+    }
+    // Opening the store without the passphrase says what to do.
+    let e = store
+        .state()
+        .await
+        .err()
+        .expect("sealed keys need the passphrase");
+    assert!(e.to_string().contains("store_passphrase_file"), "{e}");
+    drop(store);
+    // The API never returns a key.
+    let listed = api
+        .ok(Method::GET, "/api/v1/credentials", None)
+        .await
+        .to_string()
+        + &api
+            .ok(Method::GET, "/api/v1/domains", None)
+            .await
+            .to_string();
+    assert!(!listed.contains("PRIVATE KEY"), "{listed}");
+    gw.shutdown().await;
+
+    // A start without the passphrase, or with the wrong one, is refused with the fix.
+    let err = h.start_err(&base).await;
+    assert!(err.contains("store_passphrase_file"), "{err}");
+    h.write("store-pass", "wrong");
+    let err = h.start_err(&sealed_cfg).await;
+    assert!(err.contains("sealed private key"), "{err}");
+}

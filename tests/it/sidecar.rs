@@ -223,8 +223,33 @@ async fn steady_stream_across_forced_rotations_loses_nothing() {
     assert!(
         metrics.contains("symbolon_sidecar_rotations_total{sidecar=\"orders\",result=\"ok\"} 3")
     );
-    let audit = s.api.ok(Method::GET, "/api/v1/audit?limit=5", None).await;
+    let audit = s.api.ok(Method::GET, "/api/v1/audit?limit=100", None).await;
     assert!(audit.to_string().contains("credential.rotate"), "{audit}");
+    // Each credential the CA issued for the sidecar is in the audit log: who asked (the
+    // sidecar at start, the admin for a forced rotation) and what.
+    let issued: Vec<&serde_json::Value> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["action"] == "ca.sidecar")
+        .collect();
+    assert!(issued.len() >= 4, "{audit}");
+    assert!(
+        issued.iter().any(|r| r["actor"] == "sidecar:orders"),
+        "{audit}"
+    );
+    assert!(
+        issued
+            .iter()
+            .any(|r| r["actor"].as_str().unwrap().starts_with("cert:")),
+        "{audit}"
+    );
+    assert!(
+        issued[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("spiffe://test.local/billing")
+    );
     s.gw.shutdown().await;
 }
 
@@ -460,4 +485,16 @@ async fn config_file_sidecars_follow_reloads() {
         err.contains("sidecar 'orders'") && err.contains("no CA"),
         "{err}"
     );
+    // A lifetime that would overflow the clock is refused with its range (it panicked).
+    symbolon::ca::init(&h.path("ca"), "p256", b"p", None).unwrap();
+    h.write("ca-pass", "p");
+    let err = h
+        .start_err(&format!(
+            "[ca]\ndir = \"ca\"\npassphrase_file = \"ca-pass\"\n\n{}",
+            ORDERS
+                .replace("ORIGIN", "https://127.0.0.1:9")
+                .replace("lifetime = \"1h\"", "lifetime = \"100000000d\"")
+        ))
+        .await;
+    assert!(err.contains("lifetime") && err.contains("3650d"), "{err}");
 }
