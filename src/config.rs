@@ -125,9 +125,9 @@ pub struct CaConfig {
     /// How long a published CRL is valid (its nextUpdate). Default `24h`.
     #[serde(default = "d24h", with = "duration")]
     pub crl_validity: Duration,
-    /// Where third-party verifiers can download this CA's CRL (`http://…`, typically the
-    /// gateway's `…/ca/crl.der` route): put into issued certificates as their CRL
-    /// Distribution Point. Absent: issued certificates name none.
+    /// Where third-party verifiers can download this CA's CRL (`http://…`; the gateway serves
+    /// it at `/ca/crl.der` on `metrics_listen`, or publish it elsewhere): put into issued
+    /// certificates as their CRL Distribution Point. Absent: issued certificates name none.
     #[serde(default)]
     pub crl_url: Option<String>,
 }

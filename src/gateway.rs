@@ -119,7 +119,7 @@ fn check_crl_url(url: &str) -> Result<(), GatewayError> {
         .is_some_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
     if !ok || !url.is_ascii() {
         return Err(GatewayError::Admin(format!(
-            "[ca] crl_url '{url}' is not an http:// or https:// URL. Fix: for example crl_url = \"http://gateway.example/.well-known/ca/crl.der\""
+            "[ca] crl_url '{url}' is not an http:// or https:// URL. Fix: for example crl_url = \"http://gateway.example:9464/ca/crl.der\""
         )));
     }
     Ok(())

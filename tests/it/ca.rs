@@ -2,36 +2,13 @@
 //! mTLS (also with a new key), refusal for revoked certificates, signing through the API.
 
 use http::Method;
-use http_body_util::Full;
 use serde_json::{Value, json};
 
-use crate::admin::{Api, code};
+use crate::admin::code;
 use crate::support::pki::Leaf;
 use crate::support::*;
 
-struct Setup {
-    h: Harness,
-    gw: symbolon::gateway::Gateway,
-    api: Api,
-}
-
-async fn setup() -> Setup {
-    let h = Harness::new();
-    symbolon::ca::init(&h.path("ca"), "p256", b"ca test passphrase", None).unwrap();
-    h.write("ca-pass", "ca test passphrase");
-    std::fs::copy(h.path("ca/root.pem"), h.path("clients.pem")).unwrap();
-    let body = format!(
-        "[ca]\ndir = \"ca\"\npassphrase_file = \"ca-pass\"\n\n{}{}[[routes]]\nname = \"ca\"\npath_prefix = \"/.well-known/ca\"\nupstream = \"builtin:ca\"\n\n{}",
-        h.admin_section(),
-        h.domain("api.test", Some("clients.pem"), "optional"),
-        route_all("builtin:echo")
-    );
-    let gw = h.start(&body).await;
-    let api = Api {
-        client: h.admin_client(&gw, None),
-    };
-    Setup { h, gw, api }
-}
+use crate::issuance::{Setup, leaf, setup};
 
 fn csr(cn: &str) -> (String, rcgen::KeyPair) {
     let key = rcgen::KeyPair::generate().unwrap();
@@ -41,26 +18,8 @@ fn csr(cn: &str) -> (String, rcgen::KeyPair) {
 }
 
 async fn post(s: &Setup, spec: &ClientSpec, path: &str, body: Value) -> (u16, Value) {
-    let mut conn = Conn::open(s.gw.tls_addr(), "api.test", spec).await.unwrap();
-    let req = http::Request::post(path)
-        .header("host", "api.test")
-        .header("content-type", "application/json")
-        .body(Full::new(bytes::Bytes::from(body.to_string())))
-        .unwrap();
-    let r = conn.send(req).await.unwrap();
+    let r = crate::issuance::post(s, spec, path, body).await;
     (r.status.as_u16(), r.json())
-}
-
-fn leaf(chain_pem: &str, key: &rcgen::KeyPair) -> Leaf {
-    let der = symbolon::pki::parse_certs(chain_pem.as_bytes(), std::path::Path::new("x")).unwrap()
-        [0]
-    .clone();
-    Leaf {
-        der,
-        cert_pem: chain_pem.into(),
-        chain_pem: chain_pem.into(),
-        key_pem: key.serialize_pem(),
-    }
 }
 
 #[tokio::test]

@@ -15,10 +15,10 @@ use crate::support::client::Resp;
 use crate::support::pki::{Leaf, sign_with};
 use crate::support::*;
 
-struct Setup {
-    h: Harness,
-    gw: symbolon::gateway::Gateway,
-    api: Api,
+pub struct Setup {
+    pub h: Harness,
+    pub gw: symbolon::gateway::Gateway,
+    pub api: Api,
 }
 
 const PASS: &str = "issuance test passphrase";
@@ -41,7 +41,7 @@ async fn setup_with(extra: &str) -> Setup {
     Setup { h, gw, api }
 }
 
-async fn setup() -> Setup {
+pub async fn setup() -> Setup {
     setup_with("").await
 }
 
@@ -71,7 +71,7 @@ fn uri(u: &str) -> rcgen::SanType {
     rcgen::SanType::URI(u.try_into().unwrap())
 }
 
-async fn post(s: &Setup, spec: &ClientSpec, path: &str, body: Value) -> Resp {
+pub async fn post(s: &Setup, spec: &ClientSpec, path: &str, body: Value) -> Resp {
     let mut conn = Conn::open(s.gw.tls_addr(), "api.test", spec).await.unwrap();
     let req = http::Request::post(path)
         .header("host", "api.test")
@@ -101,7 +101,7 @@ async fn enroll(s: &Setup, token: &str, csr: &str) -> Resp {
     .await
 }
 
-fn leaf(chain_pem: &str, key: &rcgen::KeyPair) -> Leaf {
+pub fn leaf(chain_pem: &str, key: &rcgen::KeyPair) -> Leaf {
     let der = symbolon::pki::parse_certs(chain_pem.as_bytes(), std::path::Path::new("x")).unwrap()
         [0]
     .clone();
@@ -672,6 +672,19 @@ pub async fn challenge(api: &Api) -> String {
     v["challenge"].as_str().unwrap().to_string()
 }
 
+/// A self-service binding of `cert_pem` to `name`, the challenge (asked by `asker`) signed by
+/// `signer_key`.
+async fn bind(me: &Api, asker: &Api, name: &str, cert_pem: &str, signer_key: &str) -> (u16, Value) {
+    let c = challenge(asker).await;
+    let (status, v) = me
+        .post(
+            "/api/v1/self-service/identities",
+            json!({"name": name, "certificate_pem": cert_pem, "policy": "partners", "challenge": c, "signature": sign_with(signer_key, c.as_bytes())}),
+        )
+        .await;
+    (status.as_u16(), v)
+}
+
 #[tokio::test]
 async fn self_service_binds_only_a_certificate_whose_key_signed_the_challenge() {
     let h = Harness::new();
@@ -717,18 +730,8 @@ async fn self_service_binds_only_a_certificate_whose_key_signed_the_challenge() 
             "attempt {i}: {v}"
         );
     }
-    let admins = challenge(&admin).await;
-    let (status, v) = me
-        .post(
-            "/api/v1/self-service/identities",
-            json!({"name": "squat", "certificate_pem": victim.cert_pem, "policy": "partners", "challenge": admins, "signature": sign_with(&victim.key_pem, admins.as_bytes())}),
-        )
-        .await;
-    assert_eq!(
-        (status.as_u16(), code(&v)),
-        (403, "proof_of_possession"),
-        "{v}"
-    );
+    let (status, v) = bind(&me, &admin, "squat", &victim.cert_pem, &victim.key_pem).await;
+    assert_eq!((status, code(&v)), (403, "proof_of_possession"), "{v}");
 
     // The holder binds it, signing with openssl as the docs say.
     h.write("mine.key", &mine.key_pem);
@@ -760,32 +763,16 @@ async fn self_service_binds_only_a_certificate_whose_key_signed_the_challenge() 
             Some(json!({"name": "victim-corp", "certificate_pem": victim.cert_pem})),
         )
         .await;
-    let c = challenge(&me).await;
-    let (status, v) = me
-        .post(
-            "/api/v1/self-service/identities",
-            json!({"name": "again", "certificate_pem": victim.cert_pem, "policy": "partners", "challenge": c, "signature": sign_with(&victim.key_pem, c.as_bytes())}),
-        )
-        .await;
-    assert_eq!(
-        (status.as_u16(), code(&v)),
-        (409, "certificate_in_use"),
-        "{v}"
-    );
+    let (status, v) = bind(&me, &me, "again", &victim.cert_pem, &victim.key_pem).await;
+    assert_eq!((status, code(&v)), (409, "certificate_in_use"), "{v}");
     assert!(!v.to_string().contains("victim-corp"), "{v}");
 
     // The token's limit: 2 identities.
     let second = ca.leaf(LeafSpec::client("second"));
     let third = ca.leaf(LeafSpec::client("third"));
     for (l, name, want) in [(&second, "second", 201), (&third, "third", 403)] {
-        let c = challenge(&me).await;
-        let (status, v) = me
-            .post(
-                "/api/v1/self-service/identities",
-                json!({"name": name, "certificate_pem": l.cert_pem, "policy": "partners", "challenge": c, "signature": sign_with(&l.key_pem, c.as_bytes())}),
-            )
-            .await;
-        assert_eq!(status.as_u16(), want, "{name}: {v}");
+        let (status, v) = bind(&me, &me, name, &l.cert_pem, &l.key_pem).await;
+        assert_eq!(status, want, "{name}: {v}");
         if want == 403 {
             assert_eq!(code(&v), "identity_limit");
         }
