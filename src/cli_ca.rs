@@ -138,7 +138,19 @@ fn record(
         );
         return Ok(());
     }
-    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    // Who ran it, as the environment says (letters, digits, '.', '_', '-' only).
+    let user: String = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        .take(64)
+        .collect();
+    let user = if user.is_empty() {
+        "unknown".into()
+    } else {
+        user
+    };
     let saved = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

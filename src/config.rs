@@ -53,6 +53,9 @@ pub struct Config {
     pub tls13_session_tickets: usize,
     #[serde(default)]
     pub timeouts: Timeouts,
+    /// Connection caps per listener and per client address.
+    #[serde(default)]
+    pub limits: Limits,
     /// Log a warning when a known certificate gets this close to expiry (once per threshold).
     /// Default `["30d", "7d", "1d"]`.
     #[serde(default = "default_expiry_warnings")]
@@ -96,6 +99,26 @@ pub struct Timeouts {
     /// Idle keep-alive connections to upstreams are closed after this. Default `90s`.
     #[serde(default = "d90s", with = "duration")]
     pub upstream_idle: Duration,
+    /// After the handshake, the first request must start within this, else the connection is
+    /// closed (every listener). Default `60s` (nginx's `client_header_timeout`).
+    #[serde(default = "d60s", with = "duration")]
+    pub first_request: Duration,
+    /// A request head (HTTP/1) must arrive in full within this of its first byte, else `408`
+    /// and the connection is closed. Default `60s`.
+    #[serde(default = "d60s", with = "duration")]
+    pub request_header: Duration,
+    /// An HTTP/1 connection idle between requests is closed after this. Default `75s`
+    /// (nginx's `keepalive_timeout`).
+    #[serde(default = "d75s", with = "duration")]
+    pub keepalive: Duration,
+    /// An HTTP/2 connection with no open stream gets GOAWAY after this. Default `75s`.
+    #[serde(default = "d75s", with = "duration")]
+    pub http2_idle: Duration,
+    /// A connection older than this ends after its current response (HTTP/1
+    /// `Connection: close`, HTTP/2 GOAWAY), so clients reconnect and meet the current trust.
+    /// Default `1h` (nginx's `keepalive_time`).
+    #[serde(default = "d1h", with = "duration")]
+    pub max_connection_age: Duration,
     /// Time given to open connections on SIGTERM before they are closed. Default `30s`.
     #[serde(default = "d30s", with = "duration")]
     pub shutdown_grace: Duration,
@@ -108,7 +131,80 @@ impl Default for Timeouts {
             upstream_connect: d5s(),
             upstream_response: d60s(),
             upstream_idle: d90s(),
+            first_request: d60s(),
+            request_header: d60s(),
+            keepalive: d75s(),
+            http2_idle: d75s(),
+            max_connection_age: d1h(),
             shutdown_grace: d30s(),
+        }
+    }
+}
+
+/// Connection caps. At start the open-file limit is raised to the hard limit; caps left at 0
+/// are derived from it so that no listener can use up the descriptors another one needs.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Data-plane connections in all. 0 (default): half of the open-file limit left after the
+    /// other listeners and a reserve of 64 (a proxied connection may hold an upstream one).
+    #[serde(default)]
+    pub max_connections: usize,
+    /// Data-plane connections from one client address. 0 (default): a quarter of
+    /// `max_connections`.
+    #[serde(default)]
+    pub max_connections_per_ip: usize,
+    /// Admin API connections. 0 (default): 256, at most an eighth of the open-file limit.
+    #[serde(default)]
+    pub admin_max_connections: usize,
+    /// Metrics listener connections. 0 (default): 64, at most a sixteenth.
+    #[serde(default)]
+    pub metrics_max_connections: usize,
+    /// Connections per sidecar listener. 0 (default): 1024, at most an eighth.
+    #[serde(default)]
+    pub sidecar_max_connections: usize,
+}
+
+/// The caps in effect.
+#[derive(Clone, Copy, Debug)]
+pub struct ResolvedLimits {
+    pub data: usize,
+    pub data_per_ip: usize,
+    pub admin: usize,
+    pub metrics: usize,
+    pub sidecar: usize,
+}
+
+impl Limits {
+    pub fn resolve(&self, nofile: u64, sidecars: usize) -> ResolvedLimits {
+        let nofile = usize::try_from(nofile).unwrap_or(usize::MAX).min(1 << 24);
+        let pick = |set: usize, default: usize, share: usize| {
+            if set > 0 {
+                set
+            } else {
+                default.min(nofile / share).max(4)
+            }
+        };
+        let admin = pick(self.admin_max_connections, 256, 8);
+        let metrics = pick(self.metrics_max_connections, 64, 16);
+        let sidecar = pick(self.sidecar_max_connections, 1024, 8);
+        let others = admin + metrics + sidecar * sidecars + 64;
+        let data = if self.max_connections > 0 {
+            self.max_connections
+        } else {
+            (nofile.saturating_sub(others) / 2).max(16)
+        };
+        let data_per_ip = if self.max_connections_per_ip > 0 {
+            self.max_connections_per_ip
+        } else {
+            (data / 4).max(1)
+        };
+        ResolvedLimits {
+            data,
+            data_per_ip,
+            admin,
+            metrics,
+            sidecar,
         }
     }
 }
@@ -483,6 +579,9 @@ fn d30s() -> Duration {
 }
 fn d60s() -> Duration {
     Duration::from_secs(60)
+}
+fn d75s() -> Duration {
+    Duration::from_secs(75)
 }
 fn d90s() -> Duration {
     Duration::from_secs(90)

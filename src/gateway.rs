@@ -20,7 +20,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use notify::{RecursiveMode, Watcher as _};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -80,6 +79,8 @@ pub struct State {
     pub pools: crate::upstream::Pools,
     /// Sidecar listeners, kept in line with the published snapshot.
     pub sidecars: crate::sidecar::Listeners,
+    /// Connection caps per listener (from `[limits]` and the open-file limit, at start).
+    pub limits: crate::config::ResolvedLimits,
     me: std::sync::Weak<State>,
 }
 
@@ -90,10 +91,10 @@ fn store_sealer(config: &Config) -> Result<Option<Vec<u8>>, GatewayError> {
     let pass = match &config.store_passphrase_file {
         Some(f) => std::fs::read_to_string(f)
             .map_err(|e| {
-                GatewayError::Admin(format!(
+                GatewayError::Store(StoreError::Passphrase(format!(
                     "store_passphrase_file {}: {e}. Fix: check the path and its permissions",
                     f.display()
-                ))
+                )))
             })?
             .trim_end_matches(['\n', '\r'])
             .as_bytes()
@@ -103,9 +104,9 @@ fn store_sealer(config: &Config) -> Result<Option<Vec<u8>>, GatewayError> {
             .into_bytes(),
     };
     if pass.is_empty() && config.store_passphrase_file.is_some() {
-        return Err(GatewayError::Admin(
+        return Err(GatewayError::Store(StoreError::Passphrase(
             "store_passphrase_file is empty. Fix: write the passphrase into it".into(),
-        ));
+        )));
     }
     Ok((!pass.is_empty()).then_some(pass))
 }
@@ -217,7 +218,7 @@ pub struct Gateway {
     admin_addr: Option<SocketAddr>,
     shutdown_tx: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
-    accept: JoinHandle<GracefulShutdown>,
+    accept: JoinHandle<crate::listener::Drain>,
     grace: Duration,
 }
 
@@ -233,10 +234,20 @@ impl Gateway {
             admin.listen = listen;
         }
         let ticketer = crate::tls::server::Ticketer::new().map_err(GatewayError::Ticketer)?;
+        let nofile = crate::listener::raise_nofile_limit();
+        let limits = config.limits.resolve(nofile, config.sidecars.len().max(4));
+        info!(
+            open_files = nofile,
+            data = limits.data,
+            per_ip = limits.data_per_ip,
+            admin = limits.admin,
+            metrics = limits.metrics,
+            "connection caps"
+        );
         let sealer = match store_sealer(&config)? {
             Some(pass) => Some(
                 crate::ca::Sealer::new(pass)
-                    .map_err(|e| GatewayError::Admin(format!("store passphrase: {e}")))?,
+                    .map_err(|e| GatewayError::Store(StoreError::Passphrase(e.to_string())))?,
             ),
             None => None,
         };
@@ -316,12 +327,16 @@ impl Gateway {
             .pool_timer(TokioTimer::new())
             .build(connector);
         let mut http = auto::Builder::new(TokioExecutor::new());
-        http.http1().timer(TokioTimer::new());
+        // Header and idle timeouts are the supervisor's (crate::listener), which answers 408.
+        http.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(None);
         http.http2().timer(TokioTimer::new());
 
         let state = Arc::new_cyclic(|me| State {
             pools,
             sidecars: crate::sidecar::Listeners::default(),
+            limits,
             me: me.clone(),
             snapshot: ArcSwap::from_pointee(snapshot),
             upstream,
@@ -355,7 +370,8 @@ impl Gateway {
         let accept = tokio::spawn(proxy::accept_loop(
             state.clone(),
             listener,
-            GracefulShutdown::new(),
+            crate::listener::Limiter::new("data", limits.data, limits.data_per_ip),
+            crate::listener::Drain::default(),
             shutdown_rx.clone(),
         ));
 
@@ -783,21 +799,29 @@ async fn serve_metrics(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let handle = crate::telemetry::metrics_handle();
+    let limiter =
+        crate::listener::Limiter::new("metrics", state.limits.metrics, state.limits.metrics);
+    let drain = crate::listener::Drain::default();
     loop {
-        let (tcp, _) = tokio::select! {
-            res = listener.accept() => match res {
-                Ok(x) => x,
-                Err(_) => { tokio::time::sleep(Duration::from_millis(100)).await; continue; }
-            },
+        let (tcp, _, permit) = tokio::select! {
+            x = crate::listener::accept(&listener, &limiter) => x,
             _ = shutdown.changed() => return,
         };
         let handle = handle.clone();
         let state = state.clone();
+        let watcher = drain.watcher();
         tokio::spawn(async move {
+            let _permit = permit;
+            let timeouts =
+                crate::listener::ConnTimeouts::from_config(&state.snapshot.load().timeouts);
+            let activity = crate::listener::Activity::new(false);
+            let svc_activity = activity.clone();
             let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
                 let handle = handle.clone();
                 let state = state.clone();
+                let guard = svc_activity.begin();
                 async move {
+                    let _guard = guard;
                     let path = req.uri().path();
                     if path == "/ca/crl.der" || path == "/ca/crl.pem" {
                         let (status, body, kind) = match crl(&state).await {
@@ -836,9 +860,21 @@ async fn serve_metrics(
                     Ok::<_, std::convert::Infallible>(resp)
                 }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tcp), svc)
-                .await;
+            let io = TokioIo::new(crate::listener::Tracked::new(tcp, activity.clone(), false));
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(None)
+                .serve_connection(io, svc);
+            crate::listener::supervise(
+                "metrics",
+                conn,
+                |c| c.graceful_shutdown(),
+                &activity,
+                timeouts,
+                watcher,
+                None,
+            )
+            .await;
         });
     }
 }

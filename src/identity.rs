@@ -100,7 +100,7 @@ impl ClientIdentity {
     }
 }
 
-fn verify_string(v: Verdict) -> String {
+pub fn verify_string(v: Verdict) -> String {
     match v {
         Verdict::Success => "SUCCESS".into(),
         Verdict::Failed(r) => format!("FAILED:{r}"),

@@ -23,7 +23,7 @@ use crate::store::{self, IssuedRow};
 pub enum IssuanceError {
     #[error("the enrollment token is unknown, expired or already used")]
     InvalidToken,
-    #[error("the CSR is not valid: {0}")]
+    #[error("{0}")]
     BadCsr(String),
     #[error("{0}")]
     NotAuthorized(String),
@@ -205,9 +205,10 @@ pub async fn enroll(
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
     let sha = crate::pki::hex(digest.as_ref());
     let now = crate::pki::unix_now();
-    let _guard = state.change_lock().await;
-    let mut tx = state.store.begin().await?;
-    let (name, profile, grant_json) = store::enroll_token(&mut tx, &sha, now)
+    // Unknown tokens are refused by a read, without the change lock or a write transaction.
+    let (name, profile, grant_json) = state
+        .store
+        .enroll_token(&sha, now)
         .await?
         .ok_or(IssuanceError::InvalidToken)?;
     let grant = match grant_json {
@@ -234,6 +235,8 @@ pub async fn enroll(
         .authorize(&csr)
         .map_err(IssuanceError::NotAuthorized)?;
     let issued = ca.sign(&csr, &t)?;
+    let _guard = state.change_lock().await;
+    let mut tx = state.store.begin().await?;
     if !store::spend_enroll_token(&mut tx, &sha, now).await? {
         return Err(IssuanceError::InvalidToken);
     }

@@ -36,6 +36,7 @@ pub mod explain;
 pub mod gateway;
 pub mod identity;
 pub mod issuance;
+pub mod listener;
 pub mod pki;
 pub mod proxy;
 pub mod revocation;

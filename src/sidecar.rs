@@ -19,7 +19,6 @@ use http::{Request, Response, header};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
 use serde::Serialize;
 use sqlx::SqliteConnection;
 use tokio::sync::watch;
@@ -501,7 +500,7 @@ pub(crate) async fn rotate_when_due(state: Arc<State>, mut shutdown: watch::Rece
 #[derive(Default)]
 pub struct Listeners {
     running: Mutex<HashMap<String, Running>>,
-    graceful: Arc<Mutex<GracefulShutdown>>,
+    drain: crate::listener::Drain,
 }
 
 impl std::fmt::Debug for Listeners {
@@ -545,7 +544,7 @@ impl Listeners {
                     state.clone(),
                     name.clone().into(),
                     listener,
-                    self.graceful.clone(),
+                    self.drain.clone(),
                 ));
                 info!(sidecar = %name, %addr, upstream = %sc.config.upstream, "sidecar listening");
                 (addr, task)
@@ -566,7 +565,7 @@ impl Listeners {
 
     /// Closes every listener (at shutdown; when this returns, none accepts any more) and hands
     /// back the open connections, which finish the request in flight and close when told to.
-    pub async fn stop_all(&self) -> GracefulShutdown {
+    pub async fn stop_all(&self) -> crate::listener::Drain {
         let tasks: Vec<JoinHandle<()>> = lock(&self.running)
             .drain()
             .filter_map(|(_, r)| r.result.ok().map(|(_, task)| task))
@@ -576,7 +575,7 @@ impl Listeners {
             // An aborted task has dropped its listener once it completes.
             let _ = task.await;
         }
-        std::mem::take(&mut *lock(&self.graceful))
+        self.drain.clone()
     }
 }
 
@@ -597,30 +596,43 @@ async fn accept(
     state: Arc<State>,
     name: Arc<str>,
     listener: tokio::net::TcpListener,
-    graceful: Arc<Mutex<GracefulShutdown>>,
+    drain: crate::listener::Drain,
 ) {
+    let cap = state.limits.sidecar;
+    let limiter = crate::listener::Limiter::new("sidecar", cap, cap);
     loop {
-        match listener.accept().await {
-            Ok((tcp, _peer)) => {
-                let _ = tcp.set_nodelay(true);
-                let state = state.clone();
-                let name = name.clone();
-                let watcher = lock(&graceful).watcher();
-                tokio::spawn(async move {
-                    let svc_state = state.clone();
-                    let svc = service_fn(move |req| handle(req, name.clone(), svc_state.clone()));
-                    let conn = state
-                        .http
-                        .serve_connection(TokioIo::new(tcp), svc)
-                        .into_owned();
-                    let _ = watcher.watch(conn).await;
-                });
-            }
-            Err(e) => {
-                warn!(error = %e, "sidecar accept failed; retrying in 100 ms");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
+        let (tcp, _peer, permit) = crate::listener::accept(&listener, &limiter).await;
+        let state = state.clone();
+        let name = name.clone();
+        let watcher = drain.watcher();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let timeouts =
+                crate::listener::ConnTimeouts::from_config(&state.snapshot.load().timeouts);
+            let activity = crate::listener::Activity::new(false);
+            let svc_activity = activity.clone();
+            let svc_state = state.clone();
+            let svc = service_fn(move |req| {
+                let guard = svc_activity.begin();
+                let call = handle(req, name.clone(), svc_state.clone());
+                async move {
+                    let resp = call.await?;
+                    Ok::<_, Infallible>(resp.map(|b| crate::listener::guarded(b, guard)))
+                }
+            });
+            let io = TokioIo::new(crate::listener::Tracked::new(tcp, activity.clone(), false));
+            let conn = state.http.serve_connection(io, svc);
+            crate::listener::supervise(
+                "sidecar",
+                conn,
+                |c| c.graceful_shutdown(),
+                &activity,
+                timeouts,
+                watcher,
+                None,
+            )
+            .await;
+        });
     }
 }
 

@@ -44,9 +44,11 @@ pub enum StoreError {
     )]
     Sealed(String),
     #[error(
-        "cannot open a sealed private key: {0}. Fix: use the store passphrase the keys were sealed with"
+        "cannot open the sealed private key of {0}: wrong store passphrase, or a damaged key. Fix: use the store passphrase the keys were sealed with"
     )]
     Unseal(String),
+    #[error("store passphrase: {0}")]
+    Passphrase(String),
 }
 
 /// The store holds private keys (domains, credentials): it is created 0600, and an existing
@@ -265,7 +267,7 @@ pub fn open_keys(st: &mut StoreState, sealer: Option<&Sealer>) -> Result<(), Sto
         let s = sealer.ok_or_else(|| StoreError::Sealed(what.clone()))?;
         *pem = s
             .open_pem(pem, Path::new(&what))
-            .map_err(|e| StoreError::Unseal(format!("{what}: {e}")))?;
+            .map_err(|_| StoreError::Unseal(what.clone()))?;
         Ok(())
     };
     for d in &mut st.domains {
@@ -349,12 +351,11 @@ impl Store {
             }
         }
         tx.commit().await?;
-        if n > 0 {
-            // Fold the write-ahead log into the (zeroed) database file and empty it.
-            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-                .execute(&self.pool)
-                .await?;
-        }
+        // Fold the write-ahead log into the (zeroed) database file and empty it: a log left
+        // by a crash may hold keys written in the clear, or deleted, before sealing.
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.pool)
+            .await?;
         Ok(n)
     }
 
@@ -805,19 +806,50 @@ pub async fn is_revoked(
     Ok(row.is_some())
 }
 
-/// An unused, unexpired enrollment token: its name, profile and grant (JSON).
-pub async fn enroll_token(
-    c: &mut SqliteConnection,
-    sha256: &str,
-    now: i64,
-) -> Result<Option<(String, String, Option<String>)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT name, profile, grant_json FROM enroll_tokens WHERE token_sha256 = ? AND used_at IS NULL AND expires_at > ?",
-    )
-    .bind(sha256)
-    .bind(now)
-    .fetch_optional(c)
-    .await
+impl Store {
+    /// An unused, unexpired enrollment token: its name, profile and grant (JSON).
+    pub async fn enroll_token(
+        &self,
+        sha256: &str,
+        now: i64,
+    ) -> Result<Option<(String, String, Option<String>)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT name, profile, grant_json FROM enroll_tokens WHERE token_sha256 = ? AND used_at IS NULL AND expires_at > ?",
+        )
+        .bind(sha256)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Every enrollment token (not the tokens themselves: their SHA-256).
+    pub async fn enroll_tokens(&self) -> Result<Vec<EnrollTokenRow>, StoreError> {
+        Ok(sqlx::query_as::<_, EnrollTokenRow>(
+            "SELECT token_sha256, name, profile, expires_at, used_at, grant_json FROM enroll_tokens ORDER BY expires_at",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}
+
+/// An enrollment token as stored.
+#[derive(Clone, Debug, FromRow)]
+pub struct EnrollTokenRow {
+    pub token_sha256: String,
+    pub name: String,
+    pub profile: String,
+    pub expires_at: i64,
+    pub used_at: Option<String>,
+    pub grant_json: Option<String>,
+}
+
+/// Deletes the enrollment token whose SHA-256 starts with `id`; returns whether one was.
+pub async fn delete_enroll_token(c: &mut SqliteConnection, id: &str) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query("DELETE FROM enroll_tokens WHERE substr(token_sha256, 1, 16) = ?")
+        .bind(id)
+        .execute(c)
+        .await?;
+    Ok(r.rows_affected() > 0)
 }
 
 /// Marks a token used, if it still is unused and unexpired; returns whether it was.

@@ -69,6 +69,8 @@ type Body<T> = Result<Json<T>, JsonRejection>;
         authz_api::identity_usage,
         authz_api::self_service,
         authz_api::self_service_challenge,
+        authz_api::list_enrollment_tokens,
+        authz_api::delete_enrollment_token,
         authz_api::get_global_rules,
         authz_api::put_global_rules,
         authz_api::transition_report,

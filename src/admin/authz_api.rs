@@ -55,7 +55,14 @@ pub(super) fn routes(r: Router<Arc<App>>) -> Router<Arc<App>> {
         .route("/api/v1/revocations", get(list_revocations).post(revoke))
         .route("/api/v1/expiring", get(expiring))
         .route("/api/v1/ca/sign", post(ca_sign))
-        .route("/api/v1/ca/enrollment-tokens", post(ca_enrollment_token))
+        .route(
+            "/api/v1/ca/enrollment-tokens",
+            get(list_enrollment_tokens).post(ca_enrollment_token),
+        )
+        .route(
+            "/api/v1/ca/enrollment-tokens/{id}",
+            axum::routing::delete(delete_enrollment_token),
+        )
         .route("/api/v1/ca/issued", get(ca_issued))
 }
 
@@ -231,6 +238,59 @@ pub(super) async fn ca_enrollment_token(
         }),
     )
         .into_response())
+}
+
+/// An enrollment token as listed: never the token itself.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct EnrollmentTokenView {
+    /// The first 16 hex characters of the token's SHA-256 (for DELETE).
+    pub id: String,
+    pub name: String,
+    pub expires_at: String,
+    /// When it was spent, if it was.
+    pub used_at: Option<String>,
+    /// What it buys (absent for tokens made before grants existed: CN=name only).
+    pub grant: Option<crate::ca::Grant>,
+}
+
+#[utoipa::path(get, path = "/api/v1/ca/enrollment-tokens", tag = "ca",
+    responses((status = 200, body = [EnrollmentTokenView])))]
+pub(super) async fn list_enrollment_tokens(
+    State(app): State<Arc<App>>,
+) -> Res<Json<Vec<EnrollmentTokenView>>> {
+    let rows = app.state.store.enroll_tokens().await?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|r| EnrollmentTokenView {
+                id: r.token_sha256.chars().take(16).collect(),
+                name: r.name,
+                expires_at: crate::pki::rfc3339(r.expires_at),
+                used_at: r.used_at,
+                grant: r.grant_json.and_then(|j| serde_json::from_str(&j).ok()),
+            })
+            .collect(),
+    ))
+}
+
+#[utoipa::path(delete, path = "/api/v1/ca/enrollment-tokens/{id}", tag = "ca",
+    params(("id" = String, Path, description = "the id from the list")),
+    responses((status = 204), (status = 404)))]
+pub(super) async fn delete_enrollment_token(
+    State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
+    UrlPath(id): UrlPath<String>,
+) -> Res<StatusCode> {
+    let id = id.to_ascii_lowercase();
+    if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::not_found("enrollment token", &id));
+    }
+    let mut ch = Change::begin(&app).await?;
+    if !store::delete_enroll_token(&mut ch.tx, &id).await? {
+        return Err(ApiError::not_found("enrollment token", &id));
+    }
+    ch.commit(&actor, "ca.enrollment_token.delete", &id, "")
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(get, path = "/api/v1/ca/issued", tag = "ca", responses((status = 200, body = [store::IssuedRow])))]
@@ -932,19 +992,27 @@ async fn insert_identity(
     }
     let policy_id = match &req.policy {
         Some(k) => {
-            let p = find(&st.policies, k, policy_key)
-                .ok_or_else(|| ApiError::not_found("policy", k))?;
-            if self_service
-                && !serde_json::from_str::<PolicySpec>(&p.spec).is_ok_and(|s| s.self_service)
-            {
-                return Err(ApiError::new(
+            let found = find(&st.policies, k, policy_key);
+            // A self-service caller learns the same thing whether the policy is unknown or
+            // not open to it.
+            let open = found.is_some_and(|p| {
+                serde_json::from_str::<PolicySpec>(&p.spec).is_ok_and(|s| s.self_service)
+            });
+            match found {
+                Some(_) if self_service && !open => None,
+                Some(p) => Some(p.id.clone()),
+                None if self_service => None,
+                None => return Err(ApiError::not_found("policy", k)),
+            }
+            .map(Some)
+            .ok_or_else(|| {
+                ApiError::new(
                     StatusCode::FORBIDDEN,
                     "not_self_service",
-                    format!("policy '{}' is not open to self-service", p.name),
+                    format!("policy '{k}' is not open to self-service"),
                     "ask the operator for a policy with self_service = true",
-                ));
-            }
-            Some(p.id.clone())
+                )
+            })?
         }
         None => None,
     };
@@ -1060,8 +1128,26 @@ pub(super) async fn self_service(
         ));
     }
     let max_identities = app.max_identities(&actor.0);
+    // Self-service names live in the token's own namespace (`NAME@TOKEN`): a caller can
+    // neither take an admin's name nor learn which names exist outside its namespace.
+    check_name("identity", &req.name)?;
+    if req.name.contains('@') {
+        return Err(ApiError::invalid(
+            "bad_name",
+            "a self-service identity name may not contain '@'",
+            "use letters, digits, '-', '_' or '.'; the gateway adds @<token name>",
+        ));
+    }
+    let namespace = match (
+        actor.0.strip_prefix("token:"),
+        actor.0.strip_prefix("cert:"),
+    ) {
+        (Some(token), _) => token.to_string(),
+        (None, Some(fp)) => format!("cert-{}", fp.get(..16).unwrap_or(fp)),
+        _ => actor.0.replace(':', "-"),
+    };
     let create = IdentityCreate {
-        name: req.name,
+        name: format!("{}@{namespace}", req.name),
         certificate_pem: Some(req.certificate_pem),
         fingerprint: None,
         token: false,

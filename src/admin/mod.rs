@@ -22,7 +22,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tower::ServiceExt as _;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 pub use error::ApiError;
 
@@ -130,6 +130,12 @@ pub async fn start(
                 )));
             }
         };
+        if tokens.iter().any(|k: &Token| k.name == t.name) {
+            return Err(GatewayError::Admin(format!(
+                "two tokens are named '{}'. Fix: give each token its own name (it is the actor in the audit log)",
+                t.name
+            )));
+        }
         if !(1..=100_000).contains(&t.max_identities) {
             return Err(GatewayError::Admin(format!(
                 "token '{}': max_identities {} is out of range; it must be between 1 and 100000",
@@ -143,6 +149,8 @@ pub async fn start(
             max_identities: t.max_identities,
         });
     }
+    let limits = state.limits;
+    let snapshots = state.clone();
     let app = Arc::new(App {
         state,
         tokens,
@@ -163,28 +171,21 @@ pub async fn start(
         source,
     })?;
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let limiter = crate::listener::Limiter::new("admin", limits.admin, limits.admin);
+    let drain = crate::listener::Drain::default();
     let task = tokio::spawn(async move {
         loop {
-            let (tcp, peer) = tokio::select! {
-                res = listener.accept() => match res {
-                    Ok(x) => x,
-                    Err(e) => {
-                        warn!(error = %e, "admin accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
+            let (tcp, peer, permit) = tokio::select! {
+                x = crate::listener::accept(&listener, &limiter) => x,
                 _ = shutdown.changed() => return,
             };
             let acceptor = acceptor.clone();
             let router = router.clone();
+            let watcher = drain.watcher();
+            let t = snapshots.snapshot.load().timeouts.clone();
             tokio::spawn(async move {
-                let tls = match tokio::time::timeout(
-                    std::time::Duration::from_secs(10),
-                    acceptor.accept(tcp),
-                )
-                .await
-                {
+                let _permit = permit;
+                let tls = match tokio::time::timeout(t.handshake, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => tls,
                     Ok(Err(e)) => {
                         debug!(%peer, error = %e, "admin handshake failed");
@@ -192,22 +193,46 @@ pub async fn start(
                     }
                     Err(_) => return,
                 };
-                let fingerprint = tls
-                    .get_ref()
-                    .1
+                let (_, conn) = tls.get_ref();
+                let fingerprint = conn
                     .peer_certificates()
                     .and_then(|c| c.first())
                     .map(|c| crate::pki::fingerprint_sha256(c));
+                let h2 = conn.alpn_protocol() == Some(b"h2");
                 let peer_cert = PeerCert(fingerprint);
+                let activity = crate::listener::Activity::new(h2);
+                let svc_activity = activity.clone();
                 let svc = hyper::service::service_fn(
                     move |mut req: hyper::Request<hyper::body::Incoming>| {
                         req.extensions_mut().insert(peer_cert.clone());
-                        router.clone().oneshot(req.map(axum::body::Body::new))
+                        let guard = svc_activity.begin();
+                        let call = router.clone().oneshot(req.map(axum::body::Body::new));
+                        async move {
+                            let resp = call.await?;
+                            Ok::<_, std::convert::Infallible>(
+                                resp.map(|b| crate::listener::guarded(b, guard)),
+                            )
+                        }
                     },
                 );
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tls), svc)
-                    .await;
+                let io = TokioIo::new(crate::listener::Tracked::new(tls, activity.clone(), true));
+                let mut builder =
+                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                builder
+                    .http1()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(None);
+                let conn = builder.serve_connection(io, svc);
+                crate::listener::supervise(
+                    "admin",
+                    conn,
+                    |c| c.graceful_shutdown(),
+                    &activity,
+                    crate::listener::ConnTimeouts::from_config(&t),
+                    watcher,
+                    None,
+                )
+                .await;
             });
         }
     });

@@ -449,9 +449,13 @@ pub fn crl_pem(der: &[u8]) -> String {
 
 /// A lifetime such as `24h` or `90d`.
 pub fn parse_lifetime(s: &str) -> Result<Duration, String> {
-    crate::config::LIFETIME
-        .parse(s)
-        .map(|d| Duration::seconds(d.as_secs() as i64))
+    let d = crate::config::LIFETIME.parse(s)?;
+    if d.subsec_nanos() != 0 {
+        return Err(format!(
+            "lifetime: '{s}' is not a whole number of seconds (certificates count in seconds)"
+        ));
+    }
+    Ok(Duration::seconds(d.as_secs() as i64))
 }
 
 /// The CA passphrase: from a file, else from `SYMBOLON_CA_PASSPHRASE`.

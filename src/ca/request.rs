@@ -119,6 +119,7 @@ pub fn parse_csr(pem: &str) -> Result<Csr, CaError> {
     }
     let info = &csr.certification_request_info;
     let spki = &info.subject_pki;
+    check_key(spki)?;
     if !crate::pki::spki_signature_verifies(
         info.raw,
         &csr.signature_algorithm.algorithm.to_id_string(),
@@ -129,7 +130,6 @@ pub fn parse_csr(pem: &str) -> Result<Csr, CaError> {
             "its signature does not verify with its own public key (or uses an algorithm other than ECDSA, RSA PKCS#1 with SHA-2, or Ed25519)".into(),
         ));
     }
-    check_key(spki)?;
     let mut other_sans = Vec::new();
     let mut sans = Sans::default();
     for ext in csr.requested_extensions().into_iter().flatten() {
@@ -475,6 +475,12 @@ fn check_dns_name(d: &str) -> Result<(), String> {
     let (first, rest) = labels.split_first().ok_or("empty")?;
     if d.len() > 253 || !(label_ok(first) || *first == "*") || !rest.iter().all(|l| label_ok(l)) {
         return Err(format!("'{d}' is not a DNS name"));
+    }
+    // A wildcard needs at least two labels under it (`*.example.com`, not `*` or `*.com`).
+    if *first == "*" && rest.len() < 2 {
+        return Err(format!(
+            "'{d}' is a wildcard over a top-level domain; name at least two labels under the '*'"
+        ));
     }
     Ok(())
 }

@@ -17,7 +17,6 @@ use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use rustls::server::Acceptor;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -26,10 +25,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::LazyConfigAcceptor;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::gateway::State;
 use crate::identity::ClientIdentity;
+use crate::listener::{Activity, ConnTimeouts, Drain, Ends, Limiter, Permit, Tracked};
 use crate::tls::{Mode, Verdict};
 
 /// The response body type of the data plane.
@@ -49,38 +49,38 @@ pub struct ConnContext {
     pub chain_cas: Vec<String>,
 }
 
-/// Accepts connections until `shutdown` turns true, then hands back `graceful`, which watches
-/// every connection it accepted.
+/// Accepts connections within `limiter`'s caps until `shutdown` turns true, then hands back
+/// `drain`, which every accepted connection holds until it ends.
 pub async fn accept_loop(
     state: Arc<State>,
     listener: TcpListener,
-    graceful: GracefulShutdown,
+    limiter: Arc<Limiter>,
+    drain: Drain,
     mut shutdown: watch::Receiver<bool>,
-) -> GracefulShutdown {
+) -> Drain {
     loop {
         tokio::select! {
-            res = listener.accept() => match res {
-                Ok((tcp, peer)) => {
-                    let _ = tcp.set_nodelay(true);
-                    tokio::spawn(serve_connection(state.clone(), tcp, peer, graceful.watcher()));
-                }
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    warn!(error = %e, "accept failed; retrying in 100 ms");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
+            (tcp, peer, permit) = crate::listener::accept(&listener, &limiter) => {
+                tokio::spawn(serve_connection(state.clone(), tcp, peer, drain.watcher(), permit));
             },
             _ = shutdown.changed() => break,
         }
     }
-    graceful
+    drain
 }
 
-async fn serve_connection(state: Arc<State>, tcp: TcpStream, peer: SocketAddr, watcher: Watcher) {
+async fn serve_connection(
+    state: Arc<State>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    drain: watch::Receiver<bool>,
+    _permit: Permit,
+) {
     let snapshot = state.snapshot.load_full();
-    let timeout = snapshot.timeouts.handshake;
-    let start = match tokio::time::timeout(
-        timeout,
+    // One deadline for the ClientHello and the rest of the handshake.
+    let deadline = tokio::time::Instant::now() + snapshot.timeouts.handshake;
+    let start = match tokio::time::timeout_at(
+        deadline,
         LazyConfigAcceptor::new(Acceptor::default(), Tls12Alerts(tcp)),
     )
     .await
@@ -106,7 +106,7 @@ async fn serve_connection(state: Arc<State>, tcp: TcpStream, peer: SocketAddr, w
         return;
     };
     let accept = start.into_stream(domain.tls.clone()).into_fallible();
-    let tls = match tokio::time::timeout(timeout, accept).await {
+    let tls = match tokio::time::timeout_at(deadline, accept).await {
         Ok(Ok(tls)) => tls,
         Ok(Err((err, tcp))) => {
             let reason = handshake_error_reason(&err);
@@ -149,6 +149,8 @@ async fn serve_connection(state: Arc<State>, tcp: TcpStream, peer: SocketAddr, w
         .as_ref()
         .map(|c| c.ca_fingerprints())
         .unwrap_or_default();
+    let ends = trust_ends(&state, &domain, sni.as_deref(), peer_certs, &identity);
+    let h2 = conn.alpn_protocol() == Some(b"h2");
     let ctx = Arc::new(ConnContext {
         peer,
         sni,
@@ -157,15 +159,89 @@ async fn serve_connection(state: Arc<State>, tcp: TcpStream, peer: SocketAddr, w
         identity,
         chain_cas,
     });
+    let timeouts = ConnTimeouts::from_config(&snapshot.timeouts);
     drop(snapshot);
+    let activity = Activity::new(h2);
     let svc_state = state.clone();
-    let svc = service_fn(move |req| http::handle(req, ctx.clone(), svc_state.clone()));
-    let conn = state
-        .http
-        .serve_connection(TokioIo::new(tls), svc)
-        .into_owned();
-    if let Err(e) = watcher.watch(conn).await {
-        debug!(%peer, error = %e, "connection ended with an error");
+    let svc_activity = activity.clone();
+    let svc = service_fn(move |req| {
+        let guard = svc_activity.begin();
+        let (ctx, state) = (ctx.clone(), svc_state.clone());
+        async move {
+            let resp = http::handle(req, ctx, state).await?;
+            Ok::<_, std::convert::Infallible>(resp.map(|b| crate::listener::guarded(b, guard)))
+        }
+    });
+    let io = TokioIo::new(Tracked::new(tls, activity.clone(), true));
+    let conn = state.http.serve_connection(io, svc);
+    crate::listener::supervise(
+        "data",
+        conn,
+        |c| c.graceful_shutdown(),
+        &activity,
+        timeouts,
+        drain,
+        Some(ends),
+    )
+    .await;
+}
+
+/// When an open connection must end because trust moved on: its certificate (or one on its
+/// path) expires, or a new snapshot (a revocation, a new CRL, another bundle, `optional` →
+/// `require`) no longer accepts what it was accepted with.
+fn trust_ends(
+    state: &Arc<State>,
+    domain: &Arc<crate::snapshot::Domain>,
+    sni: Option<&str>,
+    peer_certs: Option<&[rustls::pki_types::CertificateDer<'_>]>,
+    identity: &ClientIdentity,
+) -> Ends {
+    // Only a verified path can expire out from under a connection (an `optional` domain's
+    // client that failed verification was accepted as failed, whatever its dates).
+    let until = identity
+        .chain
+        .as_ref()
+        .filter(|_| identity.verdict == Verdict::Success)
+        .map(|c| i64::try_from(c.valid_until()).unwrap_or(i64::MAX))
+        .map(|t| {
+            let secs = (t - crate::pki::unix_now()).max(0) as u64;
+            tokio::time::Instant::now() + Duration::from_secs(secs.min(100 * 365 * 86_400))
+        });
+    let certs: Vec<rustls::pki_types::CertificateDer<'static>> = peer_certs
+        .unwrap_or_default()
+        .iter()
+        .map(|c| c.clone().into_owned())
+        .collect();
+    let was = identity.verdict;
+    let label = format!(
+        "{} {}",
+        identity
+            .leaf
+            .as_ref()
+            .map_or("-", |l| l.fingerprint_sha256.as_str()),
+        domain.name
+    );
+    let (state, sni, name) = (state.clone(), sni.map(str::to_string), domain.name.clone());
+    Ends {
+        until,
+        changes: state.subscribe(),
+        label,
+        still_ok: Box::new(move || {
+            let snapshot = state.snapshot.load();
+            let Some(now) = snapshot.domain_for_sni(sni.as_deref()) else {
+                return Err("domain_removed".into());
+            };
+            if now.name != name {
+                return Err("domain_changed".into());
+            }
+            let peer = (!certs.is_empty()).then_some(&certs[..]);
+            let (verdict, _) = now.verifier.verdict(peer);
+            let lost = was == Verdict::Success && verdict != Verdict::Success;
+            if lost || now.mode == Mode::Require && verdict != Verdict::Success {
+                return Err(crate::identity::verify_string(verdict));
+            }
+            Ok(())
+        }),
     }
 }
 

@@ -1067,7 +1067,12 @@ fn open_routes_warn_and_revoked_requests_log_revoked() {
         ))
         .unwrap();
     assert_eq!(status.as_u16(), 201);
-    assert_eq!(rt.block_on(conn.get("/")).unwrap().status, 403);
-    let line = p.wait_for("\"status\":403");
-    assert!(line.contains("\"verify\":\"REVOKED\""), "{line}");
+    // The open connection ends at once, and the log says why.
+    let line = p.wait_for("closing the connection");
+    assert!(line.contains("FAILED:revoked"), "{line}");
+    assert!(line.contains(&leaf.fingerprint()), "{line}");
+    assert!(
+        rt.block_on(conn.get("/")).is_err(),
+        "the connection stayed open"
+    );
 }

@@ -694,7 +694,7 @@ async fn an_intermediate_is_revoked_by_its_pem() {
         )
         .await;
     assert_eq!(status.as_u16(), 201, "{v}");
-    assert_eq!(open.get("/").await.unwrap().status, 403);
+    assert!(open.get("/").await.is_err(), "the connection stayed open");
     let err = get(gw.tls_addr(), "api.test", &under_bad, "/")
         .await
         .unwrap_err();
@@ -917,7 +917,7 @@ async fn forged_signatures_expiring_anchors_and_unparsable_certificates() {
         assert!(text.contains("FAILED:bad_certificate"), "{version}: {text}");
     }
 
-    // An open connection whose anchor expires is closed at its next request.
+    // An open connection whose anchor expires is closed when it expires.
     let mut leaf = LeafSpec::client("short");
     leaf.not_after = until + time::Duration::days(1);
     let spec = h.client().cert(&short.leaf(leaf));
@@ -925,9 +925,6 @@ async fn forged_signatures_expiring_anchors_and_unparsable_certificates() {
     assert_eq!(conn.get("/").await.unwrap().status, 200);
     let wait = (until - time::OffsetDateTime::now_utc()).whole_milliseconds() + 1500;
     tokio::time::sleep(std::time::Duration::from_millis(wait.max(0) as u64)).await;
-    let r = conn.get("/").await.unwrap();
-    assert_eq!(r.status, 403);
-    assert_eq!(r.json()["error"]["code"], "certificate_expired");
     assert!(conn.get("/").await.is_err(), "the connection stayed open");
 }
 

@@ -314,6 +314,37 @@ async fn a_token_buys_only_the_identity_it_was_created_for() {
         err(&enroll(&s, &t, &csr).await),
         (403, "invalid_token".into())
     );
+
+    // Tokens are listed (never the token itself) and can be withdrawn before use.
+    let leaked = token(&s, json!({"name": "leaked"})).await;
+    let list = s
+        .api
+        .ok(Method::GET, "/api/v1/ca/enrollment-tokens", None)
+        .await;
+    assert!(
+        !list.to_string().contains(&leaked),
+        "a token is shown again"
+    );
+    let rows = list.as_array().unwrap();
+    let row = rows.iter().find(|r| r["name"] == "leaked").unwrap();
+    assert_eq!(row["grant"]["common_name"], "leaked");
+    let spent = rows.iter().find(|r| r["name"] == "device-42").unwrap();
+    assert!(spent["used_at"].is_string());
+    let id = row["id"].as_str().unwrap();
+    let (status, _) = s
+        .api
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/ca/enrollment-tokens/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(status.as_u16(), 204);
+    let (csr, _) = cn_csr("leaked");
+    assert_eq!(
+        err(&enroll(&s, &leaked, &csr).await),
+        (403, "invalid_token".into())
+    );
 }
 
 use rustls::pki_types::pem::PemObject as _;
@@ -366,6 +397,8 @@ async fn spiffe_patterns_admit_one_segment_and_a_token_is_spent_once() {
             "spiffe_id",
         ),
         (json!({"name": "x", "dns_names": ["bad name"]}), "dns_names"),
+        (json!({"name": "x", "dns_names": ["*"]}), "dns_names"),
+        (json!({"name": "x", "dns_names": ["*.com"]}), "dns_names"),
         (
             json!({"name": "x", "ip_addresses": ["10.0.0.300"]}),
             "ip_addresses",
@@ -754,6 +787,31 @@ async fn self_service_binds_only_a_certificate_whose_key_signed_the_challenge() 
         )
         .await;
     assert_eq!(v["identity"]["policy"], "partners");
+    // Its names live in the token's namespace: it cannot take, or probe for, other names;
+    // an unknown policy and one not open to it look the same.
+    assert_eq!(v["identity"]["name"], "mine@onboarding");
+    admin
+        .ok(
+            Method::POST,
+            "/api/v1/policies",
+            Some(json!({"name": "vip"})),
+        )
+        .await;
+    let probe = ca.leaf(LeafSpec::client("probe"));
+    for policy in ["vip", "no-such-policy"] {
+        let c = challenge(&me).await;
+        let (status, v) = me
+            .post(
+                "/api/v1/self-service/identities",
+                json!({"name": "x", "certificate_pem": probe.cert_pem, "policy": policy, "challenge": c, "signature": sign_with(&probe.key_pem, c.as_bytes())}),
+            )
+            .await;
+        assert_eq!(
+            (status.as_u16(), code(&v)),
+            (403, "not_self_service"),
+            "{policy}: {v}"
+        );
+    }
 
     // The admin binds the victim; a self-service 409 does not say to which identity.
     admin

@@ -34,7 +34,7 @@ async fn wait_for_reload(rx: &mut tokio::sync::watch::Receiver<u64>) {
 }
 
 #[tokio::test]
-async fn bundle_file_change_swaps_trust_and_keeps_open_connections() {
+async fn bundle_file_change_swaps_trust_and_ends_open_connections_it_no_longer_trusts() {
     let s = setup().await;
     let client_a = s.h.client().cert(&s.ca_a.leaf(LeafSpec::client("a")));
     let client_b = s.h.client().cert(&s.ca_b.leaf(LeafSpec::client("b")));
@@ -64,8 +64,11 @@ async fn bundle_file_change_swaps_trust_and_keeps_open_connections() {
             .await
             .unwrap_err();
         assert!(err.contains("UnknownCA"), "{err}");
-        // The connection established under the old trust keeps working.
-        assert_eq!(old.get("/").await.unwrap().status, 200);
+        // The connection established under the old trust ends (HTTP/1 closed, HTTP/2 GOAWAY).
+        assert!(
+            old.get("/").await.is_err(),
+            "the old trust's connection stayed open"
+        );
 
         let mut reloads = s.gw.reloads();
         s.h.write("bundle.pem", &s.ca_a.pem());
