@@ -16,14 +16,30 @@ struct Process {
     lines: mpsc::Receiver<String>,
     stderr: mpsc::Receiver<String>,
     pub tls_addr: std::net::SocketAddr,
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// Log lines `wait_for` passed over (the start-up lines first).
     pub early: Vec<String>,
 }
 
 impl Process {
     fn spawn(args: &[&str], cwd: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_symbolon"))
-            .args(args)
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_symbolon"));
+        cmd.args(args);
+        Self::spawn_cmd(cmd, cwd)
+    }
+
+    /// The binary with an open-file limit of `nofile` (soft and hard).
+    fn spawn_with_nofile(args: &[&str], cwd: &Path, nofile: u32) -> Self {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!("ulimit -n {nofile} && exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_symbolon"))
+            .args(args);
+        Self::spawn_cmd(cmd, cwd)
+    }
+
+    fn spawn_cmd(mut cmd: Command, cwd: &Path) -> Self {
+        let mut child = cmd
             .current_dir(cwd)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
@@ -50,12 +66,14 @@ impl Process {
             lines,
             stderr,
             tls_addr: "0.0.0.0:0".parse().unwrap(),
+            metrics_addr: None,
             early: Vec::new(),
         };
         let ready = p.wait_for("symbolon is listening");
         let v: serde_json::Value = serde_json::from_str(&ready).unwrap();
         p.tls_addr = v["tls_addr"].as_str().unwrap().parse().unwrap();
         p.admin_addr = v["admin_addr"].as_str().and_then(|a| a.parse().ok());
+        p.metrics_addr = v["metrics_addr"].as_str().and_then(|a| a.parse().ok());
         p
     }
 
@@ -1075,4 +1093,78 @@ fn open_routes_warn_and_revoked_requests_log_revoked() {
         rt.block_on(conn.get("/")).is_err(),
         "the connection stayed open"
     );
+}
+
+#[test]
+fn a_flood_of_idle_connections_does_not_starve_the_data_plane() {
+    // 256 descriptors in all: before issue 12, ~1,000 idle connections to the metrics or admin
+    // port used them up and the data plane stopped answering.
+    let _ = rlimit::increase_nofile_limit(8192);
+    let h = Harness::new();
+    let ca = TestCa::root("Flood CA");
+    h.write("clients.pem", &ca.pem());
+    let text = format!(
+        "listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\naccess_log = false\n{}{}{}",
+        h.admin_section(),
+        h.domain("api.test", Some("clients.pem"), "optional"),
+        route_all("builtin:echo")
+    );
+    let config = h.write("symbolon.toml", &text);
+    let config = config.to_str().unwrap().to_string();
+    let mut p = Process::spawn_with_nofile(&["serve", "--config", &config], h.dir.path(), 256);
+    let caps = p
+        .early
+        .iter()
+        .find(|l| l.contains("connection caps"))
+        .cloned()
+        .unwrap_or_else(|| p.wait_for("connection caps"));
+    let caps: serde_json::Value = serde_json::from_str(&caps).unwrap();
+    assert_eq!(caps["open_files"], 256, "{caps}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let leaf = ca.leaf(LeafSpec::client("legit"));
+    let spec = h.client().cert(&leaf);
+    let (admin, metrics, tls) = (p.admin_addr.unwrap(), p.metrics_addr.unwrap(), p.tls_addr);
+    rt.block_on(async {
+        let mut held = Vec::new();
+        for addr in [metrics, admin] {
+            for _ in 0..600 {
+                if let Ok(c) = tokio::net::TcpStream::connect(addr).await {
+                    held.push(c);
+                }
+            }
+        }
+        // Idle connections to the data plane from one address stop at its per-address cap.
+        for _ in 0..300 {
+            if let Ok(c) = tokio::net::TcpStream::connect(tls).await {
+                held.push(c);
+            }
+        }
+        // Another client (127.0.0.2) is served at once, over and over.
+        for _ in 0..20 {
+            let mut conn = Conn::open_from("127.0.0.2".parse().unwrap(), tls, "api.test", &spec)
+                .await
+                .unwrap();
+            let r = conn.get("/").await.unwrap();
+            assert_eq!(r.status, 200);
+            assert_eq!(r.seen("x-client-verify").unwrap(), "SUCCESS");
+        }
+        drop(held);
+    });
+    let body = rt.block_on(async {
+        let mut tcp = tokio::net::TcpStream::connect(metrics).await.unwrap();
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = String::new();
+        tcp.read_to_string(&mut out).await.unwrap();
+        out
+    });
+    for want in [
+        "symbolon_connections_refused_total{listener=\"metrics\",reason=\"listener_full\"}",
+        "symbolon_connections_refused_total{listener=\"admin\",reason=\"listener_full\"}",
+        "symbolon_connections_refused_total{listener=\"data\",reason=\"per_ip_limit\"}",
+    ] {
+        assert!(body.contains(want), "missing {want}");
+    }
 }

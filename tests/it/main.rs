@@ -14,6 +14,7 @@ mod explain;
 mod integrity;
 mod interop;
 mod issuance;
+mod lifetime;
 mod limbo;
 mod mtls;
 mod proxy;

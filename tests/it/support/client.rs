@@ -139,6 +139,26 @@ impl Conn {
         config: Arc<ClientConfig>,
     ) -> Result<Conn, String> {
         let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        Self::over(tcp, sni, config).await
+    }
+
+    /// Opens a connection from a given local address (another loopback address is another
+    /// client as far as per-address limits go).
+    pub async fn open_from(
+        local: std::net::IpAddr,
+        addr: SocketAddr,
+        sni: &str,
+        spec: &ClientSpec,
+    ) -> Result<Conn, String> {
+        let socket = tokio::net::TcpSocket::new_v4().map_err(|e| e.to_string())?;
+        socket
+            .bind(SocketAddr::new(local, 0))
+            .map_err(|e| e.to_string())?;
+        let tcp = socket.connect(addr).await.map_err(|e| e.to_string())?;
+        Self::over(tcp, sni, spec.config()).await
+    }
+
+    async fn over(tcp: TcpStream, sni: &str, config: Arc<ClientConfig>) -> Result<Conn, String> {
         let connector = TlsConnector::from(config);
         let name = ServerName::try_from(sni.to_string()).map_err(|e| e.to_string())?;
         let tls = connector.connect(name, tcp).await.map_err(|e| chain(&e))?;
@@ -226,4 +246,35 @@ pub async fn get(
     tokio::time::timeout(std::time::Duration::from_secs(30), attempt)
         .await
         .unwrap_or_else(|_| Err("timed out".into()))
+}
+
+/// A bare TLS connection (handshake done, no HTTP), to test what the gateway does with it.
+pub async fn raw_tls(
+    addr: SocketAddr,
+    sni: &str,
+    spec: &ClientSpec,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
+    let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let connector = TlsConnector::from(spec.config());
+    let name = ServerName::try_from(sni.to_string()).map_err(|e| e.to_string())?;
+    connector.connect(name, tcp).await.map_err(|e| chain(&e))
+}
+
+/// Reads until the peer closes (EOF or reset); returns what was read and when it closed, or
+/// `None` if it stayed open for `within`.
+pub async fn read_until_closed<S: tokio::io::AsyncRead + Unpin>(
+    s: &mut S,
+    within: std::time::Duration,
+) -> Option<(Vec<u8>, std::time::Instant)> {
+    use tokio::io::AsyncReadExt as _;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some((out, std::time::Instant::now())),
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    }
 }

@@ -1,0 +1,248 @@
+//! Issue 12: no connection is held forever, on any listener, and open connections follow the
+//! current trust. Short timeouts in the config; real sockets; each deadline is measured.
+
+use std::time::{Duration, Instant};
+
+use http::Method;
+use serde_json::json;
+use tokio::io::AsyncWriteExt as _;
+use tokio::net::TcpStream;
+
+use crate::admin::Api;
+use crate::support::client::{raw_tls, read_until_closed};
+use crate::support::*;
+
+const TIMEOUTS: &str = "[timeouts]\nhandshake = \"600ms\"\nfirst_request = \"600ms\"\nrequest_header = \"600ms\"\nkeepalive = \"600ms\"\nhttp2_idle = \"600ms\"\nmax_connection_age = \"3s\"\nshutdown_grace = \"1s\"\n\n";
+
+struct Setup {
+    h: Harness,
+    gw: symbolon::gateway::Gateway,
+    ca: TestCa,
+    api: Api,
+}
+
+async fn setup() -> Setup {
+    let h = Harness::new();
+    let ca = TestCa::root("Lifetime CA");
+    h.write("clients.pem", &ca.pem());
+    let body = format!(
+        "{TIMEOUTS}{}{}{}{}",
+        h.admin_section(),
+        h.domain("api.test", Some("clients.pem"), "optional"),
+        h.domain("open.test", None, "off"),
+        route_all("builtin:echo")
+    );
+    let gw = h.start(&body).await;
+    let api = Api {
+        client: h.admin_client(&gw, None),
+    };
+    Setup { h, gw, ca, api }
+}
+
+/// How long after `from` the connection closed; panics if it stayed open for 5 s.
+fn closed_after(r: Option<(Vec<u8>, Instant)>, from: Instant) -> (Vec<u8>, Duration) {
+    let (bytes, at) = r.expect("the connection stayed open");
+    (bytes, at - from)
+}
+
+#[tokio::test]
+async fn the_handshake_deadline_counts_once_from_accept() {
+    let s = setup().await;
+    // A real ClientHello, sent in two parts: the first byte at once, the rest just before the
+    // deadline; then silence. The handshake deadline is 600 ms from accept, not per phase.
+    let config = s.h.client().config();
+    let mut client = rustls::ClientConnection::new(config, "api.test".try_into().unwrap()).unwrap();
+    let mut hello = Vec::new();
+    client.write_tls(&mut hello).unwrap();
+    let mut tcp = TcpStream::connect(s.gw.tls_addr()).await.unwrap();
+    let start = Instant::now();
+    tcp.write_all(&hello[..1]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    tcp.write_all(&hello[1..]).await.unwrap();
+    let (_, after) = closed_after(
+        read_until_closed(&mut tcp, Duration::from_secs(5)).await,
+        start,
+    );
+    assert!(
+        after >= Duration::from_millis(550) && after < Duration::from_millis(1000),
+        "closed after {after:?}"
+    );
+}
+
+#[tokio::test]
+async fn silent_connections_are_closed_on_every_listener() {
+    let s = setup().await;
+    // Data plane, with and without a client certificate, on an optional and an off domain.
+    let leaf = s.ca.leaf(LeafSpec::client("quiet"));
+    for (sni, spec) in [
+        ("api.test", s.h.client().cert(&leaf)),
+        ("api.test", s.h.client()),
+        ("open.test", s.h.client()),
+    ] {
+        let mut tls = raw_tls(s.gw.tls_addr(), sni, &spec).await.unwrap();
+        let start = Instant::now();
+        let (bytes, after) = closed_after(
+            read_until_closed(&mut tls, Duration::from_secs(5)).await,
+            start,
+        );
+        assert!(
+            bytes.is_empty(),
+            "{sni}: {}",
+            String::from_utf8_lossy(&bytes)
+        );
+        assert!(after < Duration::from_millis(1500), "{sni}: {after:?}");
+    }
+    // Admin API (TLS) and metrics (plain): the same first-request limit.
+    let mut admin = raw_tls(s.gw.admin_addr().unwrap(), "localhost", &s.h.client())
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let (_, after) = closed_after(
+        read_until_closed(&mut admin, Duration::from_secs(5)).await,
+        start,
+    );
+    assert!(after < Duration::from_millis(1500), "admin: {after:?}");
+    let mut metrics = TcpStream::connect(s.gw.metrics_addr()).await.unwrap();
+    let start = Instant::now();
+    let (_, after) = closed_after(
+        read_until_closed(&mut metrics, Duration::from_secs(5)).await,
+        start,
+    );
+    assert!(after < Duration::from_millis(1500), "metrics: {after:?}");
+}
+
+#[tokio::test]
+async fn a_slow_request_head_gets_408_and_an_idle_keepalive_connection_is_closed() {
+    let s = setup().await;
+    let mut tls = raw_tls(s.gw.tls_addr(), "open.test", &s.h.client())
+        .await
+        .unwrap();
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: open.test\r\n")
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let (bytes, after) = closed_after(
+        read_until_closed(&mut tls, Duration::from_secs(5)).await,
+        start,
+    );
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(after < Duration::from_millis(1500), "{after:?}");
+
+    // A slow-loris head trickled byte by byte is cut at the same deadline.
+    let mut tls = raw_tls(s.gw.tls_addr(), "open.test", &s.h.client())
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let mut closed = false;
+    for b in b"GET / HTTP/1.1\r\nHost: open.test\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+    {
+        if tls.write_all(&[*b]).await.is_err() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(closed || start.elapsed() > Duration::from_millis(600));
+    let r = read_until_closed(&mut tls, Duration::from_secs(3)).await;
+    assert!(r.is_some(), "the slow head kept the connection");
+
+    // Keep-alive: a request, then silence.
+    let mut conn = Conn::open(s.gw.tls_addr(), "open.test", &s.h.client())
+        .await
+        .unwrap();
+    assert_eq!(conn.get("/").await.unwrap().status, 200);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(
+        conn.get("/").await.is_err(),
+        "the idle connection stayed open"
+    );
+    // HTTP/2: no open stream for the idle time → GOAWAY.
+    let mut h2 = Conn::open(s.gw.tls_addr(), "open.test", &s.h.client().h2())
+        .await
+        .unwrap();
+    assert_eq!(h2.alpn.as_deref(), Some(&b"h2"[..]));
+    assert_eq!(h2.get("/").await.unwrap().status, 200);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(
+        h2.get("/").await.is_err(),
+        "the idle HTTP/2 connection stayed open"
+    );
+    let metrics = crate::mtls::metrics_text(&s.gw).await;
+    for reason in ["idle", "request_header"] {
+        let line =
+            format!("symbolon_connections_closed_total{{listener=\"data\",reason=\"{reason}\"}}");
+        assert!(metrics.contains(&line), "missing {line}");
+    }
+}
+
+#[tokio::test]
+async fn a_busy_connection_ends_at_its_maximum_age() {
+    let s = setup().await;
+    for spec in [s.h.client(), s.h.client().h2()] {
+        let mut conn = Conn::open(s.gw.tls_addr(), "open.test", &spec)
+            .await
+            .unwrap();
+        let start = Instant::now();
+        let mut served = 0;
+        while conn.get("/").await.is_ok() {
+            served += 1;
+            assert!(
+                start.elapsed() < Duration::from_secs(6),
+                "still serving after {:?}",
+                start.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(
+            start.elapsed() >= Duration::from_millis(2800),
+            "{:?}",
+            start.elapsed()
+        );
+        assert!(served >= 10, "{served}");
+    }
+}
+
+#[tokio::test]
+async fn open_connections_follow_the_current_trust() {
+    let s = setup().await;
+    // A verified client on HTTP/2, one without a certificate, each on an open connection.
+    let leaf = s.ca.leaf(LeafSpec::client("watched"));
+    let mut verified = Conn::open(s.gw.tls_addr(), "api.test", &s.h.client().cert(&leaf).h2())
+        .await
+        .unwrap();
+    let mut anonymous = Conn::open(s.gw.tls_addr(), "api.test", &s.h.client())
+        .await
+        .unwrap();
+    assert_eq!(verified.get("/").await.unwrap().status, 200);
+    assert_eq!(anonymous.get("/").await.unwrap().status, 200);
+    // Revocation: the HTTP/2 connection gets GOAWAY at once (it used to get 403 forever).
+    s.api
+        .ok(
+            Method::POST,
+            "/api/v1/revocations",
+            Some(json!({"certificate_pem": leaf.cert_pem})),
+        )
+        .await;
+    assert!(
+        verified.get("/").await.is_err(),
+        "the revoked HTTP/2 connection stayed open"
+    );
+    assert_eq!(anonymous.get("/").await.unwrap().status, 200);
+    // `optional` → `require` (through a file edit and reload): the client without a
+    // certificate is no longer accepted, so its connection ends.
+    let config = std::fs::read_to_string(s.h.path("symbolon.toml")).unwrap();
+    let mut reloads = s.gw.reloads();
+    s.h.write(
+        "symbolon.toml",
+        &config.replacen("mtls = \"optional\"", "mtls = \"require\"", 1),
+    );
+    tokio::time::timeout(Duration::from_secs(10), reloads.changed())
+        .await
+        .expect("no reload")
+        .unwrap();
+    assert!(
+        anonymous.get("/").await.is_err(),
+        "an anonymous connection stayed open under require"
+    );
+}
