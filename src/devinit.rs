@@ -2,7 +2,7 @@
 //! with a development CA, a server certificate for localhost, a demo client certificate (PEM and
 //! PKCS#12) and a config file, so that one command shows mTLS working. Later runs reuse it.
 
-use std::fs::OpenOptions;
+use std::fs::{self, OpenOptions};
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
@@ -15,6 +15,21 @@ use time::{Duration, OffsetDateTime};
 
 /// Name of the config file inside the data dir.
 pub const CONFIG_FILE: &str = "symbolon.toml";
+
+/// The files the embedded default writes besides the config.
+const FILES: [&str; 11] = [
+    "ca.pem",
+    "admin-ca.pem",
+    "admin-ca.key",
+    "admin.pem",
+    "admin.key",
+    "ca.key",
+    "server.pem",
+    "server.key",
+    "client.pem",
+    "client.key",
+    "client.p12",
+];
 /// Password of the demo client's PKCS#12 file (it protects a throw-away demo key only).
 pub const P12_PASSWORD: &str = "symbolon";
 /// SPIFFE ID of the demo client certificate.
@@ -66,6 +81,14 @@ pub fn ensure(dir: &Path) -> Result<DataDir, InitError> {
         move |source| InitError::Write { path, source }
     };
     crate::pki::private_dir(dir).map_err(werr(dir))?;
+    // Staging directories of interrupted runs.
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(".init-") {
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
+    }
 
     let now = OffsetDateTime::now_utc();
     let (client_ca, ca_key) = ca_params(now)?;
@@ -115,24 +138,36 @@ pub fn ensure(dir: &Path) -> Result<DataDir, InitError> {
     admin.not_after = now + Duration::days(365);
     let admin_cert = admin.signed_by(&admin_key, &admin_issuer)?;
 
-    write_public(&dir.join("ca.pem"), ca_cert.pem().as_bytes())?;
-    write_public(&dir.join("admin-ca.pem"), admin_ca_cert.pem().as_bytes())?;
+    // Everything is written into a staging directory first and moved into place file by
+    // file, the config last: a run interrupted half-way leaves no config, and the next run
+    // starts over (it used to find half the files and refuse to start).
+    let stage = dir.join(format!(".init-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&stage);
+    crate::pki::private_dir(&stage).map_err(werr(&stage))?;
+    write_public(&stage.join("ca.pem"), ca_cert.pem().as_bytes())?;
+    write_public(&stage.join("admin-ca.pem"), admin_ca_cert.pem().as_bytes())?;
     write_secret(
-        &dir.join("admin-ca.key"),
+        &stage.join("admin-ca.key"),
         admin_issuer.key().serialize_pem().as_bytes(),
     )?;
-    write_public(&dir.join("admin.pem"), admin_cert.pem().as_bytes())?;
-    write_secret(&dir.join("admin.key"), admin_key.serialize_pem().as_bytes())?;
-    write_secret(&dir.join("ca.key"), issuer.key().serialize_pem().as_bytes())?;
-    let server_chain = format!("{}{}", server_cert.pem(), ca_cert.pem());
-    write_public(&dir.join("server.pem"), server_chain.as_bytes())?;
+    write_public(&stage.join("admin.pem"), admin_cert.pem().as_bytes())?;
     write_secret(
-        &dir.join("server.key"),
+        &stage.join("admin.key"),
+        admin_key.serialize_pem().as_bytes(),
+    )?;
+    write_secret(
+        &stage.join("ca.key"),
+        issuer.key().serialize_pem().as_bytes(),
+    )?;
+    let server_chain = format!("{}{}", server_cert.pem(), ca_cert.pem());
+    write_public(&stage.join("server.pem"), server_chain.as_bytes())?;
+    write_secret(
+        &stage.join("server.key"),
         server_key.serialize_pem().as_bytes(),
     )?;
-    write_public(&dir.join("client.pem"), client_cert.pem().as_bytes())?;
+    write_public(&stage.join("client.pem"), client_cert.pem().as_bytes())?;
     write_secret(
-        &dir.join("client.key"),
+        &stage.join("client.key"),
         client_key.serialize_pem().as_bytes(),
     )?;
     let p12 = pkcs12(
@@ -140,8 +175,12 @@ pub fn ensure(dir: &Path) -> Result<DataDir, InitError> {
         ca_cert.der(),
         &client_key.serialize_der(),
     )?;
-    write_secret(&dir.join("client.p12"), &p12)?;
-    write_public(&config, default_config().as_bytes())?;
+    write_secret(&stage.join("client.p12"), &p12)?;
+    write_public(&stage.join(CONFIG_FILE), default_config().as_bytes())?;
+    for name in FILES.iter().chain([&CONFIG_FILE]) {
+        fs::rename(stage.join(name), dir.join(name)).map_err(werr(&dir.join(name)))?;
+    }
+    let _ = fs::remove_dir(&stage);
     Ok(DataDir {
         dir: dir.to_owned(),
         config,
@@ -257,7 +296,6 @@ mod tests {
     use std::os::unix::fs::PermissionsExt as _;
 
     use super::*;
-    use std::fs;
 
     #[test]
     fn creates_once_with_private_keys_0600() {

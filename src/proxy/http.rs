@@ -467,6 +467,11 @@ pub(crate) async fn send(
                 };
             }
             let detail = error_chain(&e);
+            if client_body_failed(&e) {
+                return ProxyError::BadRequest {
+                    detail: format!("the request body could not be read ({detail})"),
+                };
+            }
             if e.is_connect() {
                 ProxyError::UpstreamConnect { upstream, detail }
             } else {
@@ -476,6 +481,24 @@ pub(crate) async fn send(
     let (mut parts, body) = response.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
     Ok(Response::from_parts(parts, body.boxed_unsync()))
+}
+
+/// Whether sending failed because the client's own request body did (malformed chunked
+/// encoding, a body cut short): that is the client's fault, 400, not the upstream's.
+fn client_body_failed(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(s) = source {
+        if let Some(h) = s.downcast_ref::<hyper::Error>()
+            && h.is_user()
+            && std::error::Error::source(h)
+                .and_then(|c| c.downcast_ref::<hyper::Error>())
+                .is_some_and(|c| c.is_parse() || c.is_incomplete_message() || !c.is_user())
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// The error and its causes, joined, so a 502 names the real cause ("connection refused").

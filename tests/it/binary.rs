@@ -1168,3 +1168,23 @@ fn a_flood_of_idle_connections_does_not_starve_the_data_plane() {
         assert!(body.contains(want), "missing {want}");
     }
 }
+
+#[test]
+fn an_interrupted_first_serve_does_not_block_the_next_one() {
+    // What a first `serve` killed half-way through left behind: some files, no config, and
+    // its staging directory.
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(data.join(".init-12345")).unwrap();
+    std::fs::write(data.join("ca.pem"), "-----BEGIN CERTIFICATE-----\nMIIB").unwrap();
+    std::fs::write(data.join("server.key"), "").unwrap();
+    let mut args = vec!["serve", "--data-dir", "data"];
+    args.extend(PORTS);
+    let mut p = Process::spawn(&args, tmp.path());
+    let banner = p.stderr_text();
+    assert!(banner.contains("created data/"), "{banner}");
+    assert!(!data.join(".init-12345").exists());
+    assert!(data.join("symbolon.toml").exists());
+    let pem = std::fs::read_to_string(data.join("ca.pem")).unwrap();
+    assert!(symbolon::pki::parse_certs(pem.as_bytes(), &data).is_ok());
+}

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::Stdio;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt};
 use tokio::process::Command;
 
 use crate::support::*;
@@ -277,4 +277,65 @@ async fn openssl_s_client() {
             && out.contains("CN = Interop Client CA"),
         "{out}"
     );
+}
+
+#[tokio::test]
+async fn tls12_renegotiation_gets_no_renegotiation_at_once() {
+    let s = setup("require").await;
+    let good = s.client_files("reneg", &s.ca.leaf(LeafSpec::client("reneg")));
+    let port = s.gw.tls_addr().port();
+    let mut child = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            "-servername",
+            "api.test",
+            "-tls1_2",
+            "-CAfile",
+            s.server_ca.to_str().unwrap(),
+            "-cert",
+            &good.0,
+            "-key",
+            &good.1,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // Once the handshake is done (s_client prints the verify result), `R` on a line of its own
+    // asks s_client to renegotiate, before any request.
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let mut text = String::new();
+    while let Some(line) = lines.next_line().await.unwrap() {
+        text.push_str(&line);
+        text.push('\n');
+        if line.contains("Verify return code") {
+            break;
+        }
+    }
+    stdin.write_all(b"R\n").await.unwrap();
+    let started = std::time::Instant::now();
+    let rest = async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            text.push_str(&line);
+            text.push('\n');
+        }
+        child.wait_with_output().await.unwrap()
+    };
+    let out = tokio::time::timeout(std::time::Duration::from_secs(10), rest)
+        .await
+        .expect("s_client hung after asking to renegotiate");
+    let text = format!("{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("RENEGOTIATING"), "{text}");
+    assert!(text.contains("no renegotiation"), "{text}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(stdin);
 }

@@ -121,3 +121,34 @@ async fn bodies_are_streamed_both_ways() {
         assert_eq!(r.json()["body_len"], 3 * 1024 * 1024);
     }
 }
+
+#[tokio::test]
+async fn a_malformed_chunked_body_is_the_clients_fault_400() {
+    use tokio::io::AsyncWriteExt as _;
+    let h = Harness::new();
+    let up = Upstream::start().await;
+    let gw = gateway_with_routes(&h, &route_all(&up.url()), "").await;
+    for body in [
+        // A chunk size that is not hex, and a chunk longer than announced.
+        "ZZZ\r\nhello\r\n0\r\n\r\n",
+        "3\r\nhello world\r\n0\r\n\r\n",
+    ] {
+        let mut tls = crate::support::client::raw_tls(gw.tls_addr(), "api.test", &h.client())
+            .await
+            .unwrap();
+        tls.write_all(
+            format!(
+                "POST /upload HTTP/1.1\r\nHost: api.test\r\nTransfer-Encoding: chunked\r\n\r\n{body}"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let (bytes, _) =
+            crate::support::client::read_until_closed(&mut tls, std::time::Duration::from_secs(10))
+                .await
+                .expect("the connection stayed open");
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(text.starts_with("HTTP/1.1 400"), "{body:?}: {text}");
+    }
+}
