@@ -1180,7 +1180,7 @@ fn an_interrupted_first_serve_does_not_block_the_next_one() {
     std::fs::write(data.join("server.key"), "").unwrap();
     let mut args = vec!["serve", "--data-dir", "data"];
     args.extend(PORTS);
-    let mut p = Process::spawn(&args, tmp.path());
+    let p = Process::spawn(&args, tmp.path());
     let banner = p.stderr_text();
     assert!(banner.contains("created data/"), "{banner}");
     assert!(!data.join(".init-12345").exists());
