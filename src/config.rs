@@ -99,6 +99,10 @@ pub struct Timeouts {
     /// Idle keep-alive connections to upstreams are closed after this. Default `90s`.
     #[serde(default = "d90s", with = "duration")]
     pub upstream_idle: Duration,
+    /// Downloading a CRL given by URL, from connect to the last byte; a slower download keeps
+    /// the last good CRL. Default `15s`.
+    #[serde(default = "d15s", with = "duration")]
+    pub crl_fetch: Duration,
     /// After the handshake, the first request must start within this, else the connection is
     /// closed (every listener). Default `60s` (nginx's `client_header_timeout`).
     #[serde(default = "d60s", with = "duration")]
@@ -131,6 +135,7 @@ impl Default for Timeouts {
             upstream_connect: d5s(),
             upstream_response: d60s(),
             upstream_idle: d90s(),
+            crl_fetch: d15s(),
             first_request: d60s(),
             request_header: d60s(),
             keepalive: d75s(),
@@ -579,6 +584,9 @@ fn d30s() -> Duration {
 }
 fn d60s() -> Duration {
     Duration::from_secs(60)
+}
+fn d15s() -> Duration {
+    Duration::from_secs(15)
 }
 fn d75s() -> Duration {
     Duration::from_secs(75)

@@ -130,6 +130,13 @@ impl State {
     /// Re-reads the config file, every file it names and the store; swaps in the new snapshot
     /// if all is valid. On error the running configuration is kept and the error is returned.
     pub async fn reload(&self) -> Result<Arc<Config>, GatewayError> {
+        // CRL URLs new in this config are fetched first, without the change lock: a slow CRL
+        // server must not hold up admin writes, enrollment or revocation.
+        if let Ok(config) = Config::load(&self.config_path)
+            && let Ok(store) = self.store.state().await
+        {
+            let _ = fetch_crls(&config, &store, CrlFetch::Missing).await;
+        }
         let _guard = self.change_lock.lock().await;
         let result = async {
             let config = Config::load(&self.config_path)?;
@@ -140,8 +147,6 @@ impl State {
             {
                 store = self.store.state().await?;
             }
-            // CRL URLs new in this config are fetched before the build needs them.
-            fetch_crls(&config, &store, CrlFetch::Missing).await?;
             let snapshot = Snapshot::build(&config, &store, self.ticketer.clone(), &self.pools)?;
             Ok::<_, GatewayError>((config, snapshot))
         }
@@ -580,27 +585,69 @@ fn crl_refresh(config: &Config, store: &StoreState) -> Duration {
         .max(Duration::from_secs(1))
 }
 
-/// Fetches one CRL over plain HTTP (CRLs are signed; TLS adds nothing to their integrity).
-async fn fetch(url: &str) -> Result<Vec<u8>, String> {
+/// Connecting to a CRL server (within the total `timeouts.crl_fetch`).
+const CRL_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Fetches one CRL over plain HTTP (CRLs are signed; TLS adds nothing to their integrity),
+/// with a connect timeout, a total timeout and the size cap of CRL files. Never called with
+/// the change lock held or inside a store transaction.
+async fn fetch(url: &str, total: Duration) -> Result<Vec<u8>, String> {
     use http_body_util::BodyExt as _;
     let uri: http::Uri = url.parse().map_err(|e| format!("{e}"))?;
     if uri.scheme_str() != Some("http") {
         return Err("only http:// CRL URLs are supported (CRLs are signed by their CA)".into());
     }
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(CRL_CONNECT_TIMEOUT));
     let client: Client<HttpConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
-    let resp = tokio::time::timeout(Duration::from_secs(10), client.get(uri))
+        Client::builder(TokioExecutor::new()).build(connector);
+    let download = async {
+        let resp = client.get(uri).await.map_err(|e| e.to_string())?;
+        if !resp.status().is_success() {
+            return Err(format!("HTTP {}", resp.status()));
+        }
+        let cap = usize::try_from(crate::pki::MAX_PEM_BYTES).unwrap_or(usize::MAX);
+        let body = http_body_util::Limited::new(resp.into_body(), cap)
+            .collect()
+            .await
+            .map_err(|e| format!("{e} (CRLs are limited to {cap} bytes)"))?;
+        Ok(body.to_bytes().to_vec())
+    };
+    tokio::time::timeout(total, download)
         .await
-        .map_err(|_| "no answer within 10 s".to_string())?
-        .map_err(|e| e.to_string())?;
-    if !resp.status().is_success() {
-        return Err(format!("HTTP {}", resp.status()));
+        .map_err(|_| format!("no complete answer within {total:?} (timeouts.crl_fetch)"))?
+}
+
+/// Fetches CRL URLs that have no cached copy yet, for a change about to attach them (before
+/// the change takes the lock). `issuers` are the CAs that may sign them. The error names the
+/// URL and the cause.
+pub(crate) async fn prefetch_crls(
+    config: &Config,
+    urls: &[String],
+    issuers: &[rustls::pki_types::CertificateDer<'static>],
+) -> Result<(), String> {
+    for url in urls {
+        let path = crate::config::crl_cache_path(config, url);
+        if path.exists() {
+            continue;
+        }
+        let bytes = fetch(url, config.timeouts.crl_fetch)
+            .await
+            .and_then(|b| crate::pki::check_crl_update(&b, issuers, None).map(|()| b))
+            .map_err(|e| format!("cannot fetch the CRL {url}: {e}"))?;
+        write_crl_cache(&path, &bytes).map_err(|e| format!("cannot cache the CRL {url}: {e}"))?;
+        info!(%url, "CRL fetched");
     }
-    let body = http_body_util::Limited::new(resp.into_body(), 256 * 1024 * 1024)
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(body.to_bytes().to_vec())
+    Ok(())
+}
+
+fn write_crl_cache(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
 }
 
 /// Which CRL URLs to fetch, and what a failure means.
@@ -629,10 +676,12 @@ pub(crate) async fn fetch_crls(
         // A CRL is cached only if one of its bundle's CAs signed it, and never replaces a
         // newer one (a rollback would un-revoke certificates).
         let held = std::fs::read(&path).ok();
-        let fetched = fetch(&url).await.and_then(|bytes| {
-            crate::pki::check_crl_update(&bytes, &issuers, held.as_deref())?;
-            Ok(bytes)
-        });
+        let fetched = fetch(&url, config.timeouts.crl_fetch)
+            .await
+            .and_then(|bytes| {
+                crate::pki::check_crl_update(&bytes, &issuers, held.as_deref())?;
+                Ok(bytes)
+            });
         if let Err(e) = &fetched {
             metrics::counter!("symbolon_crl_fetch_refused_total").increment(1);
             tracing::debug!(%url, error = %e, "CRL not taken");
@@ -642,15 +691,7 @@ pub(crate) async fn fetch_crls(
                 if std::fs::read(&path).ok().as_deref() == Some(&bytes[..]) {
                     continue;
                 }
-                let write = || -> std::io::Result<()> {
-                    if let Some(dir) = path.parent() {
-                        std::fs::create_dir_all(dir)?;
-                    }
-                    let tmp = path.with_extension("tmp");
-                    std::fs::write(&tmp, &bytes)?;
-                    std::fs::rename(&tmp, &path)
-                };
-                write().map_err(|e| {
+                write_crl_cache(&path, &bytes).map_err(|e| {
                     GatewayError::Admin(format!(
                         "cannot cache the CRL from {url} in {}: {e}",
                         path.display()

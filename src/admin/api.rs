@@ -420,7 +420,9 @@ async fn create_bundle(
 ) -> Res<Response> {
     let req = json_or(body)?;
     check_name("bundle", &req.name)?;
-    parse_bundle(&req.pem)?;
+    let bundle = parse_bundle(&req.pem)?;
+    crls_json(req.crls.as_ref())?;
+    app.prefetch_crls(req.crls.as_ref(), &bundle.certs).await?;
     let mut ch = Change::begin(&app).await?;
     let st = ch.current().await?;
     if st.bundles.iter().any(|b| b.name == req.name) {
@@ -468,6 +470,14 @@ async fn update_bundle(
     body: Body<BundleUpdate>,
 ) -> Res<Json<BundleView>> {
     let req = json_or(body)?;
+    if let Some(c) = &req.crls {
+        crls_json(Some(c))?;
+        let st = state(&app).await?;
+        let b =
+            find(&st.bundles, &id, bundle_key).ok_or_else(|| ApiError::not_found("bundle", &id))?;
+        let bundle = parse_bundle(&b.pem)?;
+        app.prefetch_crls(Some(c), &bundle.certs).await?;
+    }
     let mut ch = Change::begin(&app).await?;
     let st = ch.current().await?;
     let mut row = find(&st.bundles, &id, bundle_key)
@@ -1383,6 +1393,11 @@ async fn import(
             "start from `symbolon export`",
         )
     })?;
+    for b in &decl.bundles {
+        if let Ok(bundle) = parse_bundle(&b.pem) {
+            app.prefetch_crls(b.crls.as_ref(), &bundle.certs).await?;
+        }
+    }
     let mut ch = Change::begin(&app).await?;
     let st = ch.current().await?;
     let mut report = ImportReport::default();

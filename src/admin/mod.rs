@@ -53,6 +53,26 @@ struct Token {
 }
 
 impl App {
+    /// Fetches the CRL URLs of `crls` that have no cached copy yet, before a change takes the
+    /// lock (`issuers`: the CAs of the bundle they belong to).
+    pub async fn prefetch_crls(
+        &self,
+        crls: Option<&store::BundleCrls>,
+        issuers: &[rustls::pki_types::CertificateDer<'static>],
+    ) -> Result<(), ApiError> {
+        let Some(c) = crls else { return Ok(()) };
+        let config = self.state.config.load_full();
+        crate::gateway::prefetch_crls(&config, &c.urls, issuers)
+            .await
+            .map_err(|e| {
+                ApiError::invalid(
+                    "crl_unavailable",
+                    e,
+                    "check the URL; the CRL must be signed by a CA of this bundle (nothing was changed)",
+                )
+            })
+    }
+
     /// How many identities the token behind `actor` may create.
     pub fn max_identities(&self, actor: &str) -> usize {
         self.tokens
@@ -356,14 +376,8 @@ impl<'a> Change<'a> {
         target: &str,
         detail: &str,
     ) -> Result<(), ApiError> {
+        // No network here: CRL URLs a change attaches were fetched before it took the lock.
         let state = store::load_all(&mut self.tx).await?;
-        // CRL URLs attached by this change are fetched before the build needs them.
-        let config = self.app.state.config.load_full();
-        if let Err(e) =
-            crate::gateway::fetch_crls(&config, &state, crate::gateway::CrlFetch::Missing).await
-        {
-            tracing::warn!(error = %e, "cannot fetch a CRL");
-        }
         let snapshot = self.app.state.build(&state).map_err(ApiError::snapshot)?;
         store::insert_audit(&mut self.tx, &actor.0, action, target, detail).await?;
         self.tx.commit().await?;

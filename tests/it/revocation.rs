@@ -726,3 +726,95 @@ async fn a_forged_crl_file_is_refused() {
         "{err}"
     );
 }
+
+/// A CRL server that sends its headers, then one byte every 200 ms, forever.
+async fn serve_trickle() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\n")
+                    .await;
+                while s.write_all(b"0").await.is_ok() {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_slow_crl_server_holds_up_no_admin_write() {
+    let h = Harness::new();
+    let ca = TestCa::root("Slow CRL CA");
+    h.write("clients.pem", &ca.pem());
+    let body = format!(
+        "[timeouts]\ncrl_fetch = \"2s\"\n\n{}{}{}",
+        h.admin_section(),
+        h.domain("api.test", Some("clients.pem"), "require"),
+        route_all("builtin:echo")
+    );
+    let gw = h.start(&body).await;
+    let api = std::sync::Arc::new(Api {
+        client: h.admin_client(&gw, None),
+    });
+    let url = format!("http://{}/slow.crl", serve_trickle().await);
+    // Attaching a CRL whose server trickles: the download runs outside the change lock.
+    let attach = {
+        let api = api.clone();
+        let pem = ca.pem();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let r = api
+                .post(
+                    "/api/v1/mtls/bundles",
+                    json!({"name": "slow", "pem": pem, "crls": {"urls": [url]}}),
+                )
+                .await;
+            (r, started.elapsed())
+        })
+    };
+    // Meanwhile admin writes, a revocation among them, answer at once.
+    let leaf = ca.leaf(LeafSpec::client("to-revoke"));
+    for i in 0..5 {
+        let started = std::time::Instant::now();
+        api.ok(
+            Method::POST,
+            "/api/v1/policies",
+            Some(json!({"name": format!("p{i}")})),
+        )
+        .await;
+        assert!(
+            started.elapsed() < std::time::Duration::from_millis(900),
+            "write {i}: {:?}",
+            started.elapsed()
+        );
+    }
+    let started = std::time::Instant::now();
+    api.ok(
+        Method::POST,
+        "/api/v1/revocations",
+        Some(json!({"certificate_pem": leaf.cert_pem})),
+    )
+    .await;
+    assert!(started.elapsed() < std::time::Duration::from_millis(900));
+    // The slow download is cut at timeouts.crl_fetch; nothing was changed.
+    let ((status, v), took) = attach.await.unwrap();
+    assert_eq!(
+        (status.as_u16(), v["error"]["code"].as_str().unwrap()),
+        (422, "crl_unavailable"),
+        "{v}"
+    );
+    assert!(took < std::time::Duration::from_secs(5), "{took:?}");
+    let bundles = api.ok(Method::GET, "/api/v1/mtls/bundles", None).await;
+    assert!(!bundles.to_string().contains("\"slow\""), "{bundles}");
+}
