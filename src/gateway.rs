@@ -81,6 +81,8 @@ pub struct State {
     pub sidecars: crate::sidecar::Listeners,
     /// Connection caps per listener (from `[limits]` and the open-file limit, at start).
     pub limits: crate::config::ResolvedLimits,
+    /// The files the last applied configuration was built from (see [`crate::pki::with_files`]).
+    files: std::sync::Mutex<Arc<crate::pki::FileContents>>,
     me: std::sync::Weak<State>,
 }
 
@@ -147,7 +149,15 @@ impl State {
             {
                 store = self.store.state().await?;
             }
-            let snapshot = Snapshot::build(&config, &store, self.ticketer.clone(), &self.pools)?;
+            // Read from disk; what was read becomes the files later admin changes build from.
+            let (snapshot, files) = crate::pki::with_files(None, || {
+                Snapshot::build(&config, &store, self.ticketer.clone(), &self.pools)
+            });
+            let snapshot = snapshot?;
+            *self
+                .files
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(files);
             Ok::<_, GatewayError>((config, snapshot))
         }
         .await;
@@ -179,12 +189,27 @@ impl State {
         let mut opened = store.clone();
         crate::store::open_keys(&mut opened, self.store.sealer())
             .map_err(|e| SnapshotError::Keys(e.to_string()))?;
-        Snapshot::build(
-            &self.config.load(),
-            &opened,
-            self.ticketer.clone(),
-            &self.pools,
-        )
+        // The files as last applied (a broken file on disk waits for the next reload).
+        let files = self
+            .files
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let (snapshot, read) = crate::pki::with_files(Some(&files), || {
+            Snapshot::build(
+                &self.config.load(),
+                &opened,
+                self.ticketer.clone(),
+                &self.pools,
+            )
+        });
+        if snapshot.is_ok() && read.len() > files.len() {
+            *self
+                .files
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(read);
+        }
+        snapshot
     }
 
     /// Learns of every newly published snapshot.
@@ -292,7 +317,10 @@ impl Gateway {
             config.timeouts.upstream_connect,
             config.timeouts.upstream_idle,
         );
-        let snapshot = Snapshot::build(&config, &store_state, ticketer.clone(), &pools)?;
+        let (snapshot, files) = crate::pki::with_files(None, || {
+            Snapshot::build(&config, &store_state, ticketer.clone(), &pools)
+        });
+        let snapshot = snapshot?;
         ticketer.set_epoch(snapshot.trust_epoch);
 
         let listener =
@@ -342,6 +370,7 @@ impl Gateway {
             pools,
             sidecars: crate::sidecar::Listeners::default(),
             limits,
+            files: std::sync::Mutex::new(Arc::new(files)),
             me: me.clone(),
             snapshot: ArcSwap::from_pointee(snapshot),
             upstream,

@@ -569,7 +569,50 @@ pub fn rfc3339(ts: i64) -> String {
         .unwrap_or_else(|| ts.to_string())
 }
 
+/// The files a snapshot build read, by path: kept after a successful reload so that later
+/// builds (admin changes) use what was applied, not whatever is on disk now. A broken file
+/// waiting for the next reload must not block unrelated admin writes, revocations above all.
+pub type FileContents = std::collections::HashMap<std::path::PathBuf, std::sync::Arc<Vec<u8>>>;
+
+thread_local! {
+    static FILES: std::cell::RefCell<Option<(FileContents, bool)>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `build` (synchronous: it never yields, so the thread-local is its own) reading files
+/// from `replay` where they are listed (else from disk); returns what it read.
+pub fn with_files<T>(
+    replay: Option<&FileContents>,
+    build: impl FnOnce() -> T,
+) -> (T, FileContents) {
+    FILES.with(|f| *f.borrow_mut() = Some((replay.cloned().unwrap_or_default(), replay.is_some())));
+    let out = build();
+    let read = FILES
+        .with(|f| f.borrow_mut().take())
+        .map(|(files, _)| files)
+        .unwrap_or_default();
+    (out, read)
+}
+
 fn read_limited(path: &Path) -> Result<Vec<u8>, PkiError> {
+    let replayed = FILES.with(|f| {
+        f.borrow()
+            .as_ref()
+            .filter(|(_, replay)| *replay)
+            .and_then(|(files, _)| files.get(path).cloned())
+    });
+    if let Some(bytes) = replayed {
+        return Ok(bytes.as_ref().clone());
+    }
+    let bytes = read_from_disk(path)?;
+    FILES.with(|f| {
+        if let Some((files, _)) = f.borrow_mut().as_mut() {
+            files.insert(path.to_owned(), std::sync::Arc::new(bytes.clone()));
+        }
+    });
+    Ok(bytes)
+}
+
+fn read_from_disk(path: &Path) -> Result<Vec<u8>, PkiError> {
     let meta = std::fs::metadata(path).map_err(|source| PkiError::Read {
         path: path.to_owned(),
         source,

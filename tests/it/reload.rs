@@ -1,5 +1,6 @@
 //! Live changes: a trust-bundle swap (by file change or explicit reload) reaches new handshakes
-//! while established keep-alive connections stay open; a broken file changes nothing.
+//! and ends the open connections it no longer trusts; a broken file changes nothing and blocks
+//! no admin write.
 
 use std::time::Duration;
 
@@ -169,4 +170,51 @@ async fn a_session_resumed_after_a_trust_change_is_checked_again() {
         result.is_err(),
         "a resumed session bypassed the new trust bundle"
     );
+}
+
+#[tokio::test]
+async fn a_broken_file_on_disk_does_not_block_admin_writes_or_revocation() {
+    let h = Harness::new();
+    let ca = TestCa::root("Steady CA");
+    h.write("ca.pem", &ca.pem());
+    let body = format!(
+        "{}{}{}",
+        h.admin_section(),
+        h.domain("api.test", Some("ca.pem"), "require"),
+        route_all("builtin:echo")
+    );
+    let gw = h.start(&body).await;
+    let api = crate::admin::Api {
+        client: h.admin_client(&gw, None),
+    };
+    let victim = ca.leaf(LeafSpec::client("victim"));
+    assert_eq!(
+        get(gw.tls_addr(), "api.test", &h.client().cert(&victim), "/")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    // Someone saves a broken ca.pem: the reload is refused and the old trust stays…
+    std::fs::write(h.path("ca.pem"), "-----BEGIN CERTIFICATE-----\nbroken").unwrap();
+    assert!(gw.reload().await.is_err());
+    // …and admin writes go on, built from the files as last applied.
+    let (status, v) = api
+        .post("/api/v1/policies", serde_json::json!({"name": "unrelated"}))
+        .await;
+    assert_eq!(status.as_u16(), 201, "{v}");
+    let (status, v) = api
+        .post(
+            "/api/v1/revocations",
+            serde_json::json!({"certificate_pem": victim.cert_pem, "reason": "keyCompromise"}),
+        )
+        .await;
+    assert_eq!(status.as_u16(), 201, "{v}");
+    let err = get(gw.tls_addr(), "api.test", &h.client().cert(&victim), "/")
+        .await
+        .unwrap_err();
+    assert!(err.contains("CertificateRevoked"), "{err}");
+    // Fixing the file and reloading applies it.
+    h.write("ca.pem", &ca.pem());
+    gw.reload().await.unwrap();
 }
