@@ -539,6 +539,12 @@ impl Config {
         {
             files.extend(tls.files());
         }
+        if let Some(a) = &self.admin {
+            files.extend([a.cert.clone(), a.key.clone(), a.client_ca.clone()]);
+        }
+        if let Some(c) = &self.ca {
+            files.extend(c.passphrase_file.clone());
+        }
         files
     }
 }

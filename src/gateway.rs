@@ -65,8 +65,10 @@ pub struct State {
     pub authz: crate::authz::Runtime,
     /// Client certificates seen in traffic and expiry warnings already given.
     pub expiry: crate::expiry::Watch,
-    /// The built-in CA, when the config has a `[ca]` section.
-    pub ca: Option<Arc<crate::ca::Ca>>,
+    /// The built-in CA, when the config has a `[ca]` section (replaced by a reload).
+    ca: arc_swap::ArcSwapOption<crate::ca::Ca>,
+    /// The admin listener's TLS and tokens (replaced by a reload).
+    pub admin: arc_swap::ArcSwapOption<crate::admin::Live>,
     /// The configuration file as last applied.
     pub config: ArcSwap<Config>,
     config_path: PathBuf,
@@ -113,6 +115,65 @@ fn store_sealer(config: &Config) -> Result<Option<Vec<u8>>, GatewayError> {
     Ok((!pass.is_empty()).then_some(pass))
 }
 
+/// The built-in CA of `[ca]`, if there is one.
+fn load_ca(config: &Config) -> Result<Option<Arc<crate::ca::Ca>>, GatewayError> {
+    let Some(c) = &config.ca else {
+        return Ok(None);
+    };
+    let pass = crate::ca::passphrase(c.passphrase_file.as_deref())
+        .map_err(|e| GatewayError::Admin(format!("[ca]: {e}")))?;
+    if let Some(url) = &c.crl_url {
+        check_crl_url(url)?;
+    }
+    Ok(Some(Arc::new(
+        crate::ca::Ca::load(&c.dir, &pass)
+            .map_err(|e| GatewayError::Admin(format!("[ca]: {e}")))?
+            .with_crl_url(c.crl_url.clone()),
+    )))
+}
+
+/// Settings a reload cannot apply (listeners, the store, caps): named in a warning.
+fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
+    let json = |v: &dyn erased::Json| v.json();
+    let mut out = Vec::new();
+    if old.listen != new.listen {
+        out.push("listen");
+    }
+    if old.metrics_listen != new.metrics_listen {
+        out.push("metrics_listen");
+    }
+    match (&old.admin, &new.admin) {
+        (Some(a), Some(b)) if a.listen != b.listen => out.push("admin.listen"),
+        (Some(a), Some(b)) if a.max_upload_bytes != b.max_upload_bytes => {
+            out.push("admin.max_upload_bytes")
+        }
+        (None, Some(_)) | (Some(_), None) => out.push("[admin] (added or removed)"),
+        _ => {}
+    }
+    if old.store != new.store {
+        out.push("store");
+    }
+    if old.store_passphrase_file != new.store_passphrase_file {
+        out.push("store_passphrase_file");
+    }
+    if json(&old.limits) != json(&new.limits) {
+        out.push("[limits]");
+    }
+    out
+}
+
+mod erased {
+    /// A value's JSON, to compare config sections that do not implement `PartialEq`.
+    pub trait Json {
+        fn json(&self) -> String;
+    }
+    impl<T: serde::Serialize> Json for T {
+        fn json(&self) -> String {
+            serde_json::to_string(self).unwrap_or_default()
+        }
+    }
+}
+
 /// `[ca] crl_url` must be an absolute http(s) URL (verifiers fetch CRLs over plain HTTP; the
 /// CRL is signed).
 fn check_crl_url(url: &str) -> Result<(), GatewayError> {
@@ -129,6 +190,11 @@ fn check_crl_url(url: &str) -> Result<(), GatewayError> {
 }
 
 impl State {
+    /// The built-in CA as last loaded.
+    pub fn ca(&self) -> Option<Arc<crate::ca::Ca>> {
+        self.ca.load_full()
+    }
+
     /// Re-reads the config file, every file it names and the store; swaps in the new snapshot
     /// if all is valid. On error the running configuration is kept and the error is returned.
     pub async fn reload(&self) -> Result<Arc<Config>, GatewayError> {
@@ -142,8 +208,21 @@ impl State {
         let _guard = self.change_lock.lock().await;
         let result = async {
             let config = Config::load(&self.config_path)?;
+            let old = self.config.load_full();
             let mut store = self.store.state().await?;
-            if crate::sidecar::ensure_credentials(&config, &self.store, &store, self.ca.as_deref())
+            // `[ca]` is loaded again when its section changed; `[admin]` (the listener's
+            // certificate, the admin CA, the tokens) is rebuilt from its files every time.
+            use erased::Json as _;
+            let ca = if config.ca.json() == old.ca.json() {
+                self.ca()
+            } else {
+                load_ca(&config)?
+            };
+            let admin = match (&config.admin, self.admin.load_full()) {
+                (Some(a), Some(_)) => Some(Arc::new(crate::admin::Live::build(a)?)),
+                (_, current) => current,
+            };
+            if crate::sidecar::ensure_credentials(&config, &self.store, &store, ca.as_deref())
                 .await
                 .map_err(|e| GatewayError::Admin(e.to_string()))?
             {
@@ -158,12 +237,17 @@ impl State {
                 .files
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(files);
-            Ok::<_, GatewayError>((config, snapshot))
+            Ok::<_, GatewayError>((config, snapshot, ca, admin, old))
         }
         .await;
         match result {
-            Ok((config, snapshot)) => {
+            Ok((config, snapshot, ca, admin, old)) => {
+                for setting in needs_restart(&old, &config) {
+                    warn!(setting, "this setting changed in the config file and needs a restart; the running value stays until then");
+                }
                 let config = Arc::new(config);
+                self.ca.store(ca);
+                self.admin.store(admin);
                 self.config.store(config.clone());
                 self.publish(snapshot);
                 metrics::counter!("symbolon_reloads_total", "result" => "applied").increment(1);
@@ -291,21 +375,7 @@ impl Gateway {
         }
         let store_state = store.state().await?;
         fetch_crls(&config, &store_state, CrlFetch::Start).await?;
-        let ca = match &config.ca {
-            Some(c) => {
-                let pass = crate::ca::passphrase(c.passphrase_file.as_deref())
-                    .map_err(|e| GatewayError::Admin(format!("[ca]: {e}")))?;
-                if let Some(url) = &c.crl_url {
-                    check_crl_url(url)?;
-                }
-                Some(Arc::new(
-                    crate::ca::Ca::load(&c.dir, &pass)
-                        .map_err(|e| GatewayError::Admin(format!("[ca]: {e}")))?
-                        .with_crl_url(c.crl_url.clone()),
-                ))
-            }
-            None => None,
-        };
+        let ca = load_ca(&config)?;
         let mut store_state = store_state;
         if crate::sidecar::ensure_credentials(&config, &store, &store_state, ca.as_deref())
             .await
@@ -378,7 +448,8 @@ impl Gateway {
             store,
             authz: crate::authz::Runtime::default(),
             expiry: crate::expiry::Watch::default(),
-            ca,
+            ca: arc_swap::ArcSwapOption::from(ca),
+            admin: arc_swap::ArcSwapOption::empty(),
             config: ArcSwap::from_pointee(config.clone()),
             config_path: config_path.to_owned(),
             ticketer,
@@ -806,8 +877,7 @@ async fn watch_expiry(state: Arc<State>, every: Duration) {
 /// revoked for another CA never appears on it.
 async fn crl(state: &State) -> Result<Vec<u8>, String> {
     let ca = state
-        .ca
-        .as_ref()
+        .ca()
         .ok_or("no built-in CA is configured ([ca] in the config)")?;
     let rows = state
         .store
@@ -1014,9 +1084,20 @@ fn watch_dirs(
     }
 }
 
+/// Whether an event concerns a watched file. Kubernetes updates a mounted Secret or ConfigMap
+/// by pointing the `..data` symlink at a new directory (the files are symlinks through it),
+/// so an event on `..data` (or its `..data_tmp` stand-in) in a watched directory counts too.
 fn touches(event: &notify::Result<notify::Event>, files: &HashSet<PathBuf>) -> bool {
     match event {
-        Ok(ev) => !ev.kind.is_access() && ev.paths.iter().any(|p| files.contains(&absolute(p))),
+        Ok(ev) => {
+            !ev.kind.is_access()
+                && ev.paths.iter().any(|p| {
+                    files.contains(&absolute(p))
+                        || p.file_name()
+                            .and_then(|n| n.to_str())
+                            .is_some_and(|n| n.starts_with("..data"))
+                })
+        }
         Err(_) => false,
     }
 }

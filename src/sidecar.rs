@@ -430,7 +430,7 @@ pub async fn rotate(state: &State, name: &str, actor: &str) -> Result<Rotation, 
     let mut tx = state.store.begin().await?;
     let record = issue_credential(
         &mut tx,
-        state.ca.as_deref(),
+        state.ca().as_deref(),
         &sc.config,
         actor,
         state.store.sealer(),

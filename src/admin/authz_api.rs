@@ -67,7 +67,7 @@ pub(super) fn routes(r: Router<Arc<App>>) -> Router<Arc<App>> {
 }
 
 fn the_ca(app: &App) -> Res<Arc<crate::ca::Ca>> {
-    app.state.ca.clone().ok_or_else(|| {
+    app.state.ca().ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "no_ca",
@@ -374,7 +374,7 @@ pub(super) async fn revoke(
             let (first, info) = first_public_cert(pem)?;
             // A certificate the built-in CA signed is also listed by serial (with this
             // CA as its issuer), so it goes on the CRL.
-            let (serial, issuer) = match &app.state.ca {
+            let (serial, issuer) = match &app.state.ca() {
                 Some(ca) if ca.signed(&first) => (
                     Some(crate::revocation::normalize_serial(&info.serial_hex)),
                     Some(ca.issuer_key()),
@@ -398,7 +398,7 @@ pub(super) async fn revoke(
                     "give it in hex, as `openssl x509 -noout -serial` prints it",
                 ));
             }
-            let issuer = match (&req.issuer_pem, &app.state.ca) {
+            let issuer = match (&req.issuer_pem, &app.state.ca()) {
                 (Some(pem), _) => issuer_key_of(pem)?,
                 (None, Some(ca)) => ca.issuer_key(),
                 (None, None) => {
@@ -443,7 +443,7 @@ pub(super) async fn revoke(
     };
     store::insert_revocation(&mut ch.tx, &row).await?;
     // The renewals descended from a certificate of the built-in CA go with it.
-    let ours = app.state.ca.as_ref().map(|ca| ca.issuer_key());
+    let ours = app.state.ca().map(|ca| ca.issuer_key());
     let record = match (&row.fingerprint, &row.serial) {
         (Some(fp), _) => store::issued_by_fingerprint(&mut ch.tx, fp).await?,
         (None, Some(serial)) if row.issuer.is_some() && row.issuer == ours => {

@@ -34,15 +34,110 @@ use crate::store::{self, Tx};
 #[derive(Clone, Debug)]
 pub struct Actor(pub String);
 
-/// The admin certificate's fingerprint, set by the listener for each connection.
+/// The admin certificate of a connection, set by the listener.
 #[derive(Clone, Debug)]
-struct PeerCert(Option<String>);
+struct PeerCert(Option<AdminCert>);
+
+/// What revocation needs to know about an admin certificate.
+#[derive(Clone, Debug)]
+struct AdminCert {
+    fingerprint: String,
+    serial: String,
+    /// SHA-256 of the issuing admin CA's SubjectPublicKeyInfo.
+    issuer: Option<String>,
+}
+
+impl AdminCert {
+    fn of(der: &rustls::pki_types::CertificateDer<'_>, cas: &[rustls::pki_types::CertificateDer<'static>]) -> Self {
+        let serial = crate::pki::CertInfo::parse(der)
+            .map(|i| crate::revocation::normalize_serial(&i.serial_hex))
+            .unwrap_or_default();
+        let issuer = cas
+            .iter()
+            .find(|ca| crate::pki::signed_by(der, ca))
+            .and_then(|ca| crate::tls::verify::spki_key(ca));
+        Self {
+            fingerprint: crate::pki::fingerprint_sha256(der),
+            serial,
+            issuer,
+        }
+    }
+}
 
 pub(crate) struct App {
     pub state: Arc<State>,
-    tokens: Vec<Token>,
     /// Self-service proof-of-possession challenges handed out and not yet used.
     pub challenges: Challenges,
+}
+
+/// What the `[admin]` section configures and a reload replaces: the listener's TLS (its
+/// certificate and the admin CA) and the bearer tokens. Built in full before it replaces the
+/// old one, so a broken admin file fails the reload and changes nothing.
+pub struct Live {
+    acceptor: tokio_rustls::TlsAcceptor,
+    tokens: Vec<Token>,
+    /// The admin CA's certificates, to find the issuer of an admin certificate (revocation).
+    cas: Vec<rustls::pki_types::CertificateDer<'static>>,
+    listen: SocketAddr,
+}
+
+impl std::fmt::Debug for Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Live").field("listen", &self.listen).finish_non_exhaustive()
+    }
+}
+
+impl Live {
+    pub fn build(config: &AdminConfig) -> Result<Self, GatewayError> {
+        let (tls, cas) = tls_config(config)?;
+        let mut tokens: Vec<Token> = Vec::new();
+        for t in &config.tokens {
+            let digest = decode_hex(&t.sha256).ok_or_else(|| {
+                GatewayError::Admin(format!(
+                    "token '{}': sha256 must be 64 hex characters (the SHA-256 of the token). Fix: create one with `symbolon admin-token {}`",
+                    t.name, t.name
+                ))
+            })?;
+            let admin = match t.scope.as_str() {
+                "admin" => true,
+                "self-service" => false,
+                other => {
+                    return Err(GatewayError::Admin(format!(
+                        "token '{}': scope '{other}' must be admin or self-service",
+                        t.name
+                    )));
+                }
+            };
+            if tokens.iter().any(|k| k.name == t.name) {
+                return Err(GatewayError::Admin(format!(
+                    "two tokens are named '{}'. Fix: give each token its own name (it is the actor in the audit log)",
+                    t.name
+                )));
+            }
+            if !(1..=100_000).contains(&t.max_identities) {
+                return Err(GatewayError::Admin(format!(
+                    "token '{}': max_identities {} is out of range; it must be between 1 and 100000",
+                    t.name, t.max_identities
+                )));
+            }
+            tokens.push(Token {
+                name: t.name.clone(),
+                sha256: digest,
+                admin,
+                max_identities: t.max_identities,
+            });
+        }
+        Ok(Self {
+            acceptor: tokio_rustls::TlsAcceptor::from(tls),
+            tokens,
+            cas,
+            listen: config.listen,
+        })
+    }
+
+    pub fn listen(&self) -> SocketAddr {
+        self.listen
+    }
 }
 
 struct Token {
@@ -75,7 +170,9 @@ impl App {
 
     /// How many identities the token behind `actor` may create.
     pub fn max_identities(&self, actor: &str) -> usize {
-        self.tokens
+        let live = self.state.admin.load();
+        live.as_ref()
+            .map_or(&[][..], |l| &l.tokens[..])
             .iter()
             .find(|t| actor.strip_prefix("token:") == Some(t.name.as_str()))
             .map_or(10, |t| t.max_identities)
@@ -131,49 +228,12 @@ pub async fn start(
     state: Arc<State>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(SocketAddr, JoinHandle<()>), GatewayError> {
-    let tls = tls_config(config)?;
-    let mut tokens = Vec::new();
-    for t in &config.tokens {
-        let digest = decode_hex(&t.sha256).ok_or_else(|| {
-            GatewayError::Admin(format!(
-                "token '{}': sha256 must be 64 hex characters (the SHA-256 of the token). Fix: create one with `symbolon admin-token {}`",
-                t.name, t.name
-            ))
-        })?;
-        let admin = match t.scope.as_str() {
-            "admin" => true,
-            "self-service" => false,
-            other => {
-                return Err(GatewayError::Admin(format!(
-                    "token '{}': scope '{other}' must be admin or self-service",
-                    t.name
-                )));
-            }
-        };
-        if tokens.iter().any(|k: &Token| k.name == t.name) {
-            return Err(GatewayError::Admin(format!(
-                "two tokens are named '{}'. Fix: give each token its own name (it is the actor in the audit log)",
-                t.name
-            )));
-        }
-        if !(1..=100_000).contains(&t.max_identities) {
-            return Err(GatewayError::Admin(format!(
-                "token '{}': max_identities {} is out of range; it must be between 1 and 100000",
-                t.name, t.max_identities
-            )));
-        }
-        tokens.push(Token {
-            name: t.name.clone(),
-            sha256: digest,
-            admin,
-            max_identities: t.max_identities,
-        });
-    }
+    let live = Arc::new(Live::build(config)?);
+    state.admin.store(Some(live));
     let limits = state.limits;
     let snapshots = state.clone();
     let app = Arc::new(App {
         state,
-        tokens,
         challenges: Challenges::default(),
     });
     let router = api::router(app.clone(), config.max_upload_bytes)
@@ -190,7 +250,6 @@ pub async fn start(
         setting: "admin.listen",
         source,
     })?;
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let limiter = crate::listener::Limiter::new("admin", limits.admin, limits.admin);
     let drain = crate::listener::Drain::default();
     let task = tokio::spawn(async move {
@@ -199,7 +258,11 @@ pub async fn start(
                 x = crate::listener::accept(&listener, &limiter) => x,
                 _ = shutdown.changed() => return,
             };
-            let acceptor = acceptor.clone();
+            // The TLS settings as last reloaded.
+            let Some(live) = snapshots.admin.load_full() else {
+                continue;
+            };
+            let acceptor = live.acceptor.clone();
             let router = router.clone();
             let watcher = drain.watcher();
             let t = snapshots.snapshot.load().timeouts.clone();
@@ -217,7 +280,7 @@ pub async fn start(
                 let fingerprint = conn
                     .peer_certificates()
                     .and_then(|c| c.first())
-                    .map(|c| crate::pki::fingerprint_sha256(c));
+                    .map(|c| AdminCert::of(c, &live.cas));
                 let h2 = conn.alpn_protocol() == Some(b"h2");
                 let peer_cert = PeerCert(fingerprint);
                 let activity = crate::listener::Activity::new(h2);
@@ -260,7 +323,12 @@ pub async fn start(
     Ok((addr, task))
 }
 
-fn tls_config(config: &AdminConfig) -> Result<Arc<ServerConfig>, GatewayError> {
+type AdminTls = (
+    Arc<ServerConfig>,
+    Vec<rustls::pki_types::CertificateDer<'static>>,
+);
+
+fn tls_config(config: &AdminConfig) -> Result<AdminTls, GatewayError> {
     let admin_err = |e: &dyn std::fmt::Display| GatewayError::Admin(e.to_string());
     let chain = crate::pki::load_certs(&config.cert).map_err(|e| admin_err(&e))?;
     let key = crate::pki::load_key(&config.key).map_err(|e| admin_err(&e))?;
@@ -270,8 +338,8 @@ fn tls_config(config: &AdminConfig) -> Result<Arc<ServerConfig>, GatewayError> {
     crate::pki::refuse_expired(&bundle, rustls::pki_types::UnixTime::now())
         .map_err(|e| admin_err(&e))?;
     let mut roots = rustls::RootCertStore::empty();
-    for c in bundle.certs {
-        roots.add(c).map_err(|e| admin_err(&e))?;
+    for c in &bundle.certs {
+        roots.add(c.clone()).map_err(|e| admin_err(&e))?;
     }
     let provider = crate::tls::server::provider();
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
@@ -285,15 +353,29 @@ fn tls_config(config: &AdminConfig) -> Result<Arc<ServerConfig>, GatewayError> {
         .with_single_cert(chain, key)
         .map_err(|e| admin_err(&e))?;
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(tls))
+    Ok((Arc::new(tls), bundle.certs))
 }
 
 async fn authenticate(AxState(app): AxState<Arc<App>>, mut req: Request, next: Next) -> Response {
-    let from_cert = req
-        .extensions()
-        .get::<PeerCert>()
-        .and_then(|p| p.0.clone())
-        .map(|fp| format!("cert:{fp}"));
+    let cert = req.extensions().get::<PeerCert>().and_then(|p| p.0.clone());
+    // An admin certificate revoked since the connection was made is refused at once.
+    if let Some(c) = &cert
+        && app.state.snapshot.load().revocations.lookup(
+            &c.fingerprint,
+            c.issuer.as_deref().unwrap_or(""),
+            &c.serial,
+        ).is_some()
+    {
+        return ApiError::new(
+            http::StatusCode::UNAUTHORIZED,
+            "certificate_revoked",
+            "this admin certificate is revoked",
+            "use another admin certificate or a token",
+        )
+        .into_response();
+    }
+    let from_cert = cert.map(|c| format!("cert:{}", c.fingerprint));
+    let live = app.state.admin.load();
     let actor = from_cert.map(|a| (a, true)).or_else(|| {
         let header = req
             .headers()
@@ -302,7 +384,8 @@ async fn authenticate(AxState(app): AxState<Arc<App>>, mut req: Request, next: N
             .ok()?;
         let token = header.strip_prefix("Bearer ")?.trim();
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
-        app.tokens
+        live.as_ref()?
+            .tokens
             .iter()
             .find(|t| {
                 aws_lc_rs::constant_time::verify_slices_are_equal(digest.as_ref(), &t.sha256)

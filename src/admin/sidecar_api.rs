@@ -92,7 +92,7 @@ fn check_new(app: &App, sc: &SidecarConfig, moved: bool) -> Res<()> {
             "see the SidecarConfig schema in the OpenAPI document",
         )
     })?;
-    if sc.issue.is_some() && app.state.ca.is_none() {
+    if sc.issue.is_some() && app.state.ca().is_none() {
         return Err(sidecar_error(SidecarError::NoCa(sc.name.clone())));
     }
     if moved && sc.listen.port() != 0 {
@@ -279,7 +279,7 @@ async fn issue(
     }
     crate::sidecar::issue_credential(
         &mut ch.tx,
-        app.state.ca.as_deref(),
+        app.state.ca().as_deref(),
         sc,
         &actor.0,
         app.state.store.sealer(),

@@ -41,7 +41,7 @@ pub(super) async fn handle(
     conn: &ConnContext,
     state: &State,
 ) -> Response<RespBody> {
-    let Some(ca) = state.ca.clone() else {
+    let Some(ca) = state.ca() else {
         return error(
             StatusCode::NOT_FOUND,
             "no_ca",

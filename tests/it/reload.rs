@@ -218,3 +218,113 @@ async fn a_broken_file_on_disk_does_not_block_admin_writes_or_revocation() {
     h.write("ca.pem", &ca.pem());
     gw.reload().await.unwrap();
 }
+
+#[tokio::test]
+async fn admin_tokens_admin_certificates_and_the_ca_section_reload_live() {
+    let h = Harness::new();
+    symbolon::ca::init(&h.path("ca"), "p256", b"reload ca", None).unwrap();
+    h.write("ca-pass", "reload ca");
+    let ca_section = "[ca]\ndir = \"ca\"\npassphrase_file = \"ca-pass\"\ncrl_url = \"http://old.test/crl\"\n\n";
+    let admin = h.admin_section();
+    let body = format!("{ca_section}{admin}{}", route_all("builtin:echo"));
+    let gw = h.start(&body).await;
+    let by_token = crate::admin::Api {
+        client: h.admin_client(&gw, Some(ADMIN_TOKEN)),
+    };
+    let by_cert = crate::admin::Api {
+        client: h.admin_client(&gw, None),
+    };
+    assert!(by_token.get("/api/v1/policies").await.0.is_success());
+    // A new token replaces the old one in the file: after the reload, the old one is refused.
+    let fresh = "fresh-token-9876543210";
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, fresh.as_bytes());
+    let config = std::fs::read_to_string(h.path("symbolon.toml")).unwrap();
+    let start = config.find("sha256 = \"").unwrap() + 10;
+    let old_sha = &config[start..start + 64];
+    let edited = config
+        .replace(old_sha, &symbolon::pki::hex(digest.as_ref()))
+        .replace("http://old.test/crl", "http://new.test/crl")
+        .replace("listen = \"127.0.0.1:0\"\nmetrics", "listen = \"127.0.0.1:1\"\nmetrics");
+    h.write("symbolon.toml", &edited);
+    gw.reload().await.unwrap();
+    assert_eq!(by_token.get("/api/v1/policies").await.0.as_u16(), 401);
+    let new_token = crate::admin::Api {
+        client: h.admin_client(&gw, Some(fresh)),
+    };
+    assert!(new_token.get("/api/v1/policies").await.0.is_success());
+    // [ca] changed: what the CA issues now carries the new CRL URL.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::default();
+    p.distinguished_name = rcgen::DistinguishedName::new();
+    p.distinguished_name.push(rcgen::DnType::CommonName, "after-reload");
+    let csr = p.serialize_request(&key).unwrap().pem().unwrap();
+    let (status, v) = by_cert
+        .post("/api/v1/ca/sign", serde_json::json!({"csr_pem": csr}))
+        .await;
+    assert_eq!(status.as_u16(), 200, "{v}");
+    let pem = v["certificate_pem"].as_str().unwrap();
+    let der = symbolon::pki::parse_certs(pem.as_bytes(), std::path::Path::new("x")).unwrap()[0]
+        .clone();
+    assert!(
+        String::from_utf8_lossy(der.as_ref()).contains("http://new.test/crl"),
+        "the CRL Distribution Point is the new one"
+    );
+    // The admin certificate can be revoked; it is refused at once, on its open connection too.
+    let admin_pem = std::fs::read_to_string(h.path("admin.crt")).unwrap();
+    let (status, v) = new_token
+        .post(
+            "/api/v1/revocations",
+            serde_json::json!({"certificate_pem": admin_pem}),
+        )
+        .await;
+    assert_eq!(status.as_u16(), 201, "{v}");
+    let (status, v) = by_cert.get("/api/v1/policies").await;
+    assert_eq!(
+        (status.as_u16(), v["error"]["code"].as_str().unwrap_or("")),
+        (401, "certificate_revoked"),
+        "{v}"
+    );
+    // The admin listener's own certificate is replaced by a reload too.
+    let renewed = h.server_ca.leaf(LeafSpec::server("localhost"));
+    h.write("admin-server.crt", &renewed.chain_pem);
+    h.write("admin-server.key", &renewed.key_pem);
+    gw.reload().await.unwrap();
+    let mut tls = crate::support::client::raw_tls(gw.admin_addr().unwrap(), "localhost", &h.client())
+        .await
+        .unwrap();
+    let presented = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+    assert_eq!(presented, renewed.der);
+    use tokio::io::AsyncWriteExt as _;
+    let _ = tls.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_kubernetes_style_secret_swap_is_noticed() {
+    // A mounted Secret: files are symlinks through `..data`, which is swapped atomically.
+    let h = Harness::new();
+    let ca_a = TestCa::root("K8s Old CA");
+    let ca_b = TestCa::root("K8s New CA");
+    let secret = h.path("secret");
+    std::fs::create_dir_all(secret.join("..2026_11_30_a")).unwrap();
+    std::fs::write(secret.join("..2026_11_30_a/ca.pem"), ca_a.pem()).unwrap();
+    std::os::unix::fs::symlink("..2026_11_30_a", secret.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/ca.pem", secret.join("ca.pem")).unwrap();
+    let body = format!(
+        "{}{}",
+        h.domain("api.test", Some("secret/ca.pem"), "require"),
+        route_all("builtin:echo")
+    );
+    let gw = h.start(&body).await;
+    let b = h.client().cert(&ca_b.leaf(LeafSpec::client("b")));
+    assert!(get(gw.tls_addr(), "api.test", &b, "/").await.is_err());
+    let mut reloads = gw.reloads();
+    std::fs::create_dir_all(secret.join("..2026_11_30_b")).unwrap();
+    std::fs::write(secret.join("..2026_11_30_b/ca.pem"), ca_b.pem()).unwrap();
+    std::os::unix::fs::symlink("..2026_11_30_b", secret.join("..data_tmp")).unwrap();
+    std::fs::rename(secret.join("..data_tmp"), secret.join("..data")).unwrap();
+    wait_for_reload(&mut reloads).await;
+    assert_eq!(
+        get(gw.tls_addr(), "api.test", &b, "/").await.unwrap().status,
+        200
+    );
+}
