@@ -35,7 +35,7 @@ impl KnownCert {
         Self {
             kind: kind.into(),
             name: name.into(),
-            subject: info.subject.clone(),
+            subject: crate::authz::capped(&info.subject, crate::authz::SUBJECT_CAP),
             fingerprint_sha256: info.fingerprint_sha256.clone(),
             not_after: rfc3339(info.not_after),
             expires_in_seconds: 0,
@@ -51,6 +51,8 @@ impl KnownCert {
 }
 
 const SEEN_CAP: usize = 10_000;
+/// Individual expiry warnings per check; the rest are counted in one line.
+pub const WARNINGS_PER_CHECK: usize = 20;
 
 /// Client certificates seen in traffic (bounded), and the warnings already logged.
 #[derive(Debug, Default)]
@@ -62,7 +64,9 @@ pub struct Watch {
 }
 
 impl Watch {
-    /// Remembers a client certificate (once per fingerprint; bounded).
+    /// Remembers a verified client certificate (once per fingerprint; bounded, subjects cut).
+    /// Certificates that failed verification are not clients to warn about: anyone can make
+    /// them, so they stay out (the transition report lists them).
     pub fn saw_client(&self, domain: &str, info: &CertInfo) {
         let mut seen = lock(&self.seen);
         if seen.contains_key(&info.fingerprint_sha256) || seen.len() >= SEEN_CAP {
@@ -88,8 +92,10 @@ impl Watch {
         all
     }
 
-    /// Logs a warning the first time a certificate crosses each threshold; sets the gauges.
-    pub fn check(&self, configured: &[KnownCert], now: i64, thresholds: &[i64]) {
+    /// Logs a warning the first time a certificate crosses each threshold (at most
+    /// [`WARNINGS_PER_CHECK`] lines, then one line that counts the rest); sets the gauges.
+    /// Returns how many certificates crossed a threshold.
+    pub fn check(&self, configured: &[KnownCert], now: i64, thresholds: &[i64]) -> usize {
         let mut current = HashSet::new();
         for c in configured {
             metrics::gauge!("symbolon_certificate_expiry_seconds", "kind" => c.kind.clone(), "name" => c.name.clone(), "fingerprint" => c.fingerprint_sha256.clone())
@@ -113,6 +119,7 @@ impl Watch {
             .count();
         metrics::gauge!("symbolon_client_certificates_expiring_7d").set(soon as f64);
         let mut warned = lock(&self.warned);
+        let mut crossed = 0;
         for c in configured.iter().chain(&seen) {
             let left = c.not_after_unix - now;
             if c.auto_rotated && left > 0 {
@@ -123,6 +130,10 @@ impl Watch {
                 continue;
             };
             if warned.insert((c.fingerprint_sha256.clone(), t)) {
+                crossed += 1;
+                if crossed > WARNINGS_PER_CHECK {
+                    continue;
+                }
                 let when = if left < 0 {
                     format!("expired {} ago", crate::explain::span(-left))
                 } else {
@@ -134,6 +145,64 @@ impl Watch {
                     "certificate {when}"
                 );
             }
+        }
+        if crossed > WARNINGS_PER_CHECK {
+            tracing::warn!(
+                more = crossed - WARNINGS_PER_CHECK,
+                "and more certificates crossed an expiry threshold; see GET /api/v1/expiring"
+            );
+        }
+        crossed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_of_expiring_certificates_write_a_bounded_number_of_warnings() {
+        let buf = std::sync::Arc::new(Mutex::new(Vec::<u8>::new()));
+        let writer = {
+            let buf = buf.clone();
+            move || Writer(buf.clone())
+        };
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(writer)
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .finish();
+        let now = 1_800_000_000;
+        let certs: Vec<KnownCert> = (0..5_000)
+            .map(|i| KnownCert {
+                kind: "client".into(),
+                name: "d".into(),
+                subject: format!("CN=c{i}"),
+                fingerprint_sha256: format!("{i:064}"),
+                not_after: String::new(),
+                expires_in_seconds: 0,
+                auto_rotated: false,
+                not_after_unix: now + 3_600,
+            })
+            .collect();
+        let w = Watch::default();
+        let crossed =
+            tracing::subscriber::with_default(subscriber, || w.check(&certs, now, &[86_400]));
+        assert_eq!(crossed, 5_000);
+        let lines = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
+        assert_eq!(lines.lines().count(), WARNINGS_PER_CHECK + 1, "{lines}");
+        assert!(lines.contains("more=4980"), "{lines}");
+    }
+
+    struct Writer(std::sync::Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Writer {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
         }
     }
 }

@@ -243,7 +243,10 @@ impl State {
         match result {
             Ok((config, snapshot, ca, admin, old)) => {
                 for setting in needs_restart(&old, &config) {
-                    warn!(setting, "this setting changed in the config file and needs a restart; the running value stays until then");
+                    warn!(
+                        setting,
+                        "this setting changed in the config file and needs a restart; the running value stays until then"
+                    );
                 }
                 let config = Arc::new(config);
                 self.ca.store(ca);

@@ -48,7 +48,10 @@ struct AdminCert {
 }
 
 impl AdminCert {
-    fn of(der: &rustls::pki_types::CertificateDer<'_>, cas: &[rustls::pki_types::CertificateDer<'static>]) -> Self {
+    fn of(
+        der: &rustls::pki_types::CertificateDer<'_>,
+        cas: &[rustls::pki_types::CertificateDer<'static>],
+    ) -> Self {
         let serial = crate::pki::CertInfo::parse(der)
             .map(|i| crate::revocation::normalize_serial(&i.serial_hex))
             .unwrap_or_default();
@@ -83,7 +86,9 @@ pub struct Live {
 
 impl std::fmt::Debug for Live {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Live").field("listen", &self.listen).finish_non_exhaustive()
+        f.debug_struct("Live")
+            .field("listen", &self.listen)
+            .finish_non_exhaustive()
     }
 }
 
@@ -360,11 +365,13 @@ async fn authenticate(AxState(app): AxState<Arc<App>>, mut req: Request, next: N
     let cert = req.extensions().get::<PeerCert>().and_then(|p| p.0.clone());
     // An admin certificate revoked since the connection was made is refused at once.
     if let Some(c) = &cert
-        && app.state.snapshot.load().revocations.lookup(
-            &c.fingerprint,
-            c.issuer.as_deref().unwrap_or(""),
-            &c.serial,
-        ).is_some()
+        && app
+            .state
+            .snapshot
+            .load()
+            .revocations
+            .lookup(&c.fingerprint, c.issuer.as_deref().unwrap_or(""), &c.serial)
+            .is_some()
     {
         return ApiError::new(
             http::StatusCode::UNAUTHORIZED,

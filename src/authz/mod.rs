@@ -283,7 +283,7 @@ pub struct Request<'a> {
 #[derive(Debug, Default)]
 pub struct Runtime {
     ids: Mutex<HashMap<String, IdState>>,
-    transition: Mutex<HashMap<TransitionKey, TransitionEntry>>,
+    transition: Mutex<Transition>,
 }
 
 #[derive(Debug, Default)]
@@ -346,7 +346,32 @@ pub struct TransitionEntry {
     pub last_seen: String,
 }
 
+/// Clients seen once wait in a small first-in-first-out tier; a second sighting promotes them
+/// to the report proper. Anonymous floods of one-shot certificates only churn the first tier
+/// and never push out the clients the operator needs to see (a 2Q cache's idea).
+const TRANSITION_PROBATION: usize = 1_000;
 const TRANSITION_CAP: usize = 10_000;
+/// Subjects longer than this are cut (a certificate's subject can be 60 kB).
+pub const SUBJECT_CAP: usize = 256;
+
+#[derive(Debug, Default)]
+struct Transition {
+    main: HashMap<TransitionKey, TransitionEntry>,
+    probation: HashMap<TransitionKey, TransitionEntry>,
+    order: std::collections::VecDeque<TransitionKey>,
+}
+
+/// `s`, cut to at most `max` bytes at a character boundary, with `…` when cut.
+pub fn capped(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
 
 /// Why admission failed.
 enum Refused {
@@ -503,31 +528,58 @@ impl Runtime {
         subject: &str,
         reason: &str,
     ) {
-        let mut t = lock(&self.transition);
+        let mut guard = lock(&self.transition);
+        let t = &mut *guard;
         let key = (
-            domain.to_string(),
-            route.to_string(),
-            fingerprint.to_string(),
-            reason.to_string(),
+            capped(domain, 256),
+            capped(route, 256),
+            capped(fingerprint, 64),
+            capped(reason, 64),
         );
-        if t.len() >= TRANSITION_CAP && !t.contains_key(&key) {
+        let now = crate::pki::rfc3339(unix_now());
+        if let Some(e) = t.main.get_mut(&key) {
+            e.count += 1;
+            e.last_seen = now;
             return;
         }
-        let e = t.entry(key).or_insert_with(|| TransitionEntry {
-            domain: domain.into(),
-            route: route.into(),
-            fingerprint: fingerprint.into(),
-            subject: subject.into(),
-            reason: reason.into(),
-            count: 0,
-            last_seen: String::new(),
-        });
-        e.count += 1;
-        e.last_seen = crate::pki::rfc3339(unix_now());
+        if let Some(mut e) = t.probation.remove(&key) {
+            // Seen again: promoted, if there is room.
+            t.order.retain(|k| k != &key);
+            e.count += 1;
+            e.last_seen = now;
+            if t.main.len() < TRANSITION_CAP {
+                t.main.insert(key, e);
+            }
+            return;
+        }
+        if t.probation.len() >= TRANSITION_PROBATION
+            && let Some(oldest) = t.order.pop_front()
+        {
+            t.probation.remove(&oldest);
+        }
+        t.order.push_back(key.clone());
+        t.probation.insert(
+            key.clone(),
+            TransitionEntry {
+                domain: key.0,
+                route: key.1,
+                fingerprint: key.2,
+                subject: capped(subject, SUBJECT_CAP),
+                reason: key.3,
+                count: 1,
+                last_seen: now,
+            },
+        );
     }
 
     pub fn transition_report(&self) -> Vec<TransitionEntry> {
-        let mut v: Vec<TransitionEntry> = lock(&self.transition).values().cloned().collect();
+        let t = lock(&self.transition);
+        let mut v: Vec<TransitionEntry> = t
+            .main
+            .values()
+            .chain(t.probation.values())
+            .cloned()
+            .collect();
         v.sort_by(|a, b| {
             b.count
                 .cmp(&a.count)

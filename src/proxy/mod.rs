@@ -141,7 +141,7 @@ async fn serve_connection(
     }
     metrics::counter!("symbolon_handshakes_total", "result" => "accepted", "reason" => reason)
         .increment(1);
-    if let Some(leaf) = &identity.leaf {
+    if let (Some(leaf), Verdict::Success) = (&identity.leaf, identity.verdict) {
         state.expiry.saw_client(&domain.name, leaf);
     }
     let chain_cas = identity

@@ -1188,3 +1188,124 @@ fn an_interrupted_first_serve_does_not_block_the_next_one() {
     let pem = std::fs::read_to_string(data.join("ca.pem")).unwrap();
     assert!(symbolon::pki::parse_certs(pem.as_bytes(), &data).is_ok());
 }
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn anonymous_certificates_with_huge_subjects_stay_bounded() {
+    // 1,500 self-signed certificates of 40 kB (20 kB subjects and issuers; rustls takes no
+    // bigger) on an optional domain: before issue 12
+    // every one was kept whole in the transition report and the inventory (hundreds of MB)
+    // and the real client could be pushed out of the report.
+    let h = Harness::new();
+    let ca = TestCa::root("Real CA");
+    h.write("clients.pem", &ca.pem());
+    let text = format!(
+        "listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\naccess_log = false\n# Session tickets carry the client certificate: two 40 kB tickets overflow a client's buffer.\ntls13_session_tickets = 0\n{}{}[[routes]]\nname = \"all\"\npath_prefix = \"/\"\nupstream = \"builtin:echo\"\n[routes.authz]\nauth = \"mtls\"\nenforce = false\n",
+        h.admin_section(),
+        h.domain("api.test", Some("clients.pem"), "optional"),
+    );
+    let config = h.write("symbolon.toml", &text);
+    let config = config.to_str().unwrap().to_string();
+    let p = Process::spawn(&["serve", "--config", &config], h.dir.path());
+    let pid = p.child.as_ref().unwrap().id();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let tls = p.tls_addr;
+    let real = h
+        .client()
+        .cert(&ca.leaf(LeafSpec::client("real-but-unregistered")));
+    let key = rcgen::KeyPair::generate().unwrap();
+    let big = "x".repeat(20_000);
+    let specs: Vec<ClientSpec> = (0..1_500u64)
+        .map(|i| {
+            let mut params = rcgen::CertificateParams::default();
+            params.distinguished_name = rcgen::DistinguishedName::new();
+            params
+                .distinguished_name
+                .push(rcgen::DnType::OrganizationalUnitName, big.as_str());
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, format!("anon-{i}"));
+            params.serial_number = Some(rcgen::SerialNumber::from(i + 1));
+            let cert = params.self_signed(&key).unwrap();
+            let leaf = crate::support::pki::Leaf {
+                der: cert.der().clone(),
+                cert_pem: cert.pem(),
+                chain_pem: cert.pem(),
+                key_pem: key.serialize_pem(),
+            };
+            h.client().cert(&leaf)
+        })
+        .collect();
+    // Warm up (allocator, caches), then measure.
+    rt.block_on(async {
+        for _ in 0..3 {
+            assert_eq!(get(tls, "api.test", &real, "/").await.unwrap().status, 200);
+        }
+    });
+    let before = rss_kib(pid);
+    rt.block_on(async {
+        for chunk in specs.chunks(50) {
+            let mut tasks = Vec::new();
+            for spec in chunk {
+                let spec = spec.clone();
+                tasks.push(tokio::spawn(async move {
+                    get(tls, "api.test", &spec, "/").await.map(|r| r.status)
+                }));
+            }
+            for t in tasks {
+                assert_eq!(t.await.unwrap().unwrap(), 200);
+            }
+            // The real client keeps coming.
+            assert_eq!(get(tls, "api.test", &real, "/").await.unwrap().status, 200);
+        }
+    });
+    let grown_mib = rss_kib(pid).saturating_sub(before) / 1024;
+    assert!(grown_mib < 40, "memory grew by {grown_mib} MiB");
+    let server = format!("https://localhost:{}", p.admin_addr.unwrap().port());
+    let (cert, keyf) = (h.path("admin.crt"), h.path("admin.key"));
+    let admin = symbolon::client::AdminClient::new(symbolon::client::ClientOptions {
+        server: &server,
+        cacert: &h.path("server-ca.pem"),
+        cert: Some(cert.as_path()),
+        key: Some(keyf.as_path()),
+        token: None,
+    })
+    .unwrap();
+    let (status, body) = rt
+        .block_on(admin.call(http::Method::GET, "/api/v1/transition-report", None))
+        .unwrap();
+    assert_eq!(status.as_u16(), 200);
+    let report: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let rows = report.as_array().unwrap();
+    assert!(rows.len() <= 11_000, "{}", rows.len());
+    assert!(
+        rows.iter()
+            .all(|r| r["subject"].as_str().unwrap().len() <= 300),
+        "subjects are cut"
+    );
+    let real_row = rows
+        .iter()
+        .find(|r| {
+            r["subject"]
+                .as_str()
+                .unwrap()
+                .contains("real-but-unregistered")
+        })
+        .expect("the real client is still in the report");
+    assert!(real_row["count"].as_u64().unwrap() >= 30);
+    let (_, expiring) = rt
+        .block_on(admin.call(http::Method::GET, "/api/v1/expiring?within=3650d", None))
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&expiring).contains("anon-"),
+        "certificates that failed verification are not in the inventory"
+    );
+}

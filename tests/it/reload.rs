@@ -224,7 +224,8 @@ async fn admin_tokens_admin_certificates_and_the_ca_section_reload_live() {
     let h = Harness::new();
     symbolon::ca::init(&h.path("ca"), "p256", b"reload ca", None).unwrap();
     h.write("ca-pass", "reload ca");
-    let ca_section = "[ca]\ndir = \"ca\"\npassphrase_file = \"ca-pass\"\ncrl_url = \"http://old.test/crl\"\n\n";
+    let ca_section =
+        "[ca]\ndir = \"ca\"\npassphrase_file = \"ca-pass\"\ncrl_url = \"http://old.test/crl\"\n\n";
     let admin = h.admin_section();
     let body = format!("{ca_section}{admin}{}", route_all("builtin:echo"));
     let gw = h.start(&body).await;
@@ -244,7 +245,10 @@ async fn admin_tokens_admin_certificates_and_the_ca_section_reload_live() {
     let edited = config
         .replace(old_sha, &symbolon::pki::hex(digest.as_ref()))
         .replace("http://old.test/crl", "http://new.test/crl")
-        .replace("listen = \"127.0.0.1:0\"\nmetrics", "listen = \"127.0.0.1:1\"\nmetrics");
+        .replace(
+            "listen = \"127.0.0.1:0\"\nmetrics",
+            "listen = \"127.0.0.1:1\"\nmetrics",
+        );
     h.write("symbolon.toml", &edited);
     gw.reload().await.unwrap();
     assert_eq!(by_token.get("/api/v1/policies").await.0.as_u16(), 401);
@@ -256,15 +260,16 @@ async fn admin_tokens_admin_certificates_and_the_ca_section_reload_live() {
     let key = rcgen::KeyPair::generate().unwrap();
     let mut p = rcgen::CertificateParams::default();
     p.distinguished_name = rcgen::DistinguishedName::new();
-    p.distinguished_name.push(rcgen::DnType::CommonName, "after-reload");
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, "after-reload");
     let csr = p.serialize_request(&key).unwrap().pem().unwrap();
     let (status, v) = by_cert
         .post("/api/v1/ca/sign", serde_json::json!({"csr_pem": csr}))
         .await;
     assert_eq!(status.as_u16(), 200, "{v}");
     let pem = v["certificate_pem"].as_str().unwrap();
-    let der = symbolon::pki::parse_certs(pem.as_bytes(), std::path::Path::new("x")).unwrap()[0]
-        .clone();
+    let der =
+        symbolon::pki::parse_certs(pem.as_bytes(), std::path::Path::new("x")).unwrap()[0].clone();
     assert!(
         String::from_utf8_lossy(der.as_ref()).contains("http://new.test/crl"),
         "the CRL Distribution Point is the new one"
@@ -289,9 +294,10 @@ async fn admin_tokens_admin_certificates_and_the_ca_section_reload_live() {
     h.write("admin-server.crt", &renewed.chain_pem);
     h.write("admin-server.key", &renewed.key_pem);
     gw.reload().await.unwrap();
-    let mut tls = crate::support::client::raw_tls(gw.admin_addr().unwrap(), "localhost", &h.client())
-        .await
-        .unwrap();
+    let mut tls =
+        crate::support::client::raw_tls(gw.admin_addr().unwrap(), "localhost", &h.client())
+            .await
+            .unwrap();
     let presented = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
     assert_eq!(presented, renewed.der);
     use tokio::io::AsyncWriteExt as _;
@@ -324,7 +330,10 @@ async fn a_kubernetes_style_secret_swap_is_noticed() {
     std::fs::rename(secret.join("..data_tmp"), secret.join("..data")).unwrap();
     wait_for_reload(&mut reloads).await;
     assert_eq!(
-        get(gw.tls_addr(), "api.test", &b, "/").await.unwrap().status,
+        get(gw.tls_addr(), "api.test", &b, "/")
+            .await
+            .unwrap()
+            .status,
         200
     );
 }

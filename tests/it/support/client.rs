@@ -70,9 +70,15 @@ impl ClientSpec {
             .unwrap()
             .with_root_certificates(roots);
         let mut config = match &self.identity {
-            Some((chain, key)) => builder
-                .with_client_auth_cert(chain.clone(), key.clone_key())
-                .unwrap(),
+            // Presented as is, even when rustls's own parser would refuse it (attack tests).
+            Some((chain, key)) => {
+                let signer = rustls::crypto::aws_lc_rs::default_provider()
+                    .key_provider
+                    .load_private_key(key.clone_key())
+                    .unwrap();
+                let certified = Arc::new(rustls::sign::CertifiedKey::new(chain.clone(), signer));
+                builder.with_client_cert_resolver(Arc::new(AsIs(certified)))
+            }
             None => builder.with_no_client_auth(),
         };
         config.alpn_protocols = if self.h2 {
@@ -81,6 +87,23 @@ impl ClientSpec {
             vec![b"http/1.1".to_vec()]
         };
         Arc::new(config)
+    }
+}
+
+#[derive(Debug)]
+struct AsIs(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::client::ResolvesClientCert for AsIs {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
     }
 }
 
