@@ -352,7 +352,7 @@ impl Gateway {
         }
         let ticketer = crate::tls::server::Ticketer::new().map_err(GatewayError::Ticketer)?;
         let nofile = crate::listener::raise_nofile_limit();
-        let limits = config.limits.resolve(nofile, config.sidecars.len().max(4));
+        let limits = config.limits.resolve(nofile, config.sidecars.len() + 1);
         info!(
             open_files = nofile,
             data = limits.data,

@@ -1,6 +1,7 @@
 //! Load generator for `bench/run.sh`: drives an mTLS server (Symbolon or nginx) with a client
 //! certificate, either one new TLS 1.3 connection per request (handshake cost) or keep-alive
-//! connections (request cost), and prints one JSON line with what it measured.
+//! connections (request cost), and prints one JSON line with what it measured. `flood`
+//! measures a legitimate client while idle connections and bad handshakes pile up.
 //!
 //! The client pins the X25519 group (nginx on Debian 12 cannot offer the post-quantum hybrid
 //! rustls prefers), disables resumption (every handshake is a full one), and skips the server
@@ -33,6 +34,10 @@ struct Cli {
 enum Cmd {
     /// Drive a server.
     Load(LoadArgs),
+    /// Hold idle connections and send bad handshakes while a legitimate client, from another
+    /// loopback address, makes one new mTLS connection and request at a time; report its
+    /// latency and failures.
+    Flood(FloodArgs),
     /// Serve `200 ok` over plain HTTP/1.1 keep-alive (the upstream of the proxy scenarios).
     Upstream {
         #[arg(long)]
@@ -76,6 +81,174 @@ struct LoadArgs {
     server_pids: Vec<u32>,
 }
 
+#[derive(clap::Args)]
+struct FloodArgs {
+    #[arg(long)]
+    addr: SocketAddr,
+    #[arg(long, default_value = "localhost")]
+    sni: String,
+    /// The legitimate client's certificate and key.
+    #[arg(long)]
+    cert: PathBuf,
+    #[arg(long)]
+    key: PathBuf,
+    /// A certificate the server does not trust (for the bad handshakes), and its key.
+    #[arg(long)]
+    bad_cert: PathBuf,
+    #[arg(long)]
+    bad_key: PathBuf,
+    /// Idle TCP connections opened from 127.0.0.1 and held (nothing is sent on them).
+    #[arg(long, default_value_t = 5000)]
+    idle: usize,
+    /// Concurrent loops of handshakes with an untrusted certificate.
+    #[arg(long, default_value_t = 8)]
+    bad: usize,
+    /// Seconds to measure.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// The legitimate client's source address (another client as far as per-address caps go).
+    #[arg(long, default_value = "127.0.0.2")]
+    legit_from: std::net::IpAddr,
+    /// The bad handshakes' source address (a third client).
+    #[arg(long, default_value = "127.0.0.3")]
+    bad_from: std::net::IpAddr,
+}
+
+async fn connect_from(from: std::net::IpAddr, to: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(from, 0))?;
+    // As curl and browsers do: no Nagle delay between the handshake's last flight and the
+    // request.
+    socket.set_nodelay(true)?;
+    socket.connect(to).await
+}
+
+async fn flood(args: FloodArgs) -> anyhow::Result<()> {
+    let good = tls_config(&args.cert, &args.key)?;
+    let bad = TlsConnector::from(tls_config(&args.bad_cert, &args.bad_key)?);
+    let name = ServerName::try_from(args.sni.clone())?;
+    let stop_at = Instant::now() + Duration::from_secs(args.seconds);
+    // Idle connections first; how many the server let in is what it holds.
+    let mut held = Vec::new();
+    let mut refused = 0usize;
+    for _ in 0..args.idle {
+        match tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(args.addr)).await
+        {
+            Ok(Ok(t)) => held.push(t),
+            _ => refused += 1,
+        }
+    }
+    // Bad handshakes in the background.
+    let bad_done = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..args.bad {
+        let (bad, name, bad_done, addr) = (bad.clone(), name.clone(), bad_done.clone(), args.addr);
+        let (from, sni) = (args.bad_from, args.sni.clone());
+        tasks.push(tokio::spawn(async move {
+            let request = format!("GET / HTTP/1.1\r\nHost: {sni}\r\nConnection: close\r\n\r\n");
+            while Instant::now() < stop_at {
+                let attempt = async {
+                    let tcp = connect_from(from, addr).await?;
+                    let mut tls = bad.connect(name.clone(), tcp).await?;
+                    // TLS 1.3: the refusal arrives after the client's Finished (Symbolon: an
+                    // alert; nginx: a 400 response to the request).
+                    tls.write_all(request.as_bytes()).await?;
+                    let mut b = [0u8; 4096];
+                    while tls.read(&mut b).await? > 0 {}
+                    Ok::<_, std::io::Error>(())
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(2), attempt).await;
+                bad_done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    // The legitimate client: one new connection and request at a time, every 20 ms, on its
+    // own thread and runtime (the flood's client side must not delay it).
+    let (legit_from, addr, sni) = (args.legit_from, args.addr, args.sni.clone());
+    let legit = std::thread::spawn(move || -> anyhow::Result<(Vec<f64>, u64)> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async move {
+            let connector = TlsConnector::from(good);
+            let name = ServerName::try_from(sni.clone())?;
+            let request =
+                format!("GET / HTTP/1.1\r\nHost: {sni}\r\nConnection: close\r\n\r\n").into_bytes();
+            let mut latencies = Vec::new();
+            let mut failures = 0u64;
+            let mut buf = Vec::new();
+            while Instant::now() < stop_at {
+                let t0 = Instant::now();
+                let attempt = async {
+                    let tcp = connect_from(legit_from, addr).await?;
+                    let mut tls = connector.connect(name.clone(), tcp).await?;
+                    exchange(&mut tls, &request, &mut buf).await
+                };
+                match tokio::time::timeout(Duration::from_secs(5), attempt).await {
+                    Ok(Ok(200)) => latencies.push(t0.elapsed().as_secs_f64() * 1000.0),
+                    _ => failures += 1,
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Ok((latencies, failures))
+        })
+    });
+    while Instant::now() < stop_at {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (mut latencies, failures) = legit
+        .join()
+        .map_err(|_| anyhow::anyhow!("the legitimate client's thread panicked"))??;
+    for t in tasks {
+        t.abort();
+    }
+    // How many idle connections the server has closed by now (it may close them at once).
+    let mut closed = 0usize;
+    for t in &held {
+        let mut b = [0u8; 1];
+        if let Ok(n) = t.try_read(&mut b)
+            && n == 0
+        {
+            closed += 1;
+        }
+    }
+    latencies.sort_by(|a: &f64, b: &f64| a.total_cmp(b));
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    println!(
+        "{{\"event\":\"done\",\"idle_opened\":{},\"idle_refused\":{refused},\"idle_closed_by_server\":{closed},\"bad_handshakes\":{},\"legit_ok\":{},\"legit_failed\":{failures},\"p50_ms\":{:.2},\"p99_ms\":{:.2},\"max_ms\":{:.2}}}",
+        held.len(),
+        bad_done.load(Ordering::Relaxed),
+        latencies.len(),
+        pct(0.5),
+        pct(0.99),
+        latencies.last().copied().unwrap_or(f64::NAN)
+    );
+    Ok(())
+}
+
+fn tls_config(cert: &PathBuf, key: &PathBuf) -> anyhow::Result<Arc<ClientConfig>> {
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    provider.kx_groups = vec![rustls::crypto::aws_lc_rs::kx_group::X25519];
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("reading {}", cert.display()))?
+        .collect::<Result<_, _>>()?;
+    let key =
+        PrivateKeyDer::from_pem_file(key).with_context(|| format!("reading {}", key.display()))?;
+    let mut config = ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(NoServerVerification))
+        .with_client_auth_cert(chain, key)?;
+    config.resumption = rustls::client::Resumption::disabled();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// User + system CPU seconds of the given processes (all their threads), from /proc.
 fn cpu_seconds(pids: &[u32]) -> anyhow::Result<f64> {
     let mut ticks = 0u64;
@@ -100,6 +273,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match cli.cmd {
         Cmd::Load(args) => rt.block_on(load(args)),
+        Cmd::Flood(args) => rt.block_on(flood(args)),
         Cmd::Upstream { listen } => rt.block_on(upstream(listen)),
     }
 }
@@ -247,24 +421,10 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 fn client_config(args: &LoadArgs) -> anyhow::Result<Arc<ClientConfig>> {
-    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
-    provider.kx_groups = vec![rustls::crypto::aws_lc_rs::kx_group::X25519];
     let (Some(cert), Some(key)) = (&args.cert, &args.key) else {
         bail!("--cert and --key are needed for TLS");
     };
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .with_context(|| format!("reading {}", cert.display()))?
-        .collect::<Result<_, _>>()?;
-    let key =
-        PrivateKeyDer::from_pem_file(key).with_context(|| format!("reading {}", key.display()))?;
-    let mut config = ClientConfig::builder_with_provider(Arc::new(provider))
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(NoServerVerification))
-        .with_client_auth_cert(chain, key)?;
-    config.resumption = rustls::client::Resumption::disabled();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    tls_config(cert, key)
 }
 
 /// The load generator does not check the server certificate (the tests do); it only needs the
