@@ -1003,7 +1003,7 @@ async fn serve_metrics(
                     Ok::<_, std::convert::Infallible>(resp)
                 }
             });
-            let io = TokioIo::new(crate::listener::Tracked::new(tcp, activity.clone(), false));
+            let io = TokioIo::new(crate::listener::Tracked::new(tcp, activity.clone()));
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(None)

@@ -328,29 +328,44 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
 const REQUEST_TIMEOUT: &[u8] =
     b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
 
+/// A stream that may hold records its TLS layer queued while reading (an alert such as
+/// `no_renegotiation`), which would otherwise wait for the next response.
+pub trait QueuedWrites {
+    fn has_queued_writes(&self) -> bool;
+}
+
+impl QueuedWrites for TcpStream {
+    fn has_queued_writes(&self) -> bool {
+        false
+    }
+}
+
+impl<S> QueuedWrites for tokio_rustls::server::TlsStream<S> {
+    fn has_queued_writes(&self) -> bool {
+        self.get_ref().1.wants_write()
+    }
+}
+
 /// A connection's stream, noting when request bytes arrive; after a header timeout it writes
-/// `408` and reports the end of the stream. With `flush_after_read`, records the TLS layer
-/// queued while reading (an alert such as `no_renegotiation`) are sent at once instead of
-/// waiting for the next response.
+/// `408` and reports the end of the stream. Records the TLS layer queued while reading are sent
+/// at once.
 pub struct Tracked<S> {
     inner: S,
     activity: Arc<Activity>,
     sent_408: usize,
-    flush_after_read: bool,
 }
 
 impl<S> Tracked<S> {
-    pub fn new(inner: S, activity: Arc<Activity>, flush_after_read: bool) -> Self {
+    pub fn new(inner: S, activity: Arc<Activity>) -> Self {
         Self {
             inner,
             activity,
             sent_408: 0,
-            flush_after_read,
         }
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Tracked<S> {
+impl<S: AsyncRead + AsyncWrite + QueuedWrites + Unpin> AsyncRead for Tracked<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -390,7 +405,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Tracked<S> {
                 a.head_since.store(a.now_ms(), Ordering::Release);
             }
         }
-        if this.flush_after_read {
+        if this.inner.has_queued_writes() {
             let _ = Pin::new(&mut this.inner).poll_flush(cx);
         }
         r

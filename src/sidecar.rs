@@ -620,7 +620,7 @@ async fn accept(
                     Ok::<_, Infallible>(resp.map(|b| crate::listener::guarded(b, guard)))
                 }
             });
-            let io = TokioIo::new(crate::listener::Tracked::new(tcp, activity.clone(), false));
+            let io = TokioIo::new(crate::listener::Tracked::new(tcp, activity.clone()));
             let conn = state.http.serve_connection(io, svc);
             crate::listener::supervise(
                 "sidecar",

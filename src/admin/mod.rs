@@ -303,7 +303,7 @@ pub async fn start(
                         }
                     },
                 );
-                let io = TokioIo::new(crate::listener::Tracked::new(tls, activity.clone(), true));
+                let io = TokioIo::new(crate::listener::Tracked::new(tls, activity.clone()));
                 let mut builder =
                     hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                 builder

@@ -172,7 +172,7 @@ async fn serve_connection(
             Ok::<_, std::convert::Infallible>(resp.map(|b| crate::listener::guarded(b, guard)))
         }
     });
-    let io = TokioIo::new(Tracked::new(tls, activity.clone(), true));
+    let io = TokioIo::new(Tracked::new(tls, activity.clone()));
     let conn = state.http.serve_connection(io, svc);
     crate::listener::supervise(
         "data",
