@@ -20,11 +20,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -228,9 +226,9 @@ pub struct Activity {
     /// Milliseconds since `start` of the first byte of a request head not yet dispatched.
     head_since: AtomicU64,
     h2: AtomicBool,
-    /// The request head took too long: answer 408 and end the stream.
+    /// The request head took too long: answer 408 and end the stream (the supervisor polls
+    /// the connection next, which reads, which sees this).
     timed_out: AtomicBool,
-    reader: Mutex<Option<Waker>>,
 }
 
 impl Activity {
@@ -243,7 +241,6 @@ impl Activity {
             head_since: AtomicU64::new(NONE),
             h2: AtomicBool::new(h2),
             timed_out: AtomicBool::new(false),
-            reader: Mutex::new(None),
         })
     }
 
@@ -265,14 +262,6 @@ impl Activity {
 
     fn time_out(&self) {
         self.timed_out.store(true, Ordering::Release);
-        if let Some(w) = self
-            .reader
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
-        {
-            w.wake();
-        }
     }
 }
 
@@ -289,17 +278,15 @@ impl Drop for RequestGuard {
 }
 
 /// A response body that keeps its request counted as active until it is sent.
-pub fn guarded<B>(body: B, guard: RequestGuard) -> UnsyncBoxBody<Bytes, B::Error>
-where
-    B: Body<Data = Bytes> + Send + Unpin + 'static,
-{
-    UnsyncBoxBody::new(Guarded {
+pub fn guarded<B>(body: B, guard: RequestGuard) -> Guarded<B> {
+    Guarded {
         body,
         _guard: guard,
-    })
+    }
 }
 
-struct Guarded<B> {
+/// See [`guarded`].
+pub struct Guarded<B> {
     body: B,
     _guard: RequestGuard,
 }
@@ -384,11 +371,6 @@ impl<S: AsyncRead + AsyncWrite + QueuedWrites + Unpin> AsyncRead for Tracked<S> 
             // The end of the stream: hyper gives up on the request head.
             return Poll::Ready(Ok(()));
         }
-        *this
-            .activity
-            .reader
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(cx.waker().clone());
         let before = buf.filled().len();
         let r = Pin::new(&mut this.inner).poll_read(cx, buf);
         let got = &buf.filled()[before..];
