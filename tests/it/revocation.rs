@@ -518,6 +518,21 @@ async fn crls_by_url_are_fetched_and_refreshed() {
             .status,
         200
     );
+    // An open connection, then a newer CRL that revokes its certificate again: the connection
+    // ends when the CRL is applied.
+    let mut open = Conn::open(gw.tls_addr(), "api.test", &h.client().cert(&revoked).h2())
+        .await
+        .unwrap();
+    assert_eq!(open.get("/").await.unwrap().status, 200);
+    let mut reloads = gw.reloads();
+    *served.lock().unwrap() = ca
+        .crl(&[&revoked], now, now + time::Duration::hours(6))
+        .into_bytes();
+    tokio::time::timeout(std::time::Duration::from_secs(10), reloads.changed())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(open.get("/").await.is_err(), "the connection outlived the new CRL");
 }
 
 #[tokio::test]
