@@ -532,7 +532,10 @@ async fn crls_by_url_are_fetched_and_refreshed() {
         .await
         .unwrap()
         .unwrap();
-    assert!(open.get("/").await.is_err(), "the connection outlived the new CRL");
+    assert!(
+        open.get("/").await.is_err(),
+        "the connection outlived the new CRL"
+    );
 }
 
 #[tokio::test]
