@@ -31,59 +31,7 @@ taskset -c 1 "$LOADGEN" upstream --listen "127.0.0.1:$UP_PORT" >/dev/null &
 PIDS+=($!)
 wait_port 127.0.0.1 $UP_PORT
 
-cat >"$WORK/symbolon.toml" <<EOF
-listen = "127.0.0.1:$SYM_PORT"
-metrics_listen = "127.0.0.1:0"
-access_log = false
-watch_files = false
-tls13_session_tickets = 0   # as nginx below: ssl_session_tickets off
-
-[[domains]]
-names = ["localhost"]
-cert = "$D/server.pem"
-key = "$D/server.key"
-trust_bundle = "$D/ca.pem"
-mtls = "require"
-
-[[routes]]
-path_prefix = "/"
-upstream = "http://127.0.0.1:$UP_PORT"
-EOF
-
-cat >"$WORK/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx-error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 10000000;
-    upstream backend { server 127.0.0.1:$UP_PORT; keepalive 64; }
-    server {
-        listen 127.0.0.1:$NGX_PORT ssl;
-        server_name localhost;
-        ssl_certificate $D/server.pem;
-        ssl_certificate_key $D/server.key;
-        ssl_client_certificate $D/ca.pem;
-        ssl_verify_client on;
-        ssl_verify_depth 3;
-        ssl_protocols TLSv1.2 TLSv1.3;
-        ssl_ecdh_curve X25519;
-        ssl_session_cache off;
-        ssl_session_tickets off;
-        location / {
-            proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header X-Client-Verify \$ssl_client_verify;
-            proxy_set_header X-Client-Subject \$ssl_client_s_dn;
-            proxy_set_header X-Client-Cert \$ssl_client_escaped_cert;
-            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-        }
-    }
-}
-EOF
+mtls_configs
 
 taskset -c 0 "$SYM" serve --workers 1 --config "$WORK/symbolon.toml" >"$WORK/symbolon.log" 2>&1 &
 SYM_PID=$!
