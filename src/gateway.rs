@@ -942,8 +942,11 @@ async fn serve_metrics(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let handle = crate::telemetry::metrics_handle();
-    let limiter =
-        crate::listener::Limiter::new("metrics", state.limits.metrics, state.limits.metrics);
+    let limiter = crate::listener::Limiter::new(
+        "metrics",
+        state.limits.metrics,
+        (state.limits.metrics / 4).max(4),
+    );
     let drain = crate::listener::Drain::default();
     loop {
         let (tcp, _, permit) = tokio::select! {
@@ -958,13 +961,10 @@ async fn serve_metrics(
             let timeouts =
                 crate::listener::ConnTimeouts::from_config(&state.snapshot.load().timeouts);
             let activity = crate::listener::Activity::new(false);
-            let svc_activity = activity.clone();
-            let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
+            let svc = crate::listener::counted(&activity, move |req: http::Request<Incoming>| {
                 let handle = handle.clone();
                 let state = state.clone();
-                let guard = svc_activity.begin();
                 async move {
-                    let _guard = guard;
                     let path = req.uri().path();
                     if path == "/ca/crl.der" || path == "/ca/crl.pem" {
                         let (status, body, kind) = match crl(&state).await {

@@ -277,6 +277,35 @@ impl Drop for RequestGuard {
     }
 }
 
+type Req = http::Request<hyper::body::Incoming>;
+
+/// `f` as a hyper service whose requests count as active in `activity` until their responses
+/// are sent (what the idle and header deadlines look at).
+pub fn counted<F, Fut, B, E>(
+    activity: &Arc<Activity>,
+    f: F,
+) -> impl hyper::service::Service<
+    Req,
+    Response = http::Response<Guarded<B>>,
+    Error = E,
+    Future = impl Future<Output = Result<http::Response<Guarded<B>>, E>> + Send + 'static,
+> + Clone
++ Send
++ 'static
+where
+    F: Fn(Req) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<http::Response<B>, E>> + Send + 'static,
+    B: Body + Unpin + Send + 'static,
+    E: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
+    let activity = activity.clone();
+    hyper::service::service_fn(move |req| {
+        let guard = activity.begin();
+        let call = f(req);
+        async move { call.await.map(|r| r.map(|b| guarded(b, guard))) }
+    })
+}
+
 /// A response body that keeps its request counted as active until it is sent.
 pub fn guarded<B>(body: B, guard: RequestGuard) -> Guarded<B> {
     Guarded {
@@ -474,32 +503,12 @@ pub async fn supervise<C, E>(
     let max_age = activity.start + t.max_age;
     loop {
         let a = activity;
-        let mut next = (max_age, Why::MaxAge);
-        let mut consider = |at: Instant, why: Why| {
-            if at < next.0 {
-                next = (at, why);
-            }
+        // Once the connection was told to end, only its hard deadline counts: a client that
+        // does not let it finish (a stalled read, an unanswered HTTP/2 PING) is dropped then.
+        let (deadline, why) = match closing {
+            Some(hard) => (hard, Why::Hard),
+            None => next_deadline(a, t, max_age, ends.as_ref().and_then(|e| e.until)),
         };
-        if let Some(until) = ends.as_ref().and_then(|e| e.until) {
-            consider(until, Why::Owner);
-        }
-        if a.active.load(Ordering::Acquire) == 0 {
-            let idle = a.at(a.idle_since.load(Ordering::Acquire));
-            let head = a.head_since.load(Ordering::Acquire);
-            if a.h2.load(Ordering::Acquire) {
-                consider(idle + t.http2_idle, Why::Idle);
-            } else if head != NONE {
-                consider(a.at(head) + t.request_header, Why::Header);
-            } else if a.requests.load(Ordering::Relaxed) == 0 {
-                consider(idle + t.first_request, Why::Idle);
-            } else {
-                consider(idle + t.keepalive, Why::Idle);
-            }
-        }
-        if let Some(hard) = closing {
-            consider(hard, Why::Hard);
-        }
-        let (deadline, why) = next;
         let changed = async {
             match ends.as_mut() {
                 Some(e) => e.changes.changed().await.is_ok(),
@@ -554,6 +563,38 @@ pub async fn supervise<C, E>(
             }
         }
     }
+}
+
+/// The earliest deadline of a connection not yet told to end.
+fn next_deadline(
+    a: &Activity,
+    t: ConnTimeouts,
+    max_age: Instant,
+    until: Option<Instant>,
+) -> (Instant, Why) {
+    let mut next = (max_age, Why::MaxAge);
+    let mut consider = |at: Instant, why: Why| {
+        if at < next.0 {
+            next = (at, why);
+        }
+    };
+    if let Some(until) = until {
+        consider(until, Why::Owner);
+    }
+    if a.active.load(Ordering::Acquire) == 0 {
+        let idle = a.at(a.idle_since.load(Ordering::Acquire));
+        let head = a.head_since.load(Ordering::Acquire);
+        if a.h2.load(Ordering::Acquire) {
+            consider(idle + t.http2_idle, Why::Idle);
+        } else if head != NONE {
+            consider(a.at(head) + t.request_header, Why::Header);
+        } else if a.requests.load(Ordering::Relaxed) == 0 {
+            consider(idle + t.first_request, Why::Idle);
+        } else {
+            consider(idle + t.keepalive, Why::Idle);
+        }
+    }
+    next
 }
 
 /// Whether an idle or header deadline still holds (a request may have started or ended since

@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use http::{Request, Response, header};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use sqlx::SqliteConnection;
@@ -610,15 +609,9 @@ async fn accept(
             let timeouts =
                 crate::listener::ConnTimeouts::from_config(&state.snapshot.load().timeouts);
             let activity = crate::listener::Activity::new(false);
-            let svc_activity = activity.clone();
             let svc_state = state.clone();
-            let svc = service_fn(move |req| {
-                let guard = svc_activity.begin();
-                let call = handle(req, name.clone(), svc_state.clone());
-                async move {
-                    let resp = call.await?;
-                    Ok::<_, Infallible>(resp.map(|b| crate::listener::guarded(b, guard)))
-                }
+            let svc = crate::listener::counted(&activity, move |req| {
+                handle(req, name.clone(), svc_state.clone())
             });
             let io = TokioIo::new(crate::listener::Tracked::new(tcp, activity.clone()));
             let conn = state.http.serve_connection(io, svc);

@@ -255,7 +255,8 @@ pub async fn start(
         setting: "admin.listen",
         source,
     })?;
-    let limiter = crate::listener::Limiter::new("admin", limits.admin, limits.admin);
+    // A quarter per client address: one address cannot lock the operator out.
+    let limiter = crate::listener::Limiter::new("admin", limits.admin, (limits.admin / 4).max(4));
     let drain = crate::listener::Drain::default();
     let task = tokio::spawn(async move {
         loop {
@@ -289,18 +290,11 @@ pub async fn start(
                 let h2 = conn.alpn_protocol() == Some(b"h2");
                 let peer_cert = PeerCert(fingerprint);
                 let activity = crate::listener::Activity::new(h2);
-                let svc_activity = activity.clone();
-                let svc = hyper::service::service_fn(
+                let svc = crate::listener::counted(
+                    &activity,
                     move |mut req: hyper::Request<hyper::body::Incoming>| {
                         req.extensions_mut().insert(peer_cert.clone());
-                        let guard = svc_activity.begin();
-                        let call = router.clone().oneshot(req.map(axum::body::Body::new));
-                        async move {
-                            let resp = call.await?;
-                            Ok::<_, std::convert::Infallible>(
-                                resp.map(|b| crate::listener::guarded(b, guard)),
-                            )
-                        }
+                        router.clone().oneshot(req.map(axum::body::Body::new))
                     },
                 );
                 let io = TokioIo::new(crate::listener::Tracked::new(tls, activity.clone()));

@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
-use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use rustls::server::Acceptor;
 use std::pin::Pin;
@@ -76,6 +75,9 @@ async fn serve_connection(
     drain: watch::Receiver<bool>,
     _permit: Permit,
 ) {
+    // Subscribed before the snapshot is read: a change published while the handshake runs
+    // (under the old trust) is then still unseen, and the connection is checked against it.
+    let changes = state.subscribe();
     let snapshot = state.snapshot.load_full();
     // One deadline for the ClientHello and the rest of the handshake.
     let deadline = tokio::time::Instant::now() + snapshot.timeouts.handshake;
@@ -149,7 +151,14 @@ async fn serve_connection(
         .as_ref()
         .map(|c| c.ca_fingerprints())
         .unwrap_or_default();
-    let ends = trust_ends(&state, &domain, sni.as_deref(), peer_certs, &identity);
+    let ends = trust_ends(
+        &state,
+        changes,
+        &domain,
+        sni.as_deref(),
+        peer_certs,
+        &identity,
+    );
     let h2 = conn.alpn_protocol() == Some(b"h2");
     let ctx = Arc::new(ConnContext {
         peer,
@@ -163,14 +172,8 @@ async fn serve_connection(
     drop(snapshot);
     let activity = Activity::new(h2);
     let svc_state = state.clone();
-    let svc_activity = activity.clone();
-    let svc = service_fn(move |req| {
-        let guard = svc_activity.begin();
-        let (ctx, state) = (ctx.clone(), svc_state.clone());
-        async move {
-            let resp = http::handle(req, ctx, state).await?;
-            Ok::<_, std::convert::Infallible>(resp.map(|b| crate::listener::guarded(b, guard)))
-        }
+    let svc = crate::listener::counted(&activity, move |req| {
+        http::handle(req, ctx.clone(), svc_state.clone())
     });
     let io = TokioIo::new(Tracked::new(tls, activity.clone()));
     let conn = state.http.serve_connection(io, svc);
@@ -191,6 +194,7 @@ async fn serve_connection(
 /// `require`) no longer accepts what it was accepted with.
 fn trust_ends(
     state: &Arc<State>,
+    changes: watch::Receiver<u64>,
     domain: &Arc<crate::snapshot::Domain>,
     sni: Option<&str>,
     peer_certs: Option<&[rustls::pki_types::CertificateDer<'_>]>,
@@ -224,7 +228,7 @@ fn trust_ends(
     let (state, sni, name) = (state.clone(), sni.map(str::to_string), domain.name.clone());
     Ends {
         until,
-        changes: state.subscribe(),
+        changes,
         label,
         still_ok: Box::new(move || {
             let snapshot = state.snapshot.load();

@@ -1139,6 +1139,19 @@ fn a_flood_of_idle_connections_does_not_starve_the_data_plane() {
                 held.push(c);
             }
         }
+        // The metrics port still answers another address: one address gets a quarter of it.
+        {
+            use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+            let mut tcp = socket.connect(metrics).await.unwrap();
+            tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let mut out = String::new();
+            tcp.read_to_string(&mut out).await.unwrap();
+            assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        }
         // Another client (127.0.0.2) is served at once, over and over.
         for _ in 0..20 {
             let mut conn = Conn::open_from("127.0.0.2".parse().unwrap(), tls, "api.test", &spec)
@@ -1161,8 +1174,8 @@ fn a_flood_of_idle_connections_does_not_starve_the_data_plane() {
         out
     });
     for want in [
-        "symbolon_connections_refused_total{listener=\"metrics\",reason=\"listener_full\"}",
-        "symbolon_connections_refused_total{listener=\"admin\",reason=\"listener_full\"}",
+        "symbolon_connections_refused_total{listener=\"metrics\",reason=\"per_ip_limit\"}",
+        "symbolon_connections_refused_total{listener=\"admin\",reason=\"per_ip_limit\"}",
         "symbolon_connections_refused_total{listener=\"data\",reason=\"per_ip_limit\"}",
     ] {
         assert!(body.contains(want), "missing {want}");

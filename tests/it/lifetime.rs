@@ -301,3 +301,119 @@ async fn admin_and_data_requests_answer_without_a_40ms_stall() {
     let worst = &after_handshake[after_handshake.len() - 2];
     assert!(worst.0 < 30.0, "{after_handshake:?}");
 }
+
+/// User + system CPU time of this process (the in-process gateway included).
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let rest = stat.rsplit_once(") ").unwrap().1;
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    Duration::from_millis((f[11] + f[12]) * 10)
+}
+
+#[tokio::test]
+async fn a_connection_that_will_not_finish_is_dropped_after_the_grace_without_spinning() {
+    use tokio::io::AsyncWriteExt as _;
+    let s = setup().await;
+    // A client that pipelines requests and never reads: the responses fill the socket buffers,
+    // so the connection cannot finish after its maximum age (3 s) tells it to end.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = socket.connect(s.gw.metrics_addr()).await.unwrap();
+    let mut tcp = tcp;
+    let many = "GET /metrics HTTP/1.1\r\nHost: m\r\n\r\n".repeat(3000);
+    let _ = tokio::time::timeout(Duration::from_secs(2), tcp.write_all(many.as_bytes())).await;
+    // From max age (3 s) plus the grace (1 s), the connection is dropped; meanwhile its
+    // supervisor sleeps instead of spinning.
+    let cpu0 = cpu_time();
+    tokio::time::sleep(Duration::from_millis(6000)).await;
+    let spent = cpu_time() - cpu0;
+    assert!(
+        spent < Duration::from_millis(2000),
+        "{spent:?} of CPU in 6 s"
+    );
+    let metrics = crate::mtls::metrics_text(&s.gw).await;
+    let line = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with(
+                "symbolon_connections_closed_total{listener=\"metrics\",reason=\"grace_over\"}",
+            )
+        })
+        .unwrap_or_else(|| {
+            let closes: Vec<&str> = metrics
+                .lines()
+                .filter(|l| l.contains("connections_closed_total"))
+                .collect();
+            panic!("no grace_over close in {closes:?}")
+        });
+    assert!(line.ends_with(" 1"), "{line}");
+    let closes: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("symbolon_connections_closed_total{listener=\"metrics\""))
+        .collect();
+    assert!(
+        closes.iter().all(|l| l.ends_with(" 1")),
+        "each reason counted once: {closes:?}"
+    );
+    drop(tcp);
+}
+
+#[tokio::test]
+async fn a_trust_change_during_the_handshake_is_not_missed() {
+    use tokio::io::AsyncWriteExt as _;
+    let s = setup().await;
+    // The client's first flight is held back while the domain switches to `require`: the
+    // connection, made under `optional` without a certificate, must not outlive the change.
+    let config = s.h.client().config();
+    let mut client = rustls::ClientConnection::new(config, "api.test".try_into().unwrap()).unwrap();
+    let mut tcp = TcpStream::connect(s.gw.tls_addr()).await.unwrap();
+    let mut hello = Vec::new();
+    client.write_tls(&mut hello).unwrap();
+    tcp.write_all(&hello).await.unwrap();
+    // Read the server's flight, then change the trust before answering it.
+    let mut reloads = s.gw.reloads();
+    let mut buf = vec![0u8; 16 * 1024];
+    use tokio::io::AsyncReadExt as _;
+    loop {
+        let n = tcp.read(&mut buf).await.unwrap();
+        assert!(n > 0);
+        client.read_tls(&mut &buf[..n]).unwrap();
+        client.process_new_packets().unwrap();
+        if client.wants_write() {
+            break;
+        }
+    }
+    let text = std::fs::read_to_string(s.h.path("symbolon.toml")).unwrap();
+    s.h.write(
+        "symbolon.toml",
+        &text.replacen("mtls = \"optional\"", "mtls = \"require\"", 1),
+    );
+    tokio::time::timeout(Duration::from_secs(10), reloads.changed())
+        .await
+        .unwrap()
+        .unwrap();
+    // Now finish the handshake (no certificate) and send a request.
+    let mut out = Vec::new();
+    while client.wants_write() {
+        client.write_tls(&mut out).unwrap();
+    }
+    use std::io::Write as _;
+    client
+        .writer()
+        .write_all(b"GET / HTTP/1.1\r\nHost: api.test\r\n\r\n")
+        .unwrap();
+    while client.wants_write() {
+        client.write_tls(&mut out).unwrap();
+    }
+    tcp.write_all(&out).await.unwrap();
+    let start = Instant::now();
+    let r = read_until_closed(&mut tcp, Duration::from_secs(5)).await;
+    assert!(
+        r.is_some(),
+        "the connection stayed open under the new trust"
+    );
+    assert!(start.elapsed() < Duration::from_secs(3));
+}
