@@ -54,10 +54,49 @@ const SEEN_CAP: usize = 10_000;
 /// Individual expiry warnings per check; the rest are counted in one line.
 pub const WARNINGS_PER_CHECK: usize = 20;
 
+/// Verified client certificates seen in traffic, by fingerprint and by expiry. When full, the
+/// ones that expire last give way (the list is for expiry warnings), and certificates expired
+/// for a week leave.
+#[derive(Debug, Default)]
+struct Seen {
+    by_fingerprint: HashMap<String, KnownCert>,
+    by_expiry: std::collections::BTreeSet<(i64, String)>,
+}
+
+impl Seen {
+    fn insert(&mut self, cert: KnownCert, now: i64) {
+        if self.by_fingerprint.contains_key(&cert.fingerprint_sha256) {
+            return;
+        }
+        if self.by_fingerprint.len() >= SEEN_CAP {
+            while let Some((t, fp)) = self.by_expiry.first().cloned() {
+                if t >= now - 7 * 86_400 {
+                    break;
+                }
+                self.by_expiry.pop_first();
+                self.by_fingerprint.remove(&fp);
+            }
+        }
+        if self.by_fingerprint.len() >= SEEN_CAP {
+            match self.by_expiry.last().cloned() {
+                Some((t, fp)) if cert.not_after_unix < t => {
+                    self.by_expiry.pop_last();
+                    self.by_fingerprint.remove(&fp);
+                }
+                _ => return,
+            }
+        }
+        self.by_expiry
+            .insert((cert.not_after_unix, cert.fingerprint_sha256.clone()));
+        self.by_fingerprint
+            .insert(cert.fingerprint_sha256.clone(), cert);
+    }
+}
+
 /// Client certificates seen in traffic (bounded), and the warnings already logged.
 #[derive(Debug, Default)]
 pub struct Watch {
-    seen: Mutex<HashMap<String, KnownCert>>,
+    seen: Mutex<Seen>,
     warned: Mutex<HashSet<(String, i64)>>,
     /// Label sets of the expiry gauges last set, so that replaced certificates stop reporting.
     gauged: Mutex<HashSet<(String, String, String)>>,
@@ -68,13 +107,9 @@ impl Watch {
     /// Certificates that failed verification are not clients to warn about: anyone can make
     /// them, so they stay out (the transition report lists them).
     pub fn saw_client(&self, domain: &str, info: &CertInfo) {
-        let mut seen = lock(&self.seen);
-        if seen.contains_key(&info.fingerprint_sha256) || seen.len() >= SEEN_CAP {
-            return;
-        }
-        seen.insert(
-            info.fingerprint_sha256.clone(),
+        lock(&self.seen).insert(
             KnownCert::new("client", domain, info),
+            crate::pki::unix_now(),
         );
     }
 
@@ -83,7 +118,7 @@ impl Watch {
         let seen = lock(&self.seen);
         let mut all: Vec<KnownCert> = configured
             .iter()
-            .chain(seen.values())
+            .chain(seen.by_fingerprint.values())
             .filter(|c| c.not_after_unix - now <= within)
             .cloned()
             .map(|c| c.at(now))
@@ -112,7 +147,7 @@ impl Watch {
             }
             *gauged = current;
         }
-        let seen: Vec<KnownCert> = lock(&self.seen).values().cloned().collect();
+        let seen: Vec<KnownCert> = lock(&self.seen).by_fingerprint.values().cloned().collect();
         let soon = seen
             .iter()
             .filter(|c| c.not_after_unix - now <= 7 * 86_400)
@@ -192,6 +227,36 @@ mod tests {
         let lines = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
         assert_eq!(lines.lines().count(), WARNINGS_PER_CHECK + 1, "{lines}");
         assert!(lines.contains("more=4980"), "{lines}");
+    }
+
+    #[test]
+    fn a_full_inventory_keeps_the_certificates_that_expire_first() {
+        let now = 1_800_000_000;
+        let cert = |i: usize, not_after: i64| KnownCert {
+            kind: "client".into(),
+            name: "d".into(),
+            subject: String::new(),
+            fingerprint_sha256: format!("{i:064}"),
+            not_after: String::new(),
+            expires_in_seconds: 0,
+            auto_rotated: false,
+            not_after_unix: not_after,
+        };
+        let mut seen = Seen::default();
+        for i in 0..SEEN_CAP {
+            seen.insert(cert(i, now + 365 * 86_400), now);
+        }
+        // One that expires tomorrow still gets in (a far one gives way)…
+        seen.insert(cert(SEEN_CAP, now + 86_400), now);
+        assert!(seen.by_fingerprint.contains_key(&format!("{SEEN_CAP:064}")));
+        assert_eq!(seen.by_fingerprint.len(), SEEN_CAP);
+        // …and one that expires later than all of them does not push anything out.
+        seen.insert(cert(SEEN_CAP + 1, now + 900 * 86_400), now);
+        assert!(
+            !seen
+                .by_fingerprint
+                .contains_key(&format!("{:064}", SEEN_CAP + 1))
+        );
     }
 
     struct Writer(std::sync::Arc<Mutex<Vec<u8>>>);

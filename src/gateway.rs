@@ -83,6 +83,10 @@ pub struct State {
     pub sidecars: crate::sidecar::Listeners,
     /// Connection caps per listener (from `[limits]` and the open-file limit, at start).
     pub limits: crate::config::ResolvedLimits,
+    /// The command line's addresses, put over the file's at every reload.
+    overrides: Overrides,
+    /// See [`ca_digest`].
+    ca_files: std::sync::Mutex<Option<Vec<u8>>>,
     /// The files the last applied configuration was built from (see [`crate::pki::with_files`]).
     files: std::sync::Mutex<Arc<crate::pki::FileContents>>,
     me: std::sync::Weak<State>,
@@ -130,6 +134,20 @@ fn load_ca(config: &Config) -> Result<Option<Arc<crate::ca::Ca>>, GatewayError> 
             .map_err(|e| GatewayError::Admin(format!("[ca]: {e}")))?
             .with_crl_url(c.crl_url.clone()),
     )))
+}
+
+/// A digest of the CA's files and passphrase: a reload loads the CA again when they change (a
+/// CA rotated in place), not only when the `[ca]` section does.
+fn ca_digest(config: &Config) -> Option<Vec<u8>> {
+    let c = config.ca.as_ref()?;
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for name in ["intermediate.pem", "intermediate.key", "root.pem"] {
+        ctx.update(&std::fs::read(c.dir.join(name)).unwrap_or_default());
+    }
+    if let Some(p) = &c.passphrase_file {
+        ctx.update(&std::fs::read(p).unwrap_or_default());
+    }
+    Some(ctx.finish().as_ref().to_vec())
 }
 
 /// Settings a reload cannot apply (listeners, the store, caps): named in a warning.
@@ -207,16 +225,27 @@ impl State {
         }
         let _guard = self.change_lock.lock().await;
         let result = async {
-            let config = Config::load(&self.config_path)?;
+            let mut config = Config::load(&self.config_path)?;
+            self.overrides.apply(&mut config);
             let old = self.config.load_full();
+            let restart = needs_restart(&old, &config);
+            keep_running_values(&old, &mut config);
             let mut store = self.store.state().await?;
             // `[ca]` is loaded again when its section changed; `[admin]` (the listener's
             // certificate, the admin CA, the tokens) is rebuilt from its files every time.
             use erased::Json as _;
-            let ca = if config.ca.json() == old.ca.json() {
+            let digest = ca_digest(&config);
+            let same_files = *self
+                .ca_files
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                == digest;
+            let ca = if config.ca.json() == old.ca.json() && same_files {
                 self.ca()
             } else {
-                load_ca(&config)?
+                let ca = load_ca(&config)?;
+                info!("the built-in CA was loaded again ([ca] or its files changed)");
+                ca
             };
             let admin = match (&config.admin, self.admin.load_full()) {
                 (Some(a), Some(_)) => Some(Arc::new(crate::admin::Live::build(a)?)),
@@ -237,12 +266,16 @@ impl State {
                 .files
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(files);
-            Ok::<_, GatewayError>((config, snapshot, ca, admin, old))
+            *self
+                .ca_files
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = digest;
+            Ok::<_, GatewayError>((config, snapshot, ca, admin, restart))
         }
         .await;
         match result {
-            Ok((config, snapshot, ca, admin, old)) => {
-                for setting in needs_restart(&old, &config) {
+            Ok((config, snapshot, ca, admin, restart)) => {
+                for setting in restart {
                     warn!(
                         setting,
                         "this setting changed in the config file and needs a restart; the running value stays until then"
@@ -327,6 +360,31 @@ pub struct Overrides {
     pub admin_listen: Option<SocketAddr>,
 }
 
+impl Overrides {
+    /// Puts the command line's addresses over the file's (at start and at every reload).
+    pub fn apply(&self, config: &mut Config) {
+        config.listen = self.listen.unwrap_or(config.listen);
+        config.metrics_listen = self.metrics_listen.unwrap_or(config.metrics_listen);
+        if let (Some(admin), Some(listen)) = (&mut config.admin, self.admin_listen) {
+            admin.listen = listen;
+        }
+    }
+}
+
+/// The settings only a restart applies keep their running values in the applied config (so
+/// the CRL cache, say, stays next to the store in use).
+fn keep_running_values(old: &Config, new: &mut Config) {
+    new.listen = old.listen;
+    new.metrics_listen = old.metrics_listen;
+    new.store = old.store.clone();
+    new.store_passphrase_file = old.store_passphrase_file.clone();
+    new.limits = old.limits.clone();
+    if let (Some(o), Some(n)) = (&old.admin, &mut new.admin) {
+        n.listen = o.listen;
+        n.max_upload_bytes = o.max_upload_bytes;
+    }
+}
+
 /// A started gateway.
 pub struct Gateway {
     state: Arc<State>,
@@ -345,11 +403,7 @@ impl Gateway {
         // The recorder must exist before snapshots register their metric handles.
         let _ = crate::telemetry::metrics_handle();
         let mut config = Config::load(config_path)?;
-        config.listen = overrides.listen.unwrap_or(config.listen);
-        config.metrics_listen = overrides.metrics_listen.unwrap_or(config.metrics_listen);
-        if let (Some(admin), Some(listen)) = (&mut config.admin, overrides.admin_listen) {
-            admin.listen = listen;
-        }
+        overrides.apply(&mut config);
         let ticketer = crate::tls::server::Ticketer::new().map_err(GatewayError::Ticketer)?;
         let nofile = crate::listener::raise_nofile_limit();
         let limits = config.limits.resolve(nofile, config.sidecars.len() + 1);
@@ -444,6 +498,8 @@ impl Gateway {
             sidecars: crate::sidecar::Listeners::default(),
             limits,
             files: std::sync::Mutex::new(Arc::new(files)),
+            overrides: overrides.clone(),
+            ca_files: std::sync::Mutex::new(ca_digest(&config)),
             me: me.clone(),
             snapshot: ArcSwap::from_pointee(snapshot),
             upstream,
@@ -748,7 +804,8 @@ fn write_crl_cache(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let tmp = path.with_extension("tmp");
+    // A name of its own per write: two fetches of one URL never share a temporary file.
+    let tmp = path.with_extension(format!("{}.tmp", crate::store::new_id()));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
 }
@@ -820,17 +877,21 @@ pub(crate) async fn fetch_crls(
 /// Re-fetches CRL URLs at the refresh interval in force; a changed CRL is applied with a reload.
 async fn refresh_crls(state: Arc<State>) {
     let mut changes = state.generation.subscribe();
+    // Counted from the last fetch: changes (admin writes, revocations) come often and must not
+    // push the refresh back; they only matter when they bring a shorter interval.
+    let mut last_fetch = tokio::time::Instant::now();
     loop {
         let config = state.config.load_full();
         let Ok(store) = state.store.state().await else {
             tokio::time::sleep(Duration::from_secs(60)).await;
             continue;
         };
-        // A change may bring a shorter interval: wait for the interval or the next change.
+        let due = last_fetch + crl_refresh(&config, &store);
         tokio::select! {
-            _ = tokio::time::sleep(crl_refresh(&config, &store)) => {}
+            _ = tokio::time::sleep_until(due) => {}
             _ = changes.changed() => continue,
         }
+        last_fetch = tokio::time::Instant::now();
         let config = state.config.load_full();
         let Ok(store) = state.store.state().await else {
             continue;

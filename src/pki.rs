@@ -391,6 +391,26 @@ pub fn check_crl_update(
     if let Some(problem) = crl_signature_problem(&crl, issuers) {
         return Err(problem);
     }
+    // A fetched CRL comes over plain HTTP: only one its bundle's CA signed is taken (a CRL of
+    // an unknown issuer would replace the real one and un-revoke its certificates). An empty
+    // or unreadable bundle takes none.
+    let signed = issuers.iter().any(|ca| {
+        X509Certificate::from_der(ca).is_ok_and(|(_, ca)| {
+            ca.subject().as_raw() == crl.issuer().as_raw()
+                && signature_verifies(
+                    crl.tbs_cert_list.as_ref(),
+                    &crl.signature_algorithm.algorithm.to_id_string(),
+                    &crl.signature_value.data,
+                    &ca,
+                )
+        })
+    });
+    if !signed {
+        return Err(format!(
+            "the CRL names {} as its issuer, which is not a CA of the trust bundle that signed it; a CRL fetched by URL must be signed by a CA of its bundle. Fix: add that CA to the bundle, or give the CRL as a file",
+            rfc4514(crl.issuer())
+        ));
+    }
     let Some(held_der) = held.and_then(|h| crl_der(h).ok()) else {
         return Ok(());
     };
@@ -398,7 +418,11 @@ pub fn check_crl_update(
         return Ok(());
     };
     if old.issuer().as_raw() != crl.issuer().as_raw() {
-        return Ok(());
+        return Err(format!(
+            "the CRL's issuer changed from {} to {}; the held CRL stays in use. Fix: if the URL now serves another CA's CRL on purpose, delete the cached copy",
+            rfc4514(old.issuer()),
+            rfc4514(crl.issuer())
+        ));
     }
     if let (Some(new_n), Some(old_n)) = (crl.crl_number(), old.crl_number())
         && new_n < old_n

@@ -81,6 +81,9 @@ pub struct Live {
     tokens: Vec<Token>,
     /// The admin CA's certificates, to find the issuer of an admin certificate (revocation).
     cas: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// Their keys: an admin certificate whose CA is no longer among them is refused, on
+    /// connections made before the change too.
+    ca_keys: Vec<String>,
     listen: SocketAddr,
 }
 
@@ -132,9 +135,14 @@ impl Live {
                 max_identities: t.max_identities,
             });
         }
+        let ca_keys = cas
+            .iter()
+            .filter_map(|c| crate::tls::verify::spki_key(c))
+            .collect();
         Ok(Self {
             acceptor: tokio_rustls::TlsAcceptor::from(tls),
             tokens,
+            ca_keys,
             cas,
             listen: config.listen,
         })
@@ -375,8 +383,21 @@ async fn authenticate(AxState(app): AxState<Arc<App>>, mut req: Request, next: N
         )
         .into_response();
     }
-    let from_cert = cert.map(|c| format!("cert:{}", c.fingerprint));
     let live = app.state.admin.load();
+    if let Some(c) = &cert
+        && !live
+            .as_ref()
+            .is_some_and(|l| c.issuer.as_ref().is_some_and(|k| l.ca_keys.contains(k)))
+    {
+        return ApiError::new(
+            http::StatusCode::UNAUTHORIZED,
+            "admin_ca_changed",
+            "the CA of this admin certificate is no longer the admin CA",
+            "connect again with a certificate of the current admin CA, or use a token",
+        )
+        .into_response();
+    }
+    let from_cert = cert.map(|c| format!("cert:{}", c.fingerprint));
     let actor = from_cert.map(|a| (a, true)).or_else(|| {
         let header = req
             .headers()

@@ -356,7 +356,11 @@ pub const SUBJECT_CAP: usize = 256;
 
 #[derive(Debug, Default)]
 struct Transition {
-    main: HashMap<TransitionKey, TransitionEntry>,
+    /// Entries and when they were last seen (a sequence number).
+    main: HashMap<TransitionKey, (TransitionEntry, u64)>,
+    /// The main tier by last sighting: when it is full, the least recently seen entry goes.
+    recent: std::collections::BTreeMap<u64, TransitionKey>,
+    seq: u64,
     probation: HashMap<TransitionKey, TransitionEntry>,
     order: std::collections::VecDeque<TransitionKey>,
 }
@@ -537,19 +541,28 @@ impl Runtime {
             capped(reason, 64),
         );
         let now = crate::pki::rfc3339(unix_now());
-        if let Some(e) = t.main.get_mut(&key) {
+        t.seq += 1;
+        let seq = t.seq;
+        if let Some((e, at)) = t.main.get_mut(&key) {
             e.count += 1;
             e.last_seen = now;
+            let before = std::mem::replace(at, seq);
+            t.recent.remove(&before);
+            t.recent.insert(seq, key);
             return;
         }
         if let Some(mut e) = t.probation.remove(&key) {
-            // Seen again: promoted, if there is room.
+            // Seen again: promoted; a full main tier makes room by its least recently seen.
             t.order.retain(|k| k != &key);
             e.count += 1;
             e.last_seen = now;
-            if t.main.len() < TRANSITION_CAP {
-                t.main.insert(key, e);
+            if t.main.len() >= TRANSITION_CAP
+                && let Some((_, oldest)) = t.recent.pop_first()
+            {
+                t.main.remove(&oldest);
             }
+            t.recent.insert(seq, key.clone());
+            t.main.insert(key, (e, seq));
             return;
         }
         if t.probation.len() >= TRANSITION_PROBATION
@@ -577,6 +590,7 @@ impl Runtime {
         let mut v: Vec<TransitionEntry> = t
             .main
             .values()
+            .map(|(e, _)| e)
             .chain(t.probation.values())
             .cloned()
             .collect();
@@ -825,5 +839,31 @@ mod tests {
         ));
         assert_eq!(rt.quota_rows()[0].1.used, 1);
         assert!(rt.quota_rows().is_empty(), "saved rows are no longer dirty");
+    }
+
+    #[test]
+    fn a_returning_client_stays_in_a_full_transition_report() {
+        let rt = Runtime::default();
+        // Enough clients seen twice to fill the main tier, and more.
+        for i in 0..TRANSITION_CAP + 500 {
+            for _ in 0..2 {
+                rt.record_transition("d", "r", &format!("{i:064}"), "CN=x", "unknown_ca");
+            }
+        }
+        for _ in 0..3 {
+            rt.record_transition("d", "r", "real", "CN=real", "unknown_ca");
+        }
+        let report = rt.transition_report();
+        let real = report
+            .iter()
+            .find(|e| e.fingerprint == "real")
+            .expect("the real client");
+        assert_eq!(real.count, 3);
+        assert!(report.len() <= TRANSITION_CAP + TRANSITION_PROBATION);
+        // A huge subject is cut.
+        rt.record_transition("d", "r", "big", &"x".repeat(60_000), "unknown_ca");
+        let report = rt.transition_report();
+        let big = report.iter().find(|e| e.fingerprint == "big").unwrap();
+        assert!(big.subject.len() <= SUBJECT_CAP + 4);
     }
 }

@@ -337,3 +337,70 @@ async fn a_kubernetes_style_secret_swap_is_noticed() {
         200
     );
 }
+
+#[tokio::test]
+async fn a_new_admin_ca_refuses_the_old_admin_certificates_on_open_connections() {
+    let h = Harness::new();
+    let body = format!("{}{}", h.admin_section(), route_all("builtin:echo"));
+    let gw = h.start(&body).await;
+    let pem = std::fs::read_to_string(h.path("admin.crt")).unwrap();
+    let admin = crate::support::pki::Leaf {
+        der: symbolon::pki::parse_certs(pem.as_bytes(), std::path::Path::new("x")).unwrap()[0]
+            .clone(),
+        cert_pem: pem.clone(),
+        chain_pem: pem,
+        key_pem: std::fs::read_to_string(h.path("admin.key")).unwrap(),
+    };
+    let mut open = Conn::open(
+        gw.admin_addr().unwrap(),
+        "localhost",
+        &h.client().cert(&admin),
+    )
+    .await
+    .unwrap();
+    assert_eq!(open.get("/api/v1/policies").await.unwrap().status, 200);
+    h.write("admin-ca.pem", &TestCa::root("Next Admin CA").pem());
+    gw.reload().await.unwrap();
+    let r = open.get("/api/v1/policies").await.unwrap();
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(r.json()["error"]["code"], "admin_ca_changed");
+}
+
+#[tokio::test]
+async fn a_ca_rotated_in_place_is_loaded_again() {
+    let h = Harness::new();
+    symbolon::ca::init(&h.path("ca"), "p256", b"rotate", None).unwrap();
+    symbolon::ca::init(&h.path("next"), "p256", b"rotate", None).unwrap();
+    h.write("ca-pass", "rotate");
+    let body = format!(
+        "[ca]\ndir = \"ca\"\npassphrase_file = \"ca-pass\"\n\n{}{}",
+        h.admin_section(),
+        route_all("builtin:echo")
+    );
+    let gw = h.start(&body).await;
+    let api = crate::admin::Api {
+        client: h.admin_client(&gw, None),
+    };
+    for f in ["root.pem", "intermediate.pem", "intermediate.key"] {
+        std::fs::copy(h.path(&format!("next/{f}")), h.path(&format!("ca/{f}"))).unwrap();
+    }
+    gw.reload().await.unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::default();
+    p.distinguished_name = rcgen::DistinguishedName::new();
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, "after-rotation");
+    let csr = p.serialize_request(&key).unwrap().pem().unwrap();
+    let (status, v) = api
+        .post("/api/v1/ca/sign", serde_json::json!({"csr_pem": csr}))
+        .await;
+    assert_eq!(status.as_u16(), 200, "{v}");
+    let pem = v["certificate_pem"].as_str().unwrap();
+    let der =
+        symbolon::pki::parse_certs(pem.as_bytes(), std::path::Path::new("x")).unwrap()[0].clone();
+    let next = symbolon::pki::load_certs(&h.path("next/intermediate.pem")).unwrap()[0].clone();
+    assert!(
+        symbolon::pki::signed_by(&der, &next),
+        "signed by the rotated intermediate"
+    );
+}

@@ -836,3 +836,121 @@ async fn a_slow_crl_server_holds_up_no_admin_write() {
     let bundles = api.ok(Method::GET, "/api/v1/mtls/bundles", None).await;
     assert!(!bundles.to_string().contains("\"slow\""), "{bundles}");
 }
+
+#[tokio::test]
+async fn a_fetched_crl_of_another_issuer_never_replaces_the_real_one() {
+    let h = Harness::new();
+    let ca = TestCa::root("Real CRL CA");
+    h.write("clients.pem", &ca.pem());
+    let revoked = ca.leaf(LeafSpec::client("stays-revoked"));
+    let now = time::OffsetDateTime::now_utc();
+    let served = std::sync::Arc::new(std::sync::Mutex::new(
+        ca.crl(
+            &[&revoked],
+            now - time::Duration::hours(1),
+            now + time::Duration::hours(6),
+        )
+        .into_bytes(),
+    ));
+    let gw = start_with_crl_url(&h, served.clone()).await;
+    let refused = || async {
+        crate::mtls::metrics_text(&gw)
+            .await
+            .lines()
+            .find(|l| l.starts_with("symbolon_crl_fetch_refused_total"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // Whoever answers the URL serves an empty CRL of another CA (any name, any key), then one
+    // that uses the real CA's name without its key.
+    let evil = TestCa::root("Evil CA");
+    let forged = TestCa::root("Real CRL CA");
+    for other in [&evil, &forged] {
+        let before = refused().await;
+        *served.lock().unwrap() = other
+            .crl(&[], now, now + time::Duration::hours(6))
+            .into_bytes();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while refused().await <= before {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the CRL was not refused"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let err = get(gw.tls_addr(), "api.test", &h.client().cert(&revoked), "/")
+            .await
+            .unwrap_err();
+        assert!(err.contains("CertificateRevoked"), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn frequent_admin_writes_do_not_hold_back_the_crl_refresh() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = Harness::new();
+    let ca = TestCa::root("Refresh CA");
+    h.write("clients.pem", &ca.pem());
+    let now = time::OffsetDateTime::now_utc();
+    let crl = ca
+        .crl(
+            &[],
+            now - time::Duration::hours(1),
+            now + time::Duration::hours(6),
+        )
+        .into_bytes();
+    // A CRL server that counts its fetches.
+    let fetches = std::sync::Arc::new(AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    {
+        let fetches = fetches.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                fetches.fetch_add(1, Ordering::Relaxed);
+                let crl = crl.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = s.read(&mut buf).await;
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        crl.len()
+                    );
+                    let _ = s.write_all(head.as_bytes()).await;
+                    let _ = s.write_all(&crl).await;
+                });
+            }
+        });
+    }
+    let url = format!("http://{addr}/ca.crl");
+    let body = format!(
+        "{}{}{}",
+        h.admin_section(),
+        h.domain_with_crls(
+            "api.test",
+            "clients.pem",
+            "require",
+            &[&url],
+            "crl_refresh = \"1s\"\n"
+        ),
+        route_all("builtin:echo")
+    );
+    let gw = h.start(&body).await;
+    let api = Api {
+        client: h.admin_client(&gw, None),
+    };
+    // An admin write every 200 ms for 4 s: the 1 s refresh still runs.
+    let before = fetches.load(Ordering::Relaxed);
+    for i in 0..20 {
+        api.ok(
+            Method::POST,
+            "/api/v1/policies",
+            Some(json!({"name": format!("busy{i}")})),
+        )
+        .await;
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let during = fetches.load(Ordering::Relaxed) - before;
+    assert!(during >= 2, "{during} CRL fetches in 4 s of admin writes");
+}
