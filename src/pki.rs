@@ -388,6 +388,10 @@ pub fn check_crl_update(
     let new_der = crl_der(bytes)?;
     let (_, crl) =
         CertificateRevocationList::from_der(&new_der).map_err(|e| format!("not a CRL: {e}"))?;
+    // What the TLS layer cannot use (an issuing distribution point, a delta CRL…) is refused
+    // here, before it is cached: cached, it would fail every reload and start.
+    webpki::OwnedCertRevocationList::from_der(&new_der)
+        .map_err(|e| format!("the TLS layer cannot use this CRL ({e:?})"))?;
     if let Some(problem) = crl_signature_problem(&crl, issuers) {
         return Err(problem);
     }
@@ -945,5 +949,35 @@ mod tests {
     fn garbage_has_no_certificates() {
         let err = parse_certs(b"hello", Path::new("x.pem")).unwrap_err();
         assert!(matches!(err, PkiError::NoCertificates { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_crl_the_tls_layer_cannot_use_is_refused_before_it_is_cached() {
+        // OpenSSL makes what rcgen will not: a CA-only partitioned CRL (an issuing distribution
+        // point without a name), which webpki refuses.
+        let dir = tempfile::tempdir().unwrap();
+        let script = r#"set -e
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=IDP-CA \
+  -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign \
+  -keyout ca.key -out ca.pem -days 1 2>/dev/null
+: > index.txt; echo 40 > crlnumber
+printf '[ca]\ndefault_ca=c\n[c]\ndatabase=index.txt\ncrlnumber=crlnumber\ndefault_md=sha256\ndefault_crl_days=30\ncrl_extensions=ext\n[ext]\nissuingDistributionPoint=critical,@idp\n[idp]\nonlyCA=TRUE\n' > cnf
+openssl ca -config cnf -gencrl -cert ca.pem -keyfile ca.key -out idp.crl 2>/dev/null
+printf '[ca]\ndefault_ca=c\n[c]\ndatabase=index.txt\ncrlnumber=crlnumber\ndefault_md=sha256\ndefault_crl_days=30\n' > plain
+openssl ca -config plain -gencrl -cert ca.pem -keyfile ca.key -out plain.crl 2>/dev/null
+"#;
+        let ok = std::process::Command::new("sh")
+            .args(["-c", script])
+            .current_dir(dir.path())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "openssl could not make the CRLs");
+        let ca = load_certs(&dir.path().join("ca.pem")).unwrap();
+        let plain = std::fs::read(dir.path().join("plain.crl")).unwrap();
+        assert!(check_crl_update(&plain, &ca, None).is_ok());
+        let idp = std::fs::read(dir.path().join("idp.crl")).unwrap();
+        let err = check_crl_update(&idp, &ca, None).unwrap_err();
+        assert!(err.contains("TLS layer cannot use"), "{err}");
     }
 }
