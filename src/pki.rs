@@ -421,6 +421,14 @@ pub fn check_crl_update(
     let Ok((_, old)) = CertificateRevocationList::from_der(&held_der) else {
         return Ok(());
     };
+    let old_issuer_current = issuers.iter().any(|ca| {
+        X509Certificate::from_der(ca)
+            .is_ok_and(|(_, ca)| ca.subject().as_raw() == old.issuer().as_raw())
+    });
+    if old.issuer().as_raw() != crl.issuer().as_raw() && !old_issuer_current {
+        // The held CRL's CA left the bundle (a rotation): the new CA's CRL takes its place.
+        return Ok(());
+    }
     if old.issuer().as_raw() != crl.issuer().as_raw() {
         return Err(format!(
             "the CRL's issuer changed from {} to {}; the held CRL stays in use. Fix: if the URL now serves another CA's CRL on purpose, delete the cached copy",
@@ -979,5 +987,42 @@ openssl ca -config plain -gencrl -cert ca.pem -keyfile ca.key -out plain.crl 2>/
         let idp = std::fs::read(dir.path().join("idp.crl")).unwrap();
         let err = check_crl_update(&idp, &ca, None).unwrap_err();
         assert!(err.contains("TLS layer cannot use"), "{err}");
+    }
+
+    #[test]
+    fn a_crl_of_another_issuer_replaces_the_held_one_only_when_its_ca_left_the_bundle() {
+        use rcgen::{
+            BasicConstraints, CertificateParams, CertificateRevocationListParams, IsCa, Issuer,
+            KeyIdMethod, KeyPair, KeyUsagePurpose, SerialNumber,
+        };
+        let now = time::OffsetDateTime::now_utc();
+        let ca = |cn: &str| {
+            let key = KeyPair::generate().unwrap();
+            let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+            p.distinguished_name
+                .push(rcgen::DnType::CommonName, cn.to_string());
+            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+            let cert = p.self_signed(&key).unwrap();
+            let crl = CertificateRevocationListParams {
+                this_update: now,
+                next_update: now + time::Duration::hours(1),
+                crl_number: SerialNumber::from(1u64),
+                issuing_distribution_point: None,
+                revoked_certs: vec![],
+                key_identifier_method: KeyIdMethod::Sha256,
+            }
+            .signed_by(&Issuer::new(p, key))
+            .unwrap()
+            .der()
+            .to_vec();
+            (cert.der().clone(), crl)
+        };
+        let (a, crl_a) = ca("Old CA");
+        let (b, crl_b) = ca("New CA");
+        // Both CAs in the bundle: whoever serves B's CRL at A's URL does not replace A's.
+        assert!(check_crl_update(&crl_b, &[a.clone(), b.clone()], Some(&crl_a)).is_err());
+        // A rotated out: B's CRL takes its place.
+        assert!(check_crl_update(&crl_b, &[b], Some(&crl_a)).is_ok());
     }
 }
