@@ -87,6 +87,8 @@ pub struct State {
     overrides: Overrides,
     /// See [`ca_digest`].
     ca_files: std::sync::Mutex<Option<Vec<u8>>>,
+    /// The built-in CA's last signed CRL: (generation, when, DER). See [`crl`].
+    crl_cache: tokio::sync::Mutex<Option<(u64, std::time::Instant, Vec<u8>)>>,
     /// The files the last applied configuration was built from (see [`crate::pki::with_files`]).
     files: std::sync::Mutex<Arc<crate::pki::FileContents>>,
     me: std::sync::Weak<State>,
@@ -500,6 +502,7 @@ impl Gateway {
             files: std::sync::Mutex::new(Arc::new(files)),
             overrides: overrides.clone(),
             ca_files: std::sync::Mutex::new(ca_digest(&config)),
+            crl_cache: tokio::sync::Mutex::new(None),
             me: me.clone(),
             snapshot: ArcSwap::from_pointee(snapshot),
             upstream,
@@ -939,16 +942,40 @@ async fn watch_expiry(state: Arc<State>, every: Duration) {
 /// only this CA's own certificates: serial revocations naming this CA as issuer, and revocations
 /// by fingerprint of certificates this CA issued (found in its issuance records). A serial
 /// revoked for another CA never appears on it.
+///
+/// The signed CRL is cached: it is made again only after a change (a revocation, a reload)
+/// or once half of its validity has passed, one request at a time. An unauthenticated client
+/// cannot make the CA sign on every request, nor make the store read its tables.
 async fn crl(state: &State) -> Result<Vec<u8>, String> {
+    let generation = *state.generation.borrow();
+    let validity = state
+        .config
+        .load()
+        .ca
+        .as_ref()
+        .map(|c| c.crl_validity)
+        .unwrap_or(Duration::from_secs(86_400));
+    let mut cached = state.crl_cache.lock().await;
+    if let Some((g, made, der)) = cached.as_ref()
+        && *g == generation
+        && made.elapsed() < validity / 2
+    {
+        return Ok(der.clone());
+    }
+    let der = make_crl(state, validity).await?;
+    *cached = Some((generation, std::time::Instant::now(), der.clone()));
+    Ok(der)
+}
+
+async fn make_crl(state: &State, validity: Duration) -> Result<Vec<u8>, String> {
     let ca = state
         .ca()
         .ok_or("no built-in CA is configured ([ca] in the config)")?;
     let rows = state
         .store
-        .state()
+        .revocation_rows()
         .await
-        .map_err(|e| e.to_string())?
-        .revocations;
+        .map_err(|e| e.to_string())?;
     let issued = state.store.issued().await.map_err(|e| e.to_string())?;
     let ours = ca.issuer_key();
     let issued_serials: std::collections::HashMap<&str, &str> = issued
@@ -982,13 +1009,6 @@ async fn crl(state: &State) -> Result<Vec<u8>, String> {
         })
         .collect();
     let number = crate::pki::unix_now() as u64;
-    let validity = state
-        .config
-        .load()
-        .ca
-        .as_ref()
-        .map(|c| c.crl_validity)
-        .unwrap_or(Duration::from_secs(86_400));
     ca.crl(
         &revoked,
         number,

@@ -822,6 +822,15 @@ impl Store {
         .await?)
     }
 
+    /// The revocations alone (the CRL needs nothing else).
+    pub async fn revocation_rows(&self) -> Result<Vec<RevocationRow>, StoreError> {
+        Ok(
+            sqlx::query_as::<_, RevocationRow>("SELECT * FROM revocations ORDER BY revoked_at")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
     /// Every enrollment token (not the tokens themselves: their SHA-256).
     pub async fn enroll_tokens(&self) -> Result<Vec<EnrollTokenRow>, StoreError> {
         Ok(sqlx::query_as::<_, EnrollTokenRow>(

@@ -224,12 +224,19 @@ async fn the_built_in_ca_publishes_a_signed_crl_of_its_revoked_certificates() {
         200
     );
 
+    // The signed CRL is made once and served from a cache until something changes.
+    let first = http_get(gw.metrics_addr(), "/ca/crl.pem").await;
+    let again = http_get(gw.metrics_addr(), "/ca/crl.pem").await;
+    let body = |r: &str| r[r.find("-----BEGIN").unwrap()..].to_string();
+    assert_eq!(body(&first), body(&again), "the CRL was signed again");
     api.ok(
         Method::POST,
         "/api/v1/revocations",
         Some(json!({"certificate_pem": issued.chain_pem, "reason": "keyCompromise"})),
     )
     .await;
+    let after = http_get(gw.metrics_addr(), "/ca/crl.pem").await;
+    assert_ne!(body(&first), body(&after), "a revocation makes a new CRL");
     let err = get(gw.tls_addr(), "api.test", &client, "/")
         .await
         .unwrap_err();
