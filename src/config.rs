@@ -148,7 +148,7 @@ impl Default for Timeouts {
 
 /// Connection caps. At start the open-file limit is raised to the hard limit; caps left at 0
 /// are derived from it so that no listener can use up the descriptors another one needs.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     /// Data-plane connections in all. 0 (default): half of the open-file limit left after the
@@ -215,7 +215,7 @@ impl Limits {
 }
 
 /// The built-in CA, as the gateway uses it.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CaConfig {
     /// Directory made by `symbolon ca init`.

@@ -154,7 +154,6 @@ fn ca_digest(config: &Config) -> Option<Vec<u8>> {
 
 /// Settings a reload cannot apply (listeners, the store, caps): named in a warning.
 fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
-    let json = |v: &dyn erased::Json| v.json();
     let mut out = Vec::new();
     if old.listen != new.listen {
         out.push("listen");
@@ -176,22 +175,10 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.store_passphrase_file != new.store_passphrase_file {
         out.push("store_passphrase_file");
     }
-    if json(&old.limits) != json(&new.limits) {
+    if old.limits != new.limits {
         out.push("[limits]");
     }
     out
-}
-
-mod erased {
-    /// A value's JSON, to compare config sections that do not implement `PartialEq`.
-    pub trait Json {
-        fn json(&self) -> String;
-    }
-    impl<T: serde::Serialize> Json for T {
-        fn json(&self) -> String {
-            serde_json::to_string(self).unwrap_or_default()
-        }
-    }
 }
 
 /// `[ca] crl_url` must be an absolute http(s) URL (verifiers fetch CRLs over plain HTTP; the
@@ -235,14 +222,13 @@ impl State {
             let mut store = self.store.state().await?;
             // `[ca]` is loaded again when its section changed; `[admin]` (the listener's
             // certificate, the admin CA, the tokens) is rebuilt from its files every time.
-            use erased::Json as _;
             let digest = ca_digest(&config);
             let same_files = *self
                 .ca_files
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 == digest;
-            let ca = if config.ca.json() == old.ca.json() && same_files {
+            let ca = if config.ca == old.ca && same_files {
                 self.ca()
             } else {
                 let ca = load_ca(&config)?;
@@ -793,14 +779,32 @@ pub(crate) async fn prefetch_crls(
         if path.exists() {
             continue;
         }
-        let bytes = fetch(url, config.timeouts.crl_fetch)
+        let bytes = fetch_checked(config, url, issuers, None)
             .await
-            .and_then(|b| crate::pki::check_crl_update(&b, issuers, None).map(|()| b))
             .map_err(|e| format!("cannot fetch the CRL {url}: {e}"))?;
         write_crl_cache(&path, &bytes).map_err(|e| format!("cannot cache the CRL {url}: {e}"))?;
         info!(%url, "CRL fetched");
     }
     Ok(())
+}
+
+/// Downloads a CRL and takes it only if one of its bundle's CAs (`issuers`) signed it and it
+/// does not roll back `held`, the copy in use (a rollback would un-revoke certificates).
+/// Refusals are counted in `symbolon_crl_fetch_refused_total`.
+async fn fetch_checked(
+    config: &Config,
+    url: &str,
+    issuers: &[rustls::pki_types::CertificateDer<'_>],
+    held: Option<&[u8]>,
+) -> Result<Vec<u8>, String> {
+    let fetched = fetch(url, config.timeouts.crl_fetch)
+        .await
+        .and_then(|b| crate::pki::check_crl_update(&b, issuers, held).map(|()| b));
+    if let Err(e) = &fetched {
+        metrics::counter!("symbolon_crl_fetch_refused_total").increment(1);
+        tracing::debug!(%url, error = %e, "CRL not taken");
+    }
+    fetched
 }
 
 fn write_crl_cache(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -836,22 +840,10 @@ pub(crate) async fn fetch_crls(
         if which == CrlFetch::Missing && path.exists() {
             continue;
         }
-        // A CRL is cached only if one of its bundle's CAs signed it, and never replaces a
-        // newer one (a rollback would un-revoke certificates).
         let held = std::fs::read(&path).ok();
-        let fetched = fetch(&url, config.timeouts.crl_fetch)
-            .await
-            .and_then(|bytes| {
-                crate::pki::check_crl_update(&bytes, &issuers, held.as_deref())?;
-                Ok(bytes)
-            });
-        if let Err(e) = &fetched {
-            metrics::counter!("symbolon_crl_fetch_refused_total").increment(1);
-            tracing::debug!(%url, error = %e, "CRL not taken");
-        }
-        match fetched {
+        match fetch_checked(config, &url, &issuers, held.as_deref()).await {
             Ok(bytes) => {
-                if std::fs::read(&path).ok().as_deref() == Some(&bytes[..]) {
+                if held.as_deref() == Some(&bytes[..]) {
                     continue;
                 }
                 write_crl_cache(&path, &bytes).map_err(|e| {

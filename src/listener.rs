@@ -526,7 +526,13 @@ pub async fn supervise<C, E>(
                     return;
                 }
                 // Idle and header deadlines move with activity: look again before acting.
-                if matches!(why, Why::Idle | Why::Header) && !still_due(a, t, why, deadline) {
+                let (due, why) = match why {
+                    Why::Idle | Why::Header => {
+                        next_deadline(a, t, max_age, ends.as_ref().and_then(|e| e.until))
+                    }
+                    other => (deadline, other),
+                };
+                if due > Instant::now() {
                     continue;
                 }
                 metrics::counter!("symbolon_connections_closed_total", "listener" => listener, "reason" => why.label()).increment(1);
@@ -595,29 +601,4 @@ fn next_deadline(
         }
     }
     next
-}
-
-/// Whether an idle or header deadline still holds (a request may have started or ended since
-/// it was computed).
-fn still_due(a: &Activity, t: ConnTimeouts, why: Why, deadline: Instant) -> bool {
-    if a.active.load(Ordering::Acquire) != 0 {
-        return false;
-    }
-    let head = a.head_since.load(Ordering::Acquire);
-    match why {
-        Why::Header => head != NONE && a.at(head) + t.request_header <= deadline,
-        _ => {
-            let idle = a.at(a.idle_since.load(Ordering::Acquire));
-            let limit = if a.h2.load(Ordering::Acquire) {
-                t.http2_idle
-            } else if head != NONE {
-                return false;
-            } else if a.requests.load(Ordering::Relaxed) == 0 {
-                t.first_request
-            } else {
-                t.keepalive
-            };
-            idle + limit <= deadline
-        }
-    }
 }

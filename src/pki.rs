@@ -398,18 +398,7 @@ pub fn check_crl_update(
     // A fetched CRL comes over plain HTTP: only one its bundle's CA signed is taken (a CRL of
     // an unknown issuer would replace the real one and un-revoke its certificates). An empty
     // or unreadable bundle takes none.
-    let signed = issuers.iter().any(|ca| {
-        X509Certificate::from_der(ca).is_ok_and(|(_, ca)| {
-            ca.subject().as_raw() == crl.issuer().as_raw()
-                && signature_verifies(
-                    crl.tbs_cert_list.as_ref(),
-                    &crl.signature_algorithm.algorithm.to_id_string(),
-                    &crl.signature_value.data,
-                    &ca,
-                )
-        })
-    });
-    if !signed {
+    if named_cas(issuers, crl.issuer()).is_empty() {
         return Err(format!(
             "the CRL names {} as its issuer, which is not a CA of the trust bundle that signed it; a CRL fetched by URL must be signed by a CA of its bundle. Fix: add that CA to the bundle, or give the CRL as a file",
             rfc4514(crl.issuer())
@@ -421,11 +410,8 @@ pub fn check_crl_update(
     let Ok((_, old)) = CertificateRevocationList::from_der(&held_der) else {
         return Ok(());
     };
-    let old_issuer_current = issuers.iter().any(|ca| {
-        X509Certificate::from_der(ca)
-            .is_ok_and(|(_, ca)| ca.subject().as_raw() == old.issuer().as_raw())
-    });
-    if old.issuer().as_raw() != crl.issuer().as_raw() && !old_issuer_current {
+    if old.issuer().as_raw() != crl.issuer().as_raw() && named_cas(issuers, old.issuer()).is_empty()
+    {
         // The held CRL's CA left the bundle (a rotation): the new CA's CRL takes its place.
         return Ok(());
     }
@@ -453,6 +439,18 @@ pub fn check_crl_update(
     Ok(())
 }
 
+/// The certificates of `bundle` whose subject is `name`.
+fn named_cas<'a>(
+    bundle: &'a [CertificateDer<'_>],
+    name: &x509_parser::x509::X509Name<'_>,
+) -> Vec<X509Certificate<'a>> {
+    bundle
+        .iter()
+        .filter_map(|c| X509Certificate::from_der(c).ok().map(|(_, c)| c))
+        .filter(|c| c.subject().as_raw() == name.as_raw())
+        .collect()
+}
+
 /// Why a CRL cannot be trusted, if it cannot: its issuer is a CA of `bundle` (by name) and none
 /// of those CAs signed it. A CRL of a CA outside the bundle (an intermediate the clients send) is
 /// checked by webpki against that CA when a chain uses it, and fails the chain if forged.
@@ -460,11 +458,7 @@ fn crl_signature_problem(
     crl: &x509_parser::revocation_list::CertificateRevocationList<'_>,
     bundle: &[CertificateDer<'_>],
 ) -> Option<String> {
-    let named: Vec<X509Certificate<'_>> = bundle
-        .iter()
-        .filter_map(|c| X509Certificate::from_der(c).ok().map(|(_, c)| c))
-        .filter(|c| c.subject().as_raw() == crl.issuer().as_raw())
-        .collect();
+    let named = named_cas(bundle, crl.issuer());
     if named.is_empty() {
         return None;
     }

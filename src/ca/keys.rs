@@ -17,6 +17,8 @@ use super::CaError;
 
 const PBKDF2_ITERATIONS: u32 = 600_000;
 pub(crate) const ENC_LABEL: &str = "SYMBOLON ENCRYPTED PRIVATE KEY";
+/// The first line of a sealed key (`ENC_LABEL` in a BEGIN line).
+const BEGIN_SEALED: &str = "-----BEGIN SYMBOLON ENCRYPTED PRIVATE KEY-----";
 
 fn derive(passphrase: &[u8], salt: &[u8], iterations: u32) -> Result<LessSafeKey, CaError> {
     let mut key = [0u8; 32];
@@ -112,8 +114,8 @@ fn split_blob(pem: &str, path: &Path) -> Result<Blob, CaError> {
     ))
 }
 
-fn open_with(key: &LessSafeKey, pem: &str, path: &Path) -> Result<Vec<u8>, CaError> {
-    let (_, _, nonce, mut buf) = split_blob(pem, path)?;
+fn open_with(key: &LessSafeKey, blob: Blob, path: &Path) -> Result<Vec<u8>, CaError> {
+    let (_, _, nonce, mut buf) = blob;
     let plain = key
         .open_in_place(
             Nonce::assume_unique_for_key(nonce),
@@ -126,9 +128,9 @@ fn open_with(key: &LessSafeKey, pem: &str, path: &Path) -> Result<Vec<u8>, CaErr
 
 /// Opens a sealed key.
 pub fn decrypt_key(pem: &str, passphrase: &[u8], path: &Path) -> Result<Vec<u8>, CaError> {
-    let (salt, iterations, _, _) = split_blob(pem, path)?;
-    let key = derive(passphrase, &salt, iterations)?;
-    open_with(&key, pem, path)
+    let blob = split_blob(pem, path)?;
+    let key = derive(passphrase, &blob.0, blob.1)?;
+    open_with(&key, blob, path)
 }
 
 pub(crate) fn write_private(path: &Path, text: &str) -> Result<(), CaError> {
@@ -211,14 +213,14 @@ impl Sealer {
         if !is_sealed(key_pem) {
             return Ok(key_pem.to_string());
         }
-        let (salt, iterations, _, _) = split_blob(key_pem, what)?;
-        let key = self.key(salt, iterations)?;
-        let der = open_with(&key, key_pem, what)?;
+        let blob = split_blob(key_pem, what)?;
+        let key = self.key(blob.0, blob.1)?;
+        let der = open_with(&key, blob, what)?;
         Ok(pem_block("PRIVATE KEY", &der))
     }
 }
 
 /// Whether a PEM private key is sealed (needs the passphrase to open).
 pub fn is_sealed(pem: &str) -> bool {
-    pem.contains(&format!("-----BEGIN {ENC_LABEL}-----"))
+    pem.contains(BEGIN_SEALED)
 }

@@ -480,6 +480,7 @@ mod tests {
     fn sealed_keys_open_only_with_their_passphrase() {
         let sealed = encrypt_key(b"pkcs8 bytes", b"correct horse").unwrap();
         assert!(sealed.starts_with("-----BEGIN SYMBOLON ENCRYPTED PRIVATE KEY-----"));
+        assert!(is_sealed(&sealed));
         assert_eq!(
             decrypt_key(&sealed, b"correct horse", Path::new("k")).unwrap(),
             b"pkcs8 bytes"

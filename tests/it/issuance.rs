@@ -60,6 +60,15 @@ fn csr_with(
     (p.serialize_request(&key).unwrap().pem().unwrap(), key)
 }
 
+/// A certificate for `CN=<cn>` signed through `POST /api/v1/ca/sign` (its DER).
+pub async fn signed_by_api(api: &Api, cn: &str) -> rustls::pki_types::CertificateDer<'static> {
+    let (csr, _) = cn_csr(cn);
+    let (status, v) = api.post("/api/v1/ca/sign", json!({"csr_pem": csr})).await;
+    assert_eq!(status.as_u16(), 200, "{v}");
+    let pem = v["certificate_pem"].as_str().unwrap();
+    symbolon::pki::parse_certs(pem.as_bytes(), std::path::Path::new("x")).unwrap()[0].clone()
+}
+
 fn cn_csr(cn: &str) -> (String, rcgen::KeyPair) {
     csr_with(&[(rcgen::DnType::CommonName, cn)], vec![])
 }

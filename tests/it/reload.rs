@@ -257,19 +257,7 @@ async fn admin_tokens_admin_certificates_and_the_ca_section_reload_live() {
     };
     assert!(new_token.get("/api/v1/policies").await.0.is_success());
     // [ca] changed: what the CA issues now carries the new CRL URL.
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut p = rcgen::CertificateParams::default();
-    p.distinguished_name = rcgen::DistinguishedName::new();
-    p.distinguished_name
-        .push(rcgen::DnType::CommonName, "after-reload");
-    let csr = p.serialize_request(&key).unwrap().pem().unwrap();
-    let (status, v) = by_cert
-        .post("/api/v1/ca/sign", serde_json::json!({"csr_pem": csr}))
-        .await;
-    assert_eq!(status.as_u16(), 200, "{v}");
-    let pem = v["certificate_pem"].as_str().unwrap();
-    let der =
-        symbolon::pki::parse_certs(pem.as_bytes(), std::path::Path::new("x")).unwrap()[0].clone();
+    let der = crate::issuance::signed_by_api(&by_cert, "after-reload").await;
     assert!(
         String::from_utf8_lossy(der.as_ref()).contains("http://new.test/crl"),
         "the CRL Distribution Point is the new one"
@@ -385,19 +373,7 @@ async fn a_ca_rotated_in_place_is_loaded_again() {
         std::fs::copy(h.path(&format!("next/{f}")), h.path(&format!("ca/{f}"))).unwrap();
     }
     gw.reload().await.unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut p = rcgen::CertificateParams::default();
-    p.distinguished_name = rcgen::DistinguishedName::new();
-    p.distinguished_name
-        .push(rcgen::DnType::CommonName, "after-rotation");
-    let csr = p.serialize_request(&key).unwrap().pem().unwrap();
-    let (status, v) = api
-        .post("/api/v1/ca/sign", serde_json::json!({"csr_pem": csr}))
-        .await;
-    assert_eq!(status.as_u16(), 200, "{v}");
-    let pem = v["certificate_pem"].as_str().unwrap();
-    let der =
-        symbolon::pki::parse_certs(pem.as_bytes(), std::path::Path::new("x")).unwrap()[0].clone();
+    let der = crate::issuance::signed_by_api(&api, "after-rotation").await;
     let next = symbolon::pki::load_certs(&h.path("next/intermediate.pem")).unwrap()[0].clone();
     assert!(
         symbolon::pki::signed_by(&der, &next),
