@@ -354,15 +354,49 @@ const TRANSITION_CAP: usize = 10_000;
 /// Subjects longer than this are cut (a certificate's subject can be 60 kB).
 pub const SUBJECT_CAP: usize = 256;
 
+/// Clients whose certificate verified, and anonymous ones, are kept apart: however many
+/// anonymous certificates are shown, they never push out a verified client.
 #[derive(Debug, Default)]
 struct Transition {
-    /// Entries and when they were last seen (a sequence number).
-    main: HashMap<TransitionKey, (TransitionEntry, u64)>,
-    /// The main tier by last sighting: when it is full, the least recently seen entry goes.
-    recent: std::collections::BTreeMap<u64, TransitionKey>,
-    seq: u64,
+    verified: Tier,
+    anonymous: Tier,
+    /// Anonymous clients seen once, first in, first out.
     probation: HashMap<TransitionKey, TransitionEntry>,
     order: std::collections::VecDeque<TransitionKey>,
+    seq: u64,
+}
+
+/// Up to [`TRANSITION_CAP`] entries; when full, the least recently seen goes.
+#[derive(Debug, Default)]
+struct Tier {
+    /// Entries and when they were last seen (a sequence number).
+    entries: HashMap<TransitionKey, (TransitionEntry, u64)>,
+    recent: std::collections::BTreeMap<u64, TransitionKey>,
+}
+
+impl Tier {
+    /// Counts a sighting of an entry already here; false if it is not here.
+    fn seen(&mut self, key: &TransitionKey, seq: u64, now: &str) -> bool {
+        let Some((e, at)) = self.entries.get_mut(key) else {
+            return false;
+        };
+        e.count += 1;
+        e.last_seen = now.to_string();
+        let before = std::mem::replace(at, seq);
+        self.recent.remove(&before);
+        self.recent.insert(seq, key.clone());
+        true
+    }
+
+    fn insert(&mut self, key: TransitionKey, e: TransitionEntry, seq: u64) {
+        if self.entries.len() >= TRANSITION_CAP
+            && let Some((_, oldest)) = self.recent.pop_first()
+        {
+            self.entries.remove(&oldest);
+        }
+        self.recent.insert(seq, key.clone());
+        self.entries.insert(key, (e, seq));
+    }
 }
 
 /// `s`, cut to at most `max` bytes at a character boundary, with `…` when cut.
@@ -524,6 +558,7 @@ impl Runtime {
     }
 
     /// Remembers a client that enforcement would reject.
+    /// `verified`: the client's certificate verified (only its identity or access failed).
     pub fn record_transition(
         &self,
         domain: &str,
@@ -531,6 +566,7 @@ impl Runtime {
         fingerprint: &str,
         subject: &str,
         reason: &str,
+        verified: bool,
     ) {
         let mut guard = lock(&self.transition);
         let t = &mut *guard;
@@ -543,26 +579,33 @@ impl Runtime {
         let now = crate::pki::rfc3339(unix_now());
         t.seq += 1;
         let seq = t.seq;
-        if let Some((e, at)) = t.main.get_mut(&key) {
-            e.count += 1;
-            e.last_seen = now;
-            let before = std::mem::replace(at, seq);
-            t.recent.remove(&before);
-            t.recent.insert(seq, key);
+        let tier = if verified {
+            &mut t.verified
+        } else {
+            &mut t.anonymous
+        };
+        if tier.seen(&key, seq, &now) {
+            return;
+        }
+        let entry = |count| TransitionEntry {
+            domain: key.0.clone(),
+            route: key.1.clone(),
+            fingerprint: key.2.clone(),
+            subject: capped(subject, SUBJECT_CAP),
+            reason: key.3.clone(),
+            count,
+            last_seen: now.clone(),
+        };
+        if verified {
+            t.verified.insert(key.clone(), entry(1), seq);
             return;
         }
         if let Some(mut e) = t.probation.remove(&key) {
-            // Seen again: promoted; a full main tier makes room by its least recently seen.
+            // Seen again: promoted.
             t.order.retain(|k| k != &key);
             e.count += 1;
             e.last_seen = now;
-            if t.main.len() >= TRANSITION_CAP
-                && let Some((_, oldest)) = t.recent.pop_first()
-            {
-                t.main.remove(&oldest);
-            }
-            t.recent.insert(seq, key.clone());
-            t.main.insert(key, (e, seq));
+            t.anonymous.insert(key, e, seq);
             return;
         }
         if t.probation.len() >= TRANSITION_PROBATION
@@ -571,25 +614,16 @@ impl Runtime {
             t.probation.remove(&oldest);
         }
         t.order.push_back(key.clone());
-        t.probation.insert(
-            key.clone(),
-            TransitionEntry {
-                domain: key.0,
-                route: key.1,
-                fingerprint: key.2,
-                subject: capped(subject, SUBJECT_CAP),
-                reason: key.3,
-                count: 1,
-                last_seen: now,
-            },
-        );
+        t.probation.insert(key.clone(), entry(1));
     }
 
     pub fn transition_report(&self) -> Vec<TransitionEntry> {
         let t = lock(&self.transition);
         let mut v: Vec<TransitionEntry> = t
-            .main
+            .verified
+            .entries
             .values()
+            .chain(t.anonymous.entries.values())
             .map(|(e, _)| e)
             .chain(t.probation.values())
             .cloned()
@@ -847,11 +881,11 @@ mod tests {
         // Enough clients seen twice to fill the main tier, and more.
         for i in 0..TRANSITION_CAP + 500 {
             for _ in 0..2 {
-                rt.record_transition("d", "r", &format!("{i:064}"), "CN=x", "unknown_ca");
+                rt.record_transition("d", "r", &format!("{i:064}"), "CN=x", "unknown_ca", false);
             }
         }
         for _ in 0..3 {
-            rt.record_transition("d", "r", "real", "CN=real", "unknown_ca");
+            rt.record_transition("d", "r", "real", "CN=real", "unknown_ca", false);
         }
         let report = rt.transition_report();
         let real = report
@@ -861,9 +895,23 @@ mod tests {
         assert_eq!(real.count, 3);
         assert!(report.len() <= TRANSITION_CAP + TRANSITION_PROBATION);
         // A huge subject is cut.
-        rt.record_transition("d", "r", "big", &"x".repeat(60_000), "unknown_ca");
+        rt.record_transition("d", "r", "big", &"x".repeat(60_000), "unknown_ca", false);
         let report = rt.transition_report();
         let big = report.iter().find(|e| e.fingerprint == "big").unwrap();
         assert!(big.subject.len() <= SUBJECT_CAP + 4);
+    }
+
+    #[test]
+    fn anonymous_clients_never_push_out_a_verified_one() {
+        let rt = Runtime::default();
+        rt.record_transition("d", "r", "verified", "CN=v", "no_identity", true);
+        for i in 0..TRANSITION_CAP + 500 {
+            for _ in 0..2 {
+                rt.record_transition("d", "r", &format!("{i:064}"), "CN=x", "unknown_ca", false);
+            }
+        }
+        let report = rt.transition_report();
+        assert!(report.iter().any(|e| e.fingerprint == "verified"));
+        assert!(report.len() <= 2 * TRANSITION_CAP + TRANSITION_PROBATION);
     }
 }

@@ -219,7 +219,7 @@ fn authorize(
         };
         state
             .authz
-            .record_transition(&conn.domain, "-", fingerprint, subject, reason);
+            .record_transition(&conn.domain, "-", fingerprint, subject, reason, false);
     }
     let az = match route.authz.as_deref() {
         Some(az) => az,
@@ -263,9 +263,14 @@ fn authorize(
     match result {
         Ok(identity) => Ok(identity),
         Err(d) if !az.enforce => {
-            state
-                .authz
-                .record_transition(&conn.domain, &route.name, fingerprint, subject, d.code);
+            state.authz.record_transition(
+                &conn.domain,
+                &route.name,
+                fingerprint,
+                subject,
+                d.code,
+                id.verdict == Verdict::Success,
+            );
             Ok(None)
         }
         Err(d) => Err(d),
