@@ -113,7 +113,7 @@ impl AdminClient {
             .map_err(|e| connect(e.to_string()))?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
-            .map_err(|e| connect(error_chain(&e)))?;
+            .map_err(|e| connect(crate::telemetry::error_chain(&e)))?;
         tokio::spawn(conn);
         let mut req = Request::builder()
             .method(method)
@@ -135,7 +135,7 @@ impl AdminClient {
         let resp = sender
             .send_request(req)
             .await
-            .map_err(|e| connect(error_chain(&e)))?;
+            .map_err(|e| connect(crate::telemetry::error_chain(&e)))?;
         let status = resp.status();
         let bytes = resp
             .into_body()
@@ -145,15 +145,4 @@ impl AdminClient {
             .to_bytes();
         Ok((status, bytes))
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(x) = src {
-        s.push_str(": ");
-        s.push_str(&x.to_string());
-        src = x.source();
-    }
-    s
 }

@@ -11,6 +11,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::tls::verify::{DEFAULT_MAX_CHAIN_DEPTH, Mode};
 
+pub use crate::duration::{
+    DurationRange, EXPIRING_WITHIN, LIFETIME, MAX_DURATION, QUOTA_PERIOD, RATE_PER,
+    TOKEN_EXPIRES_IN, format_duration, parse_duration,
+};
+
 /// A problem with the configuration file itself.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -88,43 +93,43 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct Timeouts {
     /// TLS handshake, from accept to the end of the handshake. Default `10s`.
-    #[serde(default = "d10s", with = "duration")]
+    #[serde(default = "d10s", with = "crate::duration::serde")]
     pub handshake: Duration,
     /// Connecting to an upstream (502 when exceeded). Default `5s`.
-    #[serde(default = "d5s", with = "duration")]
+    #[serde(default = "d5s", with = "crate::duration::serde")]
     pub upstream_connect: Duration,
     /// Waiting for an upstream's response headers (504 when exceeded). Default `60s`.
-    #[serde(default = "d60s", with = "duration")]
+    #[serde(default = "d60s", with = "crate::duration::serde")]
     pub upstream_response: Duration,
     /// Idle keep-alive connections to upstreams are closed after this. Default `90s`.
-    #[serde(default = "d90s", with = "duration")]
+    #[serde(default = "d90s", with = "crate::duration::serde")]
     pub upstream_idle: Duration,
     /// Downloading a CRL given by URL, from connect to the last byte; a slower download keeps
     /// the last good CRL. Default `15s`.
-    #[serde(default = "d15s", with = "duration")]
+    #[serde(default = "d15s", with = "crate::duration::serde")]
     pub crl_fetch: Duration,
     /// After the handshake, the first request must start within this, else the connection is
     /// closed (every listener). Default `60s` (nginx's `client_header_timeout`).
-    #[serde(default = "d60s", with = "duration")]
+    #[serde(default = "d60s", with = "crate::duration::serde")]
     pub first_request: Duration,
     /// A request head (HTTP/1) must arrive in full within this of its first byte, else `408`
     /// and the connection is closed. Default `60s`.
-    #[serde(default = "d60s", with = "duration")]
+    #[serde(default = "d60s", with = "crate::duration::serde")]
     pub request_header: Duration,
     /// An HTTP/1 connection idle between requests is closed after this. Default `75s`
     /// (nginx's `keepalive_timeout`).
-    #[serde(default = "d75s", with = "duration")]
+    #[serde(default = "d75s", with = "crate::duration::serde")]
     pub keepalive: Duration,
     /// An HTTP/2 connection with no open stream gets GOAWAY after this. Default `75s`.
-    #[serde(default = "d75s", with = "duration")]
+    #[serde(default = "d75s", with = "crate::duration::serde")]
     pub http2_idle: Duration,
     /// A connection older than this ends after its current response (HTTP/1
     /// `Connection: close`, HTTP/2 GOAWAY), so clients reconnect and meet the current trust.
     /// Default `1h` (nginx's `keepalive_time`).
-    #[serde(default = "d1h", with = "duration")]
+    #[serde(default = "d1h", with = "crate::duration::serde")]
     pub max_connection_age: Duration,
     /// Time given to open connections on SIGTERM before they are closed. Default `30s`.
-    #[serde(default = "d30s", with = "duration")]
+    #[serde(default = "d30s", with = "crate::duration::serde")]
     pub shutdown_grace: Duration,
 }
 
@@ -224,7 +229,7 @@ pub struct CaConfig {
     #[serde(default)]
     pub passphrase_file: Option<PathBuf>,
     /// How long a published CRL is valid (its nextUpdate). Default `24h`.
-    #[serde(default = "d24h", with = "duration")]
+    #[serde(default = "d24h", with = "crate::duration::serde")]
     pub crl_validity: Duration,
     /// Where third-party verifiers can download this CA's CRL (`http://…`; the gateway serves
     /// it at `/ca/crl.der` on `metrics_listen`, or publish it elsewhere): put into issued
@@ -303,20 +308,40 @@ pub struct DomainConfig {
     #[serde(default)]
     pub crls: Vec<PathBuf>,
     /// How often CRLs given by URL are fetched again. Default `1h`.
-    #[serde(default = "d1h", with = "duration")]
+    #[serde(default = "d1h", with = "crate::duration::serde")]
     pub crl_refresh: Duration,
     /// A CRL past its nextUpdate: `reject` (default: clients of that CA fail verification) or
     /// `warn` (keep using it and log a warning).
-    #[serde(default = "default_crl_expired")]
-    pub crl_expired: String,
+    #[serde(default)]
+    pub crl_expired: CrlExpired,
 }
 
 fn d1h() -> Duration {
     Duration::from_secs(3600)
 }
 
-fn default_crl_expired() -> String {
-    "reject".into()
+/// What a CRL past its nextUpdate means: `reject` (the default: clients of its CA are refused
+/// until it is replaced) or `warn` (still used, with a warning).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CrlExpired {
+    #[default]
+    Reject,
+    Warn,
+}
+
+impl CrlExpired {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CrlExpired::Reject => "reject",
+            CrlExpired::Warn => "warn",
+        }
+    }
+
+    /// Whether an expired CRL refuses the clients of its CA.
+    pub fn enforced(self) -> bool {
+        self == CrlExpired::Reject
+    }
 }
 
 /// One route: requests for `host` whose path starts with `path_prefix` go to `upstream`.
@@ -615,174 +640,9 @@ pub fn crl_cache_path(config: &Config, url: &str) -> PathBuf {
     dir.join(format!("{}.crl", crate::pki::hex(&digest.as_ref()[..16])))
 }
 
-/// The longest duration any setting accepts (100 years); longer values are refused instead of
-/// overflowing the clock arithmetic that uses them.
-pub const MAX_DURATION: Duration = Duration::from_secs(36_500 * 86_400);
-
-/// Parses `"250ms"`, `"10s"`, `"5m"`, `"1h"`, `"30d"` (at most [`MAX_DURATION`]).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let too_long = || format!("'{s}' is too long; the longest duration is 36500d");
-    let n: u64 = match num.parse() {
-        Ok(n) => n,
-        Err(_) if !num.is_empty() => return Err(too_long()),
-        Err(_) => {
-            return Err(format!(
-                "'{s}' is not a duration; write it as 250ms, 10s, 5m, 1h or 30d"
-            ));
-        }
-    };
-    let unit_ms: u64 = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => {
-            return Err(format!(
-                "'{s}' has an unknown unit; write it as 250ms, 10s, 5m, 1h or 30d"
-            ));
-        }
-    };
-    let d = n
-        .checked_mul(unit_ms)
-        .map(Duration::from_millis)
-        .ok_or_else(too_long)?;
-    if d > MAX_DURATION {
-        return Err(too_long());
-    }
-    Ok(d)
-}
-
-/// A duration setting and its documented range: errors name the field and the range.
-#[derive(Clone, Copy, Debug)]
-pub struct DurationRange {
-    pub field: &'static str,
-    pub min: Duration,
-    pub max: Duration,
-}
-
-impl DurationRange {
-    /// Parses `s` and checks it against the range.
-    pub fn parse(&self, s: &str) -> Result<Duration, String> {
-        let d = parse_duration(s).map_err(|e| {
-            format!(
-                "{}: {e}; it must be between {} and {}",
-                self.field,
-                format_duration(&self.min),
-                format_duration(&self.max)
-            )
-        })?;
-        self.check(d)
-    }
-
-    pub fn check(&self, d: Duration) -> Result<Duration, String> {
-        if d < self.min || d > self.max {
-            return Err(format!(
-                "{}: '{}' is out of range; it must be between {} and {}",
-                self.field,
-                format_duration(&d),
-                format_duration(&self.min),
-                format_duration(&self.max)
-            ));
-        }
-        Ok(d)
-    }
-
-    /// "between MIN and MAX", for hints.
-    pub fn describe(&self) -> String {
-        format!(
-            "{} takes a duration between {} and {}",
-            self.field,
-            format_duration(&self.min),
-            format_duration(&self.max)
-        )
-    }
-}
-
-const fn secs(s: u64) -> Duration {
-    Duration::from_secs(s)
-}
-
-/// Lifetime of a certificate the built-in CA issues: 1s to 10 years (capped in any case by
-/// the CA's own expiry).
-pub const LIFETIME: DurationRange = DurationRange {
-    field: "lifetime",
-    min: secs(1),
-    max: secs(3650 * 86_400),
-};
-/// How long an enrollment token stays valid: 1s to 90 days.
-pub const TOKEN_EXPIRES_IN: DurationRange = DurationRange {
-    field: "expires_in",
-    min: secs(1),
-    max: secs(90 * 86_400),
-};
-/// A rate limit's period: 1ms to 30 days.
-pub const RATE_PER: DurationRange = DurationRange {
-    field: "rate_limit.per",
-    min: Duration::from_millis(1),
-    max: secs(30 * 86_400),
-};
-/// A quota's fixed window: 1s to 366 days.
-pub const QUOTA_PERIOD: DurationRange = DurationRange {
-    field: "quota.period",
-    min: secs(1),
-    max: secs(366 * 86_400),
-};
-/// How far ahead the expiry list looks: 0s to 10 years.
-pub const EXPIRING_WITHIN: DurationRange = DurationRange {
-    field: "within",
-    min: secs(0),
-    max: secs(3650 * 86_400),
-};
-
-/// Formats a duration the way [`parse_duration`] reads it.
-pub fn format_duration(d: &Duration) -> String {
-    let s = d.as_secs();
-    if d.subsec_millis() != 0 || s == 0 {
-        format!("{}ms", d.as_millis())
-    } else if s.is_multiple_of(86_400) {
-        format!("{}d", s / 86_400)
-    } else if s.is_multiple_of(3600) {
-        format!("{}h", s / 3600)
-    } else if s.is_multiple_of(60) {
-        format!("{}m", s / 60)
-    } else {
-        format!("{s}s")
-    }
-}
-
-mod duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&super::format_duration(d))
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        super::parse_duration(&s).map_err(serde::de::Error::custom)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_round_trip() {
-        for s in ["250ms", "10s", "0ms"] {
-            assert_eq!(format_duration(&parse_duration(s).unwrap()), s);
-        }
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert!(parse_duration("ten").is_err());
-        assert_eq!(parse_duration("2d").unwrap(), Duration::from_secs(172_800));
-        assert!(parse_duration("10w").is_err());
-    }
 
     #[test]
     fn unknown_keys_are_refused() {

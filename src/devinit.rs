@@ -320,7 +320,7 @@ mod tests {
         assert_eq!(fs::read(dir.join("ca.pem")).unwrap(), ca_before);
         let config = crate::config::Config::load(&second.config).unwrap();
         let ticketer = crate::tls::server::Ticketer::new().unwrap();
-        crate::snapshot::Snapshot::build(
+        crate::control::build_snapshot(
             &config,
             &Default::default(),
             ticketer,

@@ -170,9 +170,9 @@ impl Watch {
                     continue;
                 }
                 let when = if left < 0 {
-                    format!("expired {} ago", crate::explain::span(-left))
+                    format!("expired {} ago", crate::duration::span(-left))
                 } else {
-                    format!("expires in {}", crate::explain::span(left))
+                    format!("expires in {}", crate::duration::span(left))
                 };
                 tracing::warn!(
                     kind = %c.kind, name = %c.name, subject = %c.subject,

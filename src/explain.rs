@@ -14,37 +14,22 @@ pub fn validity(info: &CertInfo, now: i64) -> String {
     if info.not_after < now {
         format!(
             "expired {} ago (not after {})",
-            span(now - info.not_after),
+            crate::duration::span(now - info.not_after),
             rfc3339(info.not_after)
         )
     } else if info.not_before > now {
         format!(
             "not valid yet: starts in {} (not before {})",
-            span(info.not_before - now),
+            crate::duration::span(info.not_before - now),
             rfc3339(info.not_before)
         )
     } else {
         format!(
             "valid for another {} (until {})",
-            span(info.not_after - now),
+            crate::duration::span(info.not_after - now),
             rfc3339(info.not_after)
         )
     }
-}
-
-/// A duration in the largest sensible unit: "3 days", "5 hours", "40 minutes", "12 seconds".
-pub fn span(secs: i64) -> String {
-    let round = |unit: i64| (secs + unit / 2) / unit;
-    let (n, unit) = if round(86_400) >= 2 {
-        (round(86_400), "day")
-    } else if round(3_600) >= 2 {
-        (round(3_600), "hour")
-    } else if round(60) >= 2 {
-        (round(60), "minute")
-    } else {
-        (secs, "second")
-    };
-    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
 }
 
 /// A multi-line description of one certificate.
@@ -158,7 +143,7 @@ fn reason_text(
                 };
                 format!(
                     "{who}expired {} ago (not after {})",
-                    span(now - c.not_after),
+                    crate::duration::span(now - c.not_after),
                     rfc3339(c.not_after)
                 )
             })
@@ -169,7 +154,7 @@ fn reason_text(
             .map(|c| {
                 format!(
                     "not valid yet: starts in {} (not before {})",
-                    span(c.not_before - now),
+                    crate::duration::span(c.not_before - now),
                     rfc3339(c.not_before)
                 )
             })
@@ -234,20 +219,5 @@ fn reason_text(
         FailReason::BadCertificate => {
             "the certificate is malformed or uses an unsupported algorithm".into()
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn spans_read_naturally() {
-        assert_eq!(span(3 * 86_400 + 5), "3 days");
-        assert_eq!(span(86_400), "24 hours");
-        assert_eq!(span(86_399), "24 hours");
-        assert_eq!(span(7_199), "2 hours");
-        assert_eq!(span(3_600), "60 minutes");
-        assert_eq!(span(1), "1 second");
     }
 }

@@ -8,7 +8,7 @@
 //!    work; nothing else decides), and [`identity`] turns the verified path into the verdict and
 //!    identity headers, once.
 //! 5. Per request: one authority, which must belong to the connection's domain (else 421), the
-//!    path normalized once ([`routing::normalize`]), [`routing`] picks the route,
+//!    path normalized once ([`path::normalize`]), [`routing`] picks the route,
 //!    [`proxy::headers`] strips spoofed identity headers and sets ours, the request goes to the
 //!    upstream, and an access-log line is written.
 //! 6. An `https://` upstream is reached through [`upstream`]: one pool per TLS setting (trust,
@@ -26,21 +26,22 @@ pub mod admin;
 pub mod authz;
 pub mod ca;
 pub mod cli;
-pub mod cli_admin;
-pub mod cli_ca;
 pub mod client;
 pub mod config;
+pub mod control;
 pub mod devinit;
+pub mod duration;
 pub mod expiry;
 pub mod explain;
 pub mod gateway;
 pub mod identity;
-pub mod issuance;
 pub mod listener;
+pub mod path;
 pub mod pki;
 pub mod proxy;
 pub mod revocation;
 pub mod routing;
+pub mod shared;
 pub mod sidecar;
 pub mod snapshot;
 pub mod store;

@@ -143,6 +143,15 @@ pub async fn accept(
 
 /// Raises the open-file limit to the hard limit (nginx's `worker_rlimit_nofile`); returns the
 /// limit in effect.
+/// Binds a listening socket (used by every listener, sidecars' too, which bind outside an
+/// async context), with the address it got (the actual port when `addr` has port 0).
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<(TcpListener, std::net::SocketAddr)> {
+    let std_listener = std::net::TcpListener::bind(addr)?;
+    std_listener.set_nonblocking(true)?;
+    let local = std_listener.local_addr()?;
+    Ok((TcpListener::from_std(std_listener)?, local))
+}
+
 pub fn raise_nofile_limit() -> u64 {
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(n) => n,

@@ -6,7 +6,9 @@
 
 use std::collections::HashMap;
 
-use crate::store::RevocationRow;
+use serde::{Deserialize, Serialize};
+use sqlx::FromRow;
+
 use crate::tls::verify::VerifiedChain;
 
 /// RFC 5280 revocation reasons, by the names operators use.
@@ -156,4 +158,22 @@ mod tests {
         // Not a benchmark: a sanity bound that a linear scan (1e11 comparisons) could never meet.
         assert!(start.elapsed() < std::time::Duration::from_secs(5));
     }
+}
+
+#[derive(Clone, Debug, FromRow, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RevocationRow {
+    pub id: String,
+    /// SHA-256 of the revoked certificate (hex).
+    pub fingerprint: Option<String>,
+    /// Serial number (lower-case hex, colon-separated as `openssl x509 -serial` without the colons removed).
+    pub serial: Option<String>,
+    /// RFC 5280 reason: unspecified, keyCompromise, cACompromise, affiliationChanged,
+    /// superseded, cessationOfOperation, certificateHold, privilegeWithdrawn, aACompromise.
+    pub reason: String,
+    pub revoked_at: String,
+    pub subject: Option<String>,
+    /// With `serial`: SHA-256 (hex) of the issuer's SubjectPublicKeyInfo. The serial is revoked
+    /// for that issuer only (`null` on rows from before issuers were recorded: any issuer).
+    #[serde(default)]
+    pub issuer: Option<String>,
 }

@@ -9,7 +9,11 @@
 use std::path::Path;
 use std::str::FromStr;
 
+use crate::authz::{PolicySpec, RouteAuthz, Rule};
 use crate::ca::Sealer;
+use crate::config::{CrlExpired, SidecarConfig, UpstreamTls};
+pub use crate::revocation::RevocationRow;
+use crate::tls::Mode;
 use serde::{Deserialize, Serialize};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{FromRow, SqliteConnection, SqlitePool};
@@ -100,8 +104,8 @@ pub struct BundleRow {
     pub require: bool,
     pub created_at: String,
     pub updated_at: String,
-    /// JSON of [`BundleCrls`], or NULL.
-    pub crls: Option<String>,
+    #[sqlx(json(nullable))]
+    pub crls: Option<BundleCrls>,
 }
 
 /// CRLs attached to a trust bundle.
@@ -116,7 +120,7 @@ pub struct BundleCrls {
     pub pem: Option<String>,
     /// A CRL past its nextUpdate: `reject` (default) or `warn`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expired: Option<String>,
+    pub expired: Option<CrlExpired>,
     /// How often the URLs are fetched again (`1h` by default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh: Option<String>,
@@ -129,7 +133,8 @@ pub struct DomainRow {
     pub cert_pem: String,
     pub key_pem: String,
     pub bundle_id: Option<String>,
-    pub mtls: Option<String>,
+    /// The domain's own mode; `None`: from its bundle (`require` flag), else `off`.
+    pub mtls: Option<Mode>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -153,18 +158,19 @@ pub struct RouteRow {
     pub strip_prefix: bool,
     pub credential_id: Option<String>,
     pub created_at: String,
-    /// JSON of [`crate::authz::RouteAuthz`], or NULL.
-    pub authz: Option<String>,
+    #[sqlx(json(nullable))]
+    pub authz: Option<RouteAuthz>,
     /// JSON of [`crate::config::UpstreamTls`] (without its credential), or NULL.
-    pub upstream_tls: Option<String>,
+    #[sqlx(json(nullable))]
+    pub upstream_tls: Option<UpstreamTls>,
 }
 
 #[derive(Clone, Debug, FromRow, Serialize)]
 pub struct SidecarRow {
     pub id: String,
     pub name: String,
-    /// JSON of [`crate::config::SidecarConfig`].
-    pub spec: String,
+    #[sqlx(json)]
+    pub spec: SidecarConfig,
     pub created_at: String,
 }
 
@@ -172,8 +178,8 @@ pub struct SidecarRow {
 pub struct PolicyRow {
     pub id: String,
     pub name: String,
-    /// JSON of [`crate::authz::PolicySpec`].
-    pub spec: String,
+    #[sqlx(json)]
+    pub spec: PolicySpec,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -211,28 +217,10 @@ pub struct StoreState {
     pub routes: Vec<RouteRow>,
     pub policies: Vec<PolicyRow>,
     pub identities: Vec<IdentityRow>,
-    /// JSON list of gateway-wide [`crate::authz::Rule`]s.
-    pub global_rules: Option<String>,
+    /// Gateway-wide rules.
+    pub global_rules: Option<Vec<Rule>>,
     pub revocations: Vec<RevocationRow>,
     pub sidecars: Vec<SidecarRow>,
-}
-
-#[derive(Clone, Debug, FromRow, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct RevocationRow {
-    pub id: String,
-    /// SHA-256 of the revoked certificate (hex).
-    pub fingerprint: Option<String>,
-    /// Serial number (lower-case hex, colon-separated as `openssl x509 -serial` without the colons removed).
-    pub serial: Option<String>,
-    /// RFC 5280 reason: unspecified, keyCompromise, cACompromise, affiliationChanged,
-    /// superseded, cessationOfOperation, certificateHold, privilegeWithdrawn, aACompromise.
-    pub reason: String,
-    pub revoked_at: String,
-    pub subject: Option<String>,
-    /// With `serial`: SHA-256 (hex) of the issuer's SubjectPublicKeyInfo. The serial is revoked
-    /// for that issuer only (`null` on rows from before issuers were recorded: any issuer).
-    #[serde(default)]
-    pub issuer: Option<String>,
 }
 
 impl StoreState {
@@ -421,9 +409,50 @@ pub async fn load_all(conn: &mut SqliteConnection) -> Result<StoreState, StoreEr
         routes,
         policies,
         identities,
-        global_rules: global_rules.map(|r| r.0),
+        global_rules: match global_rules {
+            Some((json,)) => Some(serde_json::from_str(&json).map_err(|e| {
+                StoreError::Sql(sqlx::Error::Decode(
+                    format!("the gateway-wide rules are not valid JSON: {e}").into(),
+                ))
+            })?),
+            None => None,
+        },
         revocations,
     })
+}
+
+/// The id of the credential named `name`, if there is one.
+pub async fn credential_id(
+    tx: &mut SqliteConnection,
+    name: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    let row: Option<(String,)> = sqlx::query_as("SELECT id FROM credentials WHERE name = ?")
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?;
+    Ok(row.map(|r| r.0))
+}
+
+/// A typed value as the JSON text its column holds.
+fn json<T: Serialize>(v: &Option<T>) -> Option<String> {
+    v.as_ref().and_then(|v| serde_json::to_string(v).ok())
+}
+
+impl sqlx::Type<sqlx::Sqlite> for Mode {
+    fn type_info() -> sqlx::sqlite::SqliteTypeInfo {
+        <String as sqlx::Type<sqlx::Sqlite>>::type_info()
+    }
+}
+
+impl<'r> sqlx::Decode<'r, sqlx::Sqlite> for Mode {
+    fn decode(value: sqlx::sqlite::SqliteValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        match <&str as sqlx::Decode<sqlx::Sqlite>>::decode(value)? {
+            "require" => Ok(Mode::Require),
+            "optional" => Ok(Mode::Optional),
+            "off" => Ok(Mode::Off),
+            other => Err(format!("mtls must be require, optional or off, not '{other}'").into()),
+        }
+    }
 }
 
 /// A new random id (16 hex characters).
@@ -455,7 +484,7 @@ pub async fn insert_bundle(c: &mut SqliteConnection, b: &BundleRow) -> Result<()
         .bind(b.require)
         .bind(&b.created_at)
         .bind(&b.updated_at)
-        .bind(&b.crls)
+        .bind(json(&b.crls))
         .execute(c)
         .await
         .map(|_| ())
@@ -469,7 +498,7 @@ pub async fn update_bundle(c: &mut SqliteConnection, b: &BundleRow) -> Result<()
     .bind(&b.pem)
     .bind(b.require)
     .bind(&b.updated_at)
-    .bind(&b.crls)
+    .bind(json(&b.crls))
     .bind(&b.id)
     .execute(c)
     .await
@@ -523,7 +552,7 @@ pub async fn upsert_domain(
     .bind(&d.cert_pem)
     .bind(&key)
     .bind(&d.bundle_id)
-    .bind(&d.mtls)
+    .bind(d.mtls.map(|m| m.to_string()))
     .bind(&d.created_at)
     .bind(&d.updated_at)
     .execute(c)
@@ -583,8 +612,8 @@ pub async fn upsert_route(c: &mut SqliteConnection, r: &RouteRow) -> Result<(), 
     .bind(r.strip_prefix)
     .bind(&r.credential_id)
     .bind(&r.created_at)
-    .bind(&r.authz)
-    .bind(&r.upstream_tls)
+    .bind(json(&r.authz))
+    .bind(json(&r.upstream_tls))
     .execute(c)
     .await
     .map(|_| ())
@@ -597,7 +626,7 @@ pub async fn upsert_sidecar(c: &mut SqliteConnection, r: &SidecarRow) -> Result<
     )
     .bind(&r.id)
     .bind(&r.name)
-    .bind(&r.spec)
+    .bind(json(&Some(&r.spec)))
     .bind(&r.created_at)
     .execute(c)
     .await
@@ -629,7 +658,7 @@ pub async fn upsert_policy(c: &mut SqliteConnection, p: &PolicyRow) -> Result<()
     )
     .bind(&p.id)
     .bind(&p.name)
-    .bind(&p.spec)
+    .bind(json(&Some(&p.spec)))
     .bind(&p.created_at)
     .bind(&p.updated_at)
     .execute(c)

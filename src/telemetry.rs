@@ -58,3 +58,17 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
         })
         .clone()
 }
+
+/// The error and its causes, joined, so a 502 names the real cause ("connection refused").
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !parts.contains(&text) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    parts.join(": ")
+}

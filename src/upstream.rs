@@ -330,7 +330,7 @@ impl tower::Service<Uri> for TlsConnector {
             };
             let tcp = tcp
                 .await
-                .map_err(|e| UpstreamTlsError::Connect(crate::proxy::http::error_chain(&e)))?;
+                .map_err(|e| UpstreamTlsError::Connect(crate::telemetry::error_chain(&e)))?;
             let tls = tokio_rustls::TlsConnector::from(config)
                 .connect(name, tcp.into_inner())
                 .await

@@ -18,8 +18,10 @@ use super::view::*;
 use super::{Actor, ApiError, App, Change};
 use super::{authz_api, sidecar_api};
 use crate::authz::RouteAuthz;
+use crate::config::CrlExpired;
 use crate::pki::{self, CertInfo};
 use crate::store::{self, BundleRow, CredentialRow, DomainRow, RouteRow, StoreState, Table};
+use crate::tls::Mode;
 
 type Res<T> = Result<T, ApiError>;
 type Body<T> = Result<Json<T>, JsonRejection>;
@@ -181,8 +183,8 @@ pub(super) fn check_name(kind: &str, name: &str) -> Res<()> {
 }
 
 /// Validates CRLs to attach to a bundle; `None` or `{}` means none.
-pub(super) fn crls_json(c: Option<&BundleCrls>) -> Res<Option<String>> {
-    let Some(c) = c.filter(|c| **c != BundleCrls::default()) else {
+pub(super) fn checked_crls(c: Option<&CrlsBody>) -> Res<Option<BundleCrls>> {
+    let Some(c) = c.filter(|c| **c != CrlsBody::default()) else {
         return Ok(None);
     };
     if let Some(pem) = &c.pem {
@@ -199,16 +201,18 @@ pub(super) fn crls_json(c: Option<&BundleCrls>) -> Res<Option<String>> {
             ));
         }
     }
-    if let Some(e) = &c.expired
-        && e != "reject"
-        && e != "warn"
-    {
-        return Err(ApiError::invalid(
-            "bad_crl_policy",
-            format!("crls.expired '{e}' must be reject or warn"),
-            "reject refuses clients of a CA whose CRL is stale; warn keeps using it",
-        ));
-    }
+    let expired = match c.expired.as_deref() {
+        None => None,
+        Some("reject") => Some(CrlExpired::Reject),
+        Some("warn") => Some(CrlExpired::Warn),
+        Some(e) => {
+            return Err(ApiError::invalid(
+                "bad_crl_policy",
+                format!("crls.expired '{e}' must be reject or warn"),
+                "reject refuses clients of a CA whose CRL is stale; warn keeps using it",
+            ));
+        }
+    };
     if let Some(r) = &c.refresh {
         let d = crate::config::parse_duration(r).map_err(|e| {
             ApiError::invalid(
@@ -225,7 +229,12 @@ pub(super) fn crls_json(c: Option<&BundleCrls>) -> Res<Option<String>> {
             ));
         }
     }
-    Ok(Some(serde_json::to_string(c).unwrap_or_default()))
+    Ok(Some(BundleCrls {
+        urls: c.urls.clone(),
+        pem: c.pem.clone(),
+        expired,
+        refresh: c.refresh.clone(),
+    }))
 }
 
 fn parse_bundle(pem: &str) -> Res<pki::TrustBundle> {
@@ -254,7 +263,7 @@ pub(super) fn json_or<T>(body: Body<T>) -> Res<T> {
 }
 
 async fn state(app: &App) -> Res<StoreState> {
-    Ok(app.state.store.state().await?)
+    Ok(app.control.store().state().await?)
 }
 
 pub(super) fn find<'a, T>(
@@ -301,7 +310,7 @@ fn bundle_view(b: &BundleRow, st: &StoreState) -> BundleView {
             .map(|d| d.hostname.clone())
             .collect(),
         certificates,
-        crls: b.crls.as_deref().and_then(|j| serde_json::from_str(j).ok()),
+        crls: b.crls.clone(),
         created_at: b.created_at.clone(),
         updated_at: b.updated_at.clone(),
     }
@@ -309,7 +318,7 @@ fn bundle_view(b: &BundleRow, st: &StoreState) -> BundleView {
 
 fn domain_view(d: &DomainRow, st: &StoreState) -> DomainView {
     let bundle = d.bundle_id.as_deref().and_then(|id| st.bundle(id));
-    let mtls = match (d.mtls.as_deref(), bundle) {
+    let mtls = match (d.mtls, bundle) {
         (Some(m), _) => m.to_string(),
         (None, Some(b)) if b.require => "require".into(),
         (None, Some(_)) => "optional".into(),
@@ -320,7 +329,7 @@ fn domain_view(d: &DomainRow, st: &StoreState) -> DomainView {
         hostname: d.hostname.clone(),
         bundle: bundle.map(|b| b.name.clone()),
         mtls,
-        mtls_setting: d.mtls.clone(),
+        mtls_setting: d.mtls.map(|m| m.to_string()),
         certificate: pki::leaf_info(&d.cert_pem).as_ref().map(CertView::from),
         created_at: d.created_at.clone(),
         updated_at: d.updated_at.clone(),
@@ -356,21 +365,17 @@ fn route_view(r: &RouteRow, st: &StoreState) -> RouteView {
             .as_deref()
             .and_then(|id| st.credentials.iter().find(|c| c.id == id))
             .map(|c| c.name.clone()),
-        authz: r
-            .authz
-            .as_deref()
-            .and_then(|j| serde_json::from_str(j).ok()),
-        upstream_tls: r
-            .upstream_tls
-            .as_deref()
-            .and_then(|j| serde_json::from_str(j).ok()),
+        authz: r.authz.clone(),
+        upstream_tls: r.upstream_tls.clone(),
         created_at: r.created_at.clone(),
     }
 }
 
-fn check_mode(m: &str) -> Res<()> {
+fn check_mode(m: &str) -> Res<Mode> {
     match m {
-        "require" | "optional" | "off" => Ok(()),
+        "require" => Ok(Mode::Require),
+        "optional" => Ok(Mode::Optional),
+        "off" => Ok(Mode::Off),
         _ => Err(ApiError::invalid(
             "bad_mode",
             format!("mtls '{m}' is not a mode"),
@@ -421,9 +426,9 @@ async fn create_bundle(
     let req = json_or(body)?;
     check_name("bundle", &req.name)?;
     let bundle = parse_bundle(&req.pem)?;
-    crls_json(req.crls.as_ref())?;
+    checked_crls(req.crls.as_ref())?;
     app.prefetch_crls(req.crls.as_ref(), &bundle.certs).await?;
-    let mut ch = Change::begin(&app).await?;
+    let mut ch = super::begin(&app).await?;
     let st = ch.current().await?;
     if st.bundles.iter().any(|b| b.name == req.name) {
         return Err(ApiError::duplicate("bundle", &req.name));
@@ -436,10 +441,11 @@ async fn create_bundle(
         require: req.require,
         created_at: now.clone(),
         updated_at: now,
-        crls: crls_json(req.crls.as_ref())?,
+        crls: checked_crls(req.crls.as_ref())?,
     };
     store::insert_bundle(&mut ch.tx, &row).await?;
-    ch.commit(
+    super::commit(
+        ch,
         &actor,
         "bundle.create",
         &row.name,
@@ -471,14 +477,14 @@ async fn update_bundle(
 ) -> Res<Json<BundleView>> {
     let req = json_or(body)?;
     if let Some(c) = &req.crls {
-        crls_json(Some(c))?;
+        checked_crls(Some(c))?;
         let st = state(&app).await?;
         let b =
             find(&st.bundles, &id, bundle_key).ok_or_else(|| ApiError::not_found("bundle", &id))?;
         let bundle = parse_bundle(&b.pem)?;
         app.prefetch_crls(Some(c), &bundle.certs).await?;
     }
-    let mut ch = Change::begin(&app).await?;
+    let mut ch = super::begin(&app).await?;
     let st = ch.current().await?;
     let mut row = find(&st.bundles, &id, bundle_key)
         .ok_or_else(|| ApiError::not_found("bundle", &id))?
@@ -497,13 +503,12 @@ async fn update_bundle(
         row.require = require;
     }
     if let Some(c) = &req.crls {
-        row.crls = crls_json(Some(c))?;
+        row.crls = checked_crls(Some(c))?;
         what.push("crls replaced".into());
     }
     row.updated_at = store::now();
     store::update_bundle(&mut ch.tx, &row).await?;
-    ch.commit(&actor, "bundle.update", &row.name, &what.join(", "))
-        .await?;
+    super::commit(ch, &actor, "bundle.update", &row.name, &what.join(", ")).await?;
     let st = state(&app).await?;
     Ok(Json(bundle_view(&row, &st)))
 }
@@ -518,7 +523,7 @@ async fn replace_bundle_pem(
 ) -> Res<Json<BundleView>> {
     let req = json_or(body)?;
     let parsed = parse_bundle(&req.pem)?;
-    let mut ch = Change::begin(&app).await?;
+    let mut ch = super::begin(&app).await?;
     let st = ch.current().await?;
     let mut row = find(&st.bundles, &id, bundle_key)
         .ok_or_else(|| ApiError::not_found("bundle", &id))?
@@ -531,7 +536,8 @@ async fn replace_bundle_pem(
         .iter()
         .map(|i| i.fingerprint_sha256.as_str())
         .collect();
-    ch.commit(
+    super::commit(
+        ch,
         &actor,
         "bundle.replace_pem",
         &row.name,
@@ -551,7 +557,7 @@ async fn attach_domain(
     body: Body<AttachBody>,
 ) -> Res<Json<BundleView>> {
     let req = json_or(body)?;
-    let mut ch = Change::begin(&app).await?;
+    let mut ch = super::begin(&app).await?;
     let st = ch.current().await?;
     let bundle = find(&st.bundles, &id, bundle_key)
         .ok_or_else(|| ApiError::not_found("bundle", &id))?
@@ -561,9 +567,8 @@ async fn attach_domain(
         .clone();
     domain.bundle_id = Some(bundle.id.clone());
     domain.updated_at = store::now();
-    store::upsert_domain(&mut ch.tx, &domain, app.state.store.sealer()).await?;
-    ch.commit(&actor, "bundle.attach", &bundle.name, &domain.hostname)
-        .await?;
+    store::upsert_domain(&mut ch.tx, &domain, app.control.store().sealer()).await?;
+    super::commit(ch, &actor, "bundle.attach", &bundle.name, &domain.hostname).await?;
     let st = state(&app).await?;
     Ok(Json(bundle_view(&bundle, &st)))
 }
@@ -576,7 +581,7 @@ async fn detach_domain(
     Extension(actor): Extension<Actor>,
     UrlPath((id, domain_key_s)): UrlPath<(String, String)>,
 ) -> Res<Json<BundleView>> {
-    let mut ch = Change::begin(&app).await?;
+    let mut ch = super::begin(&app).await?;
     let st = ch.current().await?;
     let bundle = find(&st.bundles, &id, bundle_key)
         .ok_or_else(|| ApiError::not_found("bundle", &id))?
@@ -596,9 +601,8 @@ async fn detach_domain(
     }
     domain.bundle_id = None;
     domain.updated_at = store::now();
-    store::upsert_domain(&mut ch.tx, &domain, app.state.store.sealer()).await?;
-    ch.commit(&actor, "bundle.detach", &bundle.name, &domain.hostname)
-        .await?;
+    store::upsert_domain(&mut ch.tx, &domain, app.control.store().sealer()).await?;
+    super::commit(ch, &actor, "bundle.detach", &bundle.name, &domain.hostname).await?;
     let st = state(&app).await?;
     Ok(Json(bundle_view(&bundle, &st)))
 }
@@ -610,7 +614,7 @@ async fn delete_bundle(
     Extension(actor): Extension<Actor>,
     UrlPath(id): UrlPath<String>,
 ) -> Res<StatusCode> {
-    let mut ch = Change::begin(&app).await?;
+    let mut ch = super::begin(&app).await?;
     let st = ch.current().await?;
     let b = find(&st.bundles, &id, bundle_key)
         .ok_or_else(|| ApiError::not_found("bundle", &id))?
@@ -634,24 +638,12 @@ async fn delete_bundle(
     let users: Vec<String> = st
         .routes
         .iter()
-        .filter(|r| {
-            names_it(
-                r.upstream_tls
-                    .as_deref()
-                    .and_then(|j| serde_json::from_str(j).ok()),
-            )
-        })
+        .filter(|r| names_it(r.upstream_tls.clone()))
         .map(|r| format!("route '{}'", r.name))
         .chain(
             st.sidecars
                 .iter()
-                .filter(|s| {
-                    names_it(
-                        serde_json::from_str::<crate::config::SidecarConfig>(&s.spec)
-                            .ok()
-                            .and_then(|c| c.upstream_tls),
-                    )
-                })
+                .filter(|s| names_it(s.spec.upstream_tls.clone()))
                 .map(|s| format!("sidecar '{}'", s.name)),
         )
         .collect();
@@ -666,7 +658,7 @@ async fn delete_bundle(
         ));
     }
     store::delete_row(&mut ch.tx, Table::Bundles, &b.id).await?;
-    ch.commit(&actor, "bundle.delete", &b.name, "").await?;
+    super::commit(ch, &actor, "bundle.delete", &b.name, "").await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -690,10 +682,8 @@ async fn create_domain(
     let req = json_or(body)?;
     let hostname = check_hostname(&req.hostname)?;
     parse_cert_and_key(&req.cert_pem, &req.key_pem)?;
-    if let Some(m) = &req.mtls {
-        check_mode(m)?;
-    }
-    let mut ch = Change::begin(&app).await?;
+    let mtls = req.mtls.as_deref().map(check_mode).transpose()?;
+    let mut ch = super::begin(&app).await?;
     let st = ch.current().await?;
     if st.domains.iter().any(|d| d.hostname == hostname) {
         return Err(ApiError::duplicate("domain", &hostname));
@@ -714,13 +704,12 @@ async fn create_domain(
         cert_pem: req.cert_pem,
         key_pem: req.key_pem,
         bundle_id,
-        mtls: req.mtls,
+        mtls,
         created_at: now.clone(),
         updated_at: now,
     };
-    store::upsert_domain(&mut ch.tx, &row, app.state.store.sealer()).await?;
-    ch.commit(&actor, "domain.create", &row.hostname, "")
-        .await?;
+    store::upsert_domain(&mut ch.tx, &row, app.control.store().sealer()).await?;
+    super::commit(ch, &actor, "domain.create", &row.hostname, "").await?;
     let st = state(&app).await?;
     Ok(created(domain_view(&row, &st)))
 }
@@ -745,7 +734,7 @@ async fn update_domain(
     body: Body<DomainUpdate>,
 ) -> Res<Json<DomainView>> {
     let req = json_or(body)?;
-    let mut ch = Change::begin(&app).await?;
+    let mut ch = super::begin(&app).await?;
     let st = ch.current().await?;
     let mut row = find(&st.domains, &id, domain_key)
         .ok_or_else(|| ApiError::not_found("domain", &id))?
@@ -789,15 +778,13 @@ async fn update_domain(
         if m.is_empty() {
             row.mtls = None;
         } else {
-            check_mode(&m)?;
-            row.mtls = Some(m.clone());
+            row.mtls = Some(check_mode(&m)?);
         }
         what.push(format!("mtls {m}"));
     }
     row.updated_at = store::now();
-    store::upsert_domain(&mut ch.tx, &row, app.state.store.sealer()).await?;
-    ch.commit(&actor, "domain.update", &row.hostname, &what.join(", "))
-        .await?;
+    store::upsert_domain(&mut ch.tx, &row, app.control.store().sealer()).await?;
+    super::commit(ch, &actor, "domain.update", &row.hostname, &what.join(", ")).await?;
     let st = state(&app).await?;
     Ok(Json(domain_view(&row, &st)))
 }
@@ -809,13 +796,13 @@ async fn delete_domain(
     Extension(actor): Extension<Actor>,
     UrlPath(id): UrlPath<String>,
 ) -> Res<StatusCode> {
-    let mut ch = Change::begin(&app).await?;
+    let mut ch = super::begin(&app).await?;
     let st = ch.current().await?;
     let d = find(&st.domains, &id, domain_key)
         .ok_or_else(|| ApiError::not_found("domain", &id))?
         .clone();
     store::delete_row(&mut ch.tx, Table::Domains, &d.id).await?;
-    ch.commit(&actor, "domain.delete", &d.hostname, "").await?;
+    super::commit(ch, &actor, "domain.delete", &d.hostname, "").await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -837,7 +824,7 @@ async fn create_credential(
     let req = json_or(body)?;
     check_name("credential", &req.name)?;
     parse_cert_and_key(&req.cert_pem, &req.key_pem)?;
-    let mut ch = Change::begin(&app).await?;
+    let mut ch = super::begin(&app).await?;
     let st = ch.current().await?;
     if st.credentials.iter().any(|c| c.name == req.name) {
         return Err(ApiError::duplicate("credential", &req.name));
@@ -849,9 +836,10 @@ async fn create_credential(
         key_pem: req.key_pem,
         created_at: store::now(),
     };
-    store::insert_credential(&mut ch.tx, &row, app.state.store.sealer()).await?;
+    store::insert_credential(&mut ch.tx, &row, app.control.store().sealer()).await?;
     let view = credential_view(&row);
-    ch.commit(
+    super::commit(
+        ch,
         &actor,
         "credential.create",
         &row.name,
@@ -880,7 +868,7 @@ async fn delete_credential(
     Extension(actor): Extension<Actor>,
     UrlPath(id): UrlPath<String>,
 ) -> Res<StatusCode> {
-    let mut ch = Change::begin(&app).await?;
+    let mut ch = super::begin(&app).await?;
     let st = ch.current().await?;
     let c = find(&st.credentials, &id, credential_key)
         .ok_or_else(|| ApiError::not_found("credential", &id))?
@@ -902,7 +890,7 @@ async fn delete_credential(
         ));
     }
     store::delete_row(&mut ch.tx, Table::Credentials, &c.id).await?;
-    ch.commit(&actor, "credential.delete", &c.name, "").await?;
+    super::commit(ch, &actor, "credential.delete", &c.name, "").await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -919,8 +907,8 @@ fn normal_host(h: Option<String>) -> Option<String> {
         .map(|h| h.to_ascii_lowercase())
 }
 
-/// Validates a route's authz settings and serialises them for the store (`None` when absent).
-fn authz_json(a: Option<&RouteAuthz>) -> Res<Option<String>> {
+/// Validates a route's authz settings, rules normalised, for the store (`None` when absent).
+fn checked_authz(a: Option<&RouteAuthz>) -> Res<Option<RouteAuthz>> {
     let Some(a) = a else { return Ok(None) };
     for (i, r) in a.rules.iter().enumerate() {
         r.validate().map_err(|e| {
@@ -937,18 +925,13 @@ fn authz_json(a: Option<&RouteAuthz>) -> Res<Option<String>> {
         .into_iter()
         .map(crate::authz::Rule::normalised)
         .collect();
-    serde_json::to_string(&a).map(Some).map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            e.to_string(),
-            "",
-        )
-    })
+    Ok(Some(a))
 }
 
 /// Validates a route's upstream TLS settings (API form: names, no files) for the store.
-fn upstream_tls_json(t: Option<&crate::config::UpstreamTls>) -> Res<Option<String>> {
+fn checked_upstream_tls(
+    t: Option<&crate::config::UpstreamTls>,
+) -> Res<Option<crate::config::UpstreamTls>> {
     let Some(t) = t else { return Ok(None) };
     if t.uses_files() || t.credential.is_some() {
         return Err(ApiError::invalid(
@@ -960,14 +943,7 @@ fn upstream_tls_json(t: Option<&crate::config::UpstreamTls>) -> Res<Option<Strin
     if *t == crate::config::UpstreamTls::default() {
         return Ok(None);
     }
-    serde_json::to_string(t).map(Some).map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            e.to_string(),
-            "",
-        )
-    })
+    Ok(Some(t.clone()))
 }
 
 fn check_route(r: &RouteRow) -> Res<()> {
@@ -977,14 +953,8 @@ fn check_route(r: &RouteRow) -> Res<()> {
         path_prefix: r.path_prefix.clone(),
         upstream: r.upstream.clone(),
         strip_prefix: r.strip_prefix,
-        authz: r
-            .authz
-            .as_deref()
-            .and_then(|j| serde_json::from_str(j).ok()),
-        upstream_tls: r
-            .upstream_tls
-            .as_deref()
-            .and_then(|j| serde_json::from_str(j).ok()),
+        authz: r.authz.clone(),
+        upstream_tls: r.upstream_tls.clone(),
     })
     .map(|_| ())
     .map_err(|e| {
@@ -1003,7 +973,7 @@ async fn create_route(
 ) -> Res<Response> {
     let req = json_or(body)?;
     check_name("route", &req.name)?;
-    let mut ch = Change::begin(&app).await?;
+    let mut ch = super::begin(&app).await?;
     let st = ch.current().await?;
     if st.routes.iter().any(|r| r.name == req.name) {
         return Err(ApiError::duplicate("route", &req.name));
@@ -1026,13 +996,12 @@ async fn create_route(
         strip_prefix: req.strip_prefix,
         credential_id,
         created_at: store::now(),
-        authz: authz_json(req.authz.as_ref())?,
-        upstream_tls: upstream_tls_json(req.upstream_tls.as_ref())?,
+        authz: checked_authz(req.authz.as_ref())?,
+        upstream_tls: checked_upstream_tls(req.upstream_tls.as_ref())?,
     };
     check_route(&row)?;
     store::upsert_route(&mut ch.tx, &row).await?;
-    ch.commit(&actor, "route.create", &row.name, &row.upstream)
-        .await?;
+    super::commit(ch, &actor, "route.create", &row.name, &row.upstream).await?;
     let st = state(&app).await?;
     Ok(created(route_view(&row, &st)))
 }
@@ -1057,7 +1026,7 @@ async fn update_route(
     body: Body<RouteUpdate>,
 ) -> Res<Json<RouteView>> {
     let req = json_or(body)?;
-    let mut ch = Change::begin(&app).await?;
+    let mut ch = super::begin(&app).await?;
     let st = ch.current().await?;
     let mut row = find(&st.routes, &id, route_key)
         .ok_or_else(|| ApiError::not_found("route", &id))?
@@ -1082,10 +1051,10 @@ async fn update_route(
         row.strip_prefix = s;
     }
     if let Some(a) = req.authz {
-        row.authz = authz_json(Some(&a))?;
+        row.authz = checked_authz(Some(&a))?;
     }
     if let Some(t) = req.upstream_tls {
-        row.upstream_tls = upstream_tls_json(Some(&t))?;
+        row.upstream_tls = checked_upstream_tls(Some(&t))?;
     }
     if let Some(c) = req.credential {
         row.credential_id = if c.is_empty() {
@@ -1101,8 +1070,7 @@ async fn update_route(
     }
     check_route(&row)?;
     store::upsert_route(&mut ch.tx, &row).await?;
-    ch.commit(&actor, "route.update", &row.name, &row.upstream)
-        .await?;
+    super::commit(ch, &actor, "route.update", &row.name, &row.upstream).await?;
     let st = state(&app).await?;
     Ok(Json(route_view(&row, &st)))
 }
@@ -1114,13 +1082,13 @@ async fn delete_route(
     Extension(actor): Extension<Actor>,
     UrlPath(id): UrlPath<String>,
 ) -> Res<StatusCode> {
-    let mut ch = Change::begin(&app).await?;
+    let mut ch = super::begin(&app).await?;
     let st = ch.current().await?;
     let r = find(&st.routes, &id, route_key)
         .ok_or_else(|| ApiError::not_found("route", &id))?
         .clone();
     store::delete_row(&mut ch.tx, Table::Routes, &r.id).await?;
-    ch.commit(&actor, "route.delete", &r.name, "").await?;
+    super::commit(ch, &actor, "route.delete", &r.name, "").await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -1139,7 +1107,7 @@ async fn audit(
     Query(q): Query<AuditQuery>,
 ) -> Res<Json<Vec<store::AuditRow>>> {
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    Ok(Json(app.state.store.audit(limit).await?))
+    Ok(Json(app.control.store().audit(limit).await?))
 }
 
 // === export / import ===
@@ -1209,7 +1177,7 @@ pub struct DeclBundle {
     pub require: bool,
     pub pem: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub crls: Option<BundleCrls>,
+    pub crls: Option<CrlsBody>,
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -1257,11 +1225,8 @@ pub struct DeclRoute {
 }
 
 fn declarative(st: &StoreState) -> Declarative {
-    let sidecars: Vec<crate::config::SidecarConfig> = st
-        .sidecars
-        .iter()
-        .filter_map(|s| serde_json::from_str(&s.spec).ok())
-        .collect();
+    let sidecars: Vec<crate::config::SidecarConfig> =
+        st.sidecars.iter().map(|s| s.spec.clone()).collect();
     let managed: Vec<String> = sidecars
         .iter()
         .filter(|s| s.issue.is_some())
@@ -1280,7 +1245,7 @@ fn declarative(st: &StoreState) -> Declarative {
                 name: b.name.clone(),
                 require: b.require,
                 pem: b.pem.clone(),
-                crls: b.crls.as_deref().and_then(|j| serde_json::from_str(j).ok()),
+                crls: b.crls.as_ref().map(CrlsBody::from),
             })
             .collect(),
         domains: st
@@ -1289,7 +1254,7 @@ fn declarative(st: &StoreState) -> Declarative {
             .map(|d| DeclDomain {
                 hostname: d.hostname.clone(),
                 bundle: bundle_name(&d.bundle_id),
-                mtls: d.mtls.clone(),
+                mtls: d.mtls.map(|m| m.to_string()),
                 cert_pem: d.cert_pem.clone(),
                 key_file: Some(format!("keys/{}.key", d.hostname)),
                 key_pem: None,
@@ -1320,14 +1285,8 @@ fn declarative(st: &StoreState) -> Declarative {
                     .as_deref()
                     .and_then(|id| st.credentials.iter().find(|c| c.id == id))
                     .map(|c| c.name.clone()),
-                authz: r
-                    .authz
-                    .as_deref()
-                    .and_then(|j| serde_json::from_str(j).ok()),
-                upstream_tls: r
-                    .upstream_tls
-                    .as_deref()
-                    .and_then(|j| serde_json::from_str(j).ok()),
+                authz: r.authz.clone(),
+                upstream_tls: r.upstream_tls.clone(),
             })
             .collect(),
         sidecars,
@@ -1336,7 +1295,7 @@ fn declarative(st: &StoreState) -> Declarative {
             .iter()
             .map(|p| DeclPolicy {
                 name: p.name.clone(),
-                spec: serde_json::from_str(&p.spec).unwrap_or_default(),
+                spec: p.spec.clone(),
             })
             .collect(),
         identities: st
@@ -1355,11 +1314,7 @@ fn declarative(st: &StoreState) -> Declarative {
                 expires_at: i.expires_at.clone(),
             })
             .collect(),
-        global_rules: st
-            .global_rules
-            .as_deref()
-            .and_then(|j| serde_json::from_str::<Vec<crate::authz::Rule>>(j).ok())
-            .filter(|r| !r.is_empty()),
+        global_rules: st.global_rules.clone().filter(|r| !r.is_empty()),
     }
 }
 
@@ -1398,7 +1353,7 @@ async fn import(
             app.prefetch_crls(b.crls.as_ref(), &bundle.certs).await?;
         }
     }
-    let mut ch = Change::begin(&app).await?;
+    let mut ch = super::begin(&app).await?;
     let st = ch.current().await?;
     let mut report = ImportReport::default();
     let now = store::now();
@@ -1409,7 +1364,7 @@ async fn import(
             e.message = format!("bundle '{}': {}", b.name, e.message);
             e
         })?;
-        let crls = crls_json(b.crls.as_ref())?;
+        let crls = checked_crls(b.crls.as_ref())?;
         match st.bundles.iter().find(|x| x.name == b.name) {
             Some(x) if x.pem == b.pem && x.require == b.require && x.crls == crls => {
                 report.unchanged.push(format!("bundle {}", b.name));
@@ -1461,9 +1416,7 @@ async fn import(
     };
     for d in &decl.domains {
         let hostname = check_hostname(&d.hostname)?;
-        if let Some(m) = &d.mtls {
-            check_mode(m)?;
-        }
+        let mtls = d.mtls.as_deref().map(check_mode).transpose()?;
         let existing = st.domains.iter().find(|x| x.hostname == hostname);
         let key_pem = match (&d.key_pem, existing) {
             (Some(k), _) => k.clone(),
@@ -1486,7 +1439,7 @@ async fn import(
                 if x.cert_pem == d.cert_pem
                     && x.key_pem == key_pem
                     && x.bundle_id == bid
-                    && x.mtls == d.mtls =>
+                    && x.mtls == mtls =>
             {
                 report.unchanged.push(format!("domain {hostname}"))
             }
@@ -1495,11 +1448,11 @@ async fn import(
                     cert_pem: d.cert_pem.clone(),
                     key_pem,
                     bundle_id: bid,
-                    mtls: d.mtls.clone(),
+                    mtls,
                     updated_at: now.clone(),
                     ..x.clone()
                 };
-                store::upsert_domain(&mut ch.tx, &row, app.state.store.sealer()).await?;
+                store::upsert_domain(&mut ch.tx, &row, app.control.store().sealer()).await?;
                 report.updated.push(format!("domain {hostname}"));
             }
             None => {
@@ -1509,11 +1462,11 @@ async fn import(
                     cert_pem: d.cert_pem.clone(),
                     key_pem,
                     bundle_id: bid,
-                    mtls: d.mtls.clone(),
+                    mtls,
                     created_at: now.clone(),
                     updated_at: now.clone(),
                 };
-                store::upsert_domain(&mut ch.tx, &row, app.state.store.sealer()).await?;
+                store::upsert_domain(&mut ch.tx, &row, app.control.store().sealer()).await?;
                 report.created.push(format!("domain {hostname}"));
             }
         }
@@ -1551,7 +1504,7 @@ async fn import(
                     key_pem,
                     ..x.clone()
                 };
-                store::update_credential(&mut ch.tx, &row, app.state.store.sealer()).await?;
+                store::update_credential(&mut ch.tx, &row, app.control.store().sealer()).await?;
                 credential_ids.insert(c.name.clone(), x.id.clone());
                 report.updated.push(format!("credential {}", c.name));
             }
@@ -1563,7 +1516,7 @@ async fn import(
                     key_pem,
                     created_at: now.clone(),
                 };
-                store::insert_credential(&mut ch.tx, &row, app.state.store.sealer()).await?;
+                store::insert_credential(&mut ch.tx, &row, app.control.store().sealer()).await?;
                 credential_ids.insert(c.name.clone(), row.id.clone());
                 report.created.push(format!("credential {}", c.name));
             }
@@ -1598,8 +1551,8 @@ async fn import(
             created_at: existing
                 .map(|x| x.created_at.clone())
                 .unwrap_or_else(|| now.clone()),
-            authz: authz_json(r.authz.as_ref())?,
-            upstream_tls: upstream_tls_json(r.upstream_tls.as_ref())?,
+            authz: checked_authz(r.authz.as_ref())?,
+            upstream_tls: checked_upstream_tls(r.upstream_tls.as_ref())?,
         };
         check_route(&row)?;
         match existing {
@@ -1633,8 +1586,7 @@ async fn import(
         report.updated.len(),
         report.unchanged.len()
     );
-    ch.commit(&actor, "config.import", "declarative", &detail)
-        .await?;
+    super::commit(ch, &actor, "config.import", "declarative", &detail).await?;
     Ok(Json(report))
 }
 
@@ -1658,14 +1610,9 @@ async fn import_authz(
                 "see the PolicyBody schema",
             )
         })?;
-        let spec = serde_json::to_string(&p.spec).unwrap_or_default();
+        let spec = p.spec.clone();
         match st.policies.iter().find(|x| x.name == p.name) {
-            Some(x)
-                if serde_json::from_str::<crate::authz::PolicySpec>(&x.spec)
-                    .ok()
-                    .as_ref()
-                    == Some(&p.spec) =>
-            {
+            Some(x) if x.spec == p.spec => {
                 policy_ids.insert(p.name.clone(), x.id.clone());
                 report.unchanged.push(format!("policy {}", p.name));
             }
@@ -1769,11 +1716,7 @@ async fn import_authz(
             )
         })?;
     }
-    let current: Vec<crate::authz::Rule> = st
-        .global_rules
-        .as_deref()
-        .and_then(|j| serde_json::from_str(j).ok())
-        .unwrap_or_default();
+    let current: Vec<crate::authz::Rule> = st.global_rules.clone().unwrap_or_default();
     if current != rules {
         store::set_setting(
             &mut ch.tx,

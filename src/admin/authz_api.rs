@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::api::{check_name, find, json_or};
-use super::{Actor, ApiError, App, Change};
+use super::{Actor, ApiError, App};
 use crate::authz::{PolicySpec, Rule, TransitionEntry, Usage};
 use crate::store::{self, IdentityRow, PolicyRow, StoreState, Table};
 
@@ -67,7 +67,7 @@ pub(super) fn routes(r: Router<Arc<App>>) -> Router<Arc<App>> {
 }
 
 fn the_ca(app: &App) -> Res<Arc<crate::ca::Ca>> {
-    app.state.ca().ok_or_else(|| {
+    app.control.ca().ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "no_ca",
@@ -120,7 +120,7 @@ pub(super) async fn ca_sign(
     let ca = the_ca(&app)?;
     let p = profile(req.profile.as_deref())?;
     let l = lifetime(req.lifetime.as_deref())?;
-    let issued = crate::issuance::sign(&app.state, &ca, &actor.0, &req.csr_pem, p, l)
+    let issued = crate::control::issuance::sign(&app.control, &ca, &actor.0, &req.csr_pem, p, l)
         .await
         .map_err(ApiError::issuance)?;
     Ok(Json(SignedView {
@@ -216,7 +216,7 @@ pub(super) async fn ca_enrollment_token(
     let (token, sha) = new_token()?;
     let expires_at = crate::pki::unix_now() + valid.as_secs() as i64;
     let grant_json = serde_json::to_string(&grant).unwrap_or_default();
-    let mut ch = Change::begin(&app).await?;
+    let mut ch = super::begin(&app).await?;
     store::insert_enroll_token(
         &mut ch.tx,
         &sha,
@@ -227,8 +227,7 @@ pub(super) async fn ca_enrollment_token(
     )
     .await
     .map_err(store::StoreError::from)?;
-    ch.commit(&actor, "ca.enrollment_token", &req.name, &grant_json)
-        .await?;
+    super::commit(ch, &actor, "ca.enrollment_token", &req.name, &grant_json).await?;
     Ok((
         StatusCode::CREATED,
         Json(EnrollmentToken {
@@ -258,7 +257,7 @@ pub struct EnrollmentTokenView {
 pub(super) async fn list_enrollment_tokens(
     State(app): State<Arc<App>>,
 ) -> Res<Json<Vec<EnrollmentTokenView>>> {
-    let rows = app.state.store.enroll_tokens().await?;
+    let rows = app.control.store().enroll_tokens().await?;
     Ok(Json(
         rows.into_iter()
             .map(|r| EnrollmentTokenView {
@@ -284,18 +283,17 @@ pub(super) async fn delete_enrollment_token(
     if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(ApiError::not_found("enrollment token", &id));
     }
-    let mut ch = Change::begin(&app).await?;
+    let mut ch = super::begin(&app).await?;
     if !store::delete_enroll_token(&mut ch.tx, &id).await? {
         return Err(ApiError::not_found("enrollment token", &id));
     }
-    ch.commit(&actor, "ca.enrollment_token.delete", &id, "")
-        .await?;
+    super::commit(ch, &actor, "ca.enrollment_token.delete", &id, "").await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(get, path = "/api/v1/ca/issued", tag = "ca", responses((status = 200, body = [store::IssuedRow])))]
 pub(super) async fn ca_issued(State(app): State<Arc<App>>) -> Res<Json<Vec<store::IssuedRow>>> {
-    Ok(Json(app.state.store.issued().await?))
+    Ok(Json(app.control.store().issued().await?))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -317,8 +315,8 @@ pub(super) async fn expiring(
         .map_err(|e| ApiError::invalid("bad_duration", e, range.describe()))?
         .as_secs() as i64;
     let now = crate::pki::unix_now();
-    let snapshot = app.state.snapshot.load();
-    Ok(Json(app.state.expiry.expiring(
+    let snapshot = app.control.shared().snapshot();
+    Ok(Json(app.control.shared().expiry.expiring(
         &snapshot.known_certs,
         now,
         secs,
@@ -344,7 +342,7 @@ pub struct RevokeBody {
 pub(super) async fn list_revocations(
     State(app): State<Arc<App>>,
 ) -> Res<Json<Vec<store::RevocationRow>>> {
-    Ok(Json(app.state.store.state().await?.revocations))
+    Ok(Json(app.control.store().state().await?.revocations))
 }
 
 #[utoipa::path(post, path = "/api/v1/revocations", tag = "revocation", request_body = RevokeBody,
@@ -374,7 +372,7 @@ pub(super) async fn revoke(
             let (first, info) = first_public_cert(pem)?;
             // A certificate the built-in CA signed is also listed by serial (with this
             // CA as its issuer), so it goes on the CRL.
-            let (serial, issuer) = match &app.state.ca() {
+            let (serial, issuer) = match &app.control.ca() {
                 Some(ca) if ca.signed(&first) => (
                     Some(crate::revocation::normalize_serial(&info.serial_hex)),
                     Some(ca.issuer_key()),
@@ -398,7 +396,7 @@ pub(super) async fn revoke(
                     "give it in hex, as `openssl x509 -noout -serial` prints it",
                 ));
             }
-            let issuer = match (&req.issuer_pem, &app.state.ca()) {
+            let issuer = match (&req.issuer_pem, &app.control.ca()) {
                 (Some(pem), _) => issuer_key_of(pem)?,
                 (None, Some(ca)) => ca.issuer_key(),
                 (None, None) => {
@@ -419,7 +417,7 @@ pub(super) async fn revoke(
             ));
         }
     };
-    let mut ch = Change::begin(&app).await?;
+    let mut ch = super::begin(&app).await?;
     let st = store::load_all(&mut ch.tx).await?;
     if st.revocations.iter().any(|r| {
         (fingerprint.is_some() && r.fingerprint == fingerprint)
@@ -443,7 +441,7 @@ pub(super) async fn revoke(
     };
     store::insert_revocation(&mut ch.tx, &row).await?;
     // The renewals descended from a certificate of the built-in CA go with it.
-    let ours = app.state.ca().map(|ca| ca.issuer_key());
+    let ours = app.control.ca().map(|ca| ca.issuer_key());
     let record = match (&row.fingerprint, &row.serial) {
         (Some(fp), _) => store::issued_by_fingerprint(&mut ch.tx, fp).await?,
         (None, Some(serial)) if row.issuer.is_some() && row.issuer == ours => {
@@ -453,7 +451,7 @@ pub(super) async fn revoke(
     };
     let mut detail = row.reason.clone();
     if let Some(record) = record {
-        let descendants = crate::issuance::descendants(&mut ch.tx, &record.serial).await?;
+        let descendants = crate::control::issuance::descendants(&mut ch.tx, &record.serial).await?;
         let mut revoked = 0;
         for d in &descendants {
             if st.revocations.iter().any(|r| {
@@ -489,8 +487,7 @@ pub(super) async fn revoke(
         .clone()
         .or(row.serial.clone())
         .unwrap_or_default();
-    ch.commit(&actor, "certificate.revoke", &target, &detail)
-        .await?;
+    super::commit(ch, &actor, "certificate.revoke", &target, &detail).await?;
     Ok((StatusCode::CREATED, Json(row)).into_response())
 }
 
@@ -519,7 +516,7 @@ pub(super) async fn verify(
     let chain =
         crate::pki::parse_certs(req.certificate_pem.as_bytes(), Path::new("certificate_pem"))
             .map_err(|e| ApiError::pki("certificate_pem", e))?;
-    let snapshot = app.state.snapshot.load();
+    let snapshot = app.control.shared().snapshot();
     let host = req.domain.trim().to_ascii_lowercase();
     let domain = snapshot
         .domain_for_host(&host)
@@ -639,7 +636,7 @@ fn policy_view(p: &PolicyRow) -> PolicyView {
     PolicyView {
         id: p.id.clone(),
         name: p.name.clone(),
-        spec: serde_json::from_str(&p.spec).unwrap_or_default(),
+        spec: p.spec.clone(),
         created_at: p.created_at.clone(),
         updated_at: p.updated_at.clone(),
     }
@@ -807,7 +804,7 @@ fn conflict_on_fingerprint(st: &StoreState, fp: &str, except: &str, name_it: boo
 
 #[utoipa::path(get, path = "/api/v1/policies", tag = "authz", responses((status = 200, body = [PolicyView])))]
 pub(super) async fn list_policies(State(app): State<Arc<App>>) -> Res<Json<Vec<PolicyView>>> {
-    let st = app.state.store.state().await?;
+    let st = app.control.store().state().await?;
     Ok(Json(st.policies.iter().map(policy_view).collect()))
 }
 
@@ -823,7 +820,7 @@ pub(super) async fn create_policy(
     req.spec
         .validate()
         .map_err(|e| ApiError::invalid("bad_policy", e, "see the PolicyBody schema"))?;
-    let mut ch = Change::begin(&app).await?;
+    let mut ch = super::begin(&app).await?;
     let st = store::load_all(&mut ch.tx).await?;
     if st.policies.iter().any(|p| p.name == req.name) {
         return Err(ApiError::duplicate("policy", &req.name));
@@ -833,12 +830,12 @@ pub(super) async fn create_policy(
     let row = PolicyRow {
         id: store::new_id(),
         name: req.name,
-        spec: spec.clone(),
+        spec: req.spec,
         created_at: now.clone(),
         updated_at: now,
     };
     store::upsert_policy(&mut ch.tx, &row).await?;
-    ch.commit(&actor, "policy.create", &row.name, &spec).await?;
+    super::commit(ch, &actor, "policy.create", &row.name, &spec).await?;
     Ok((StatusCode::CREATED, Json(policy_view(&row))).into_response())
 }
 
@@ -848,7 +845,7 @@ pub(super) async fn get_policy(
     State(app): State<Arc<App>>,
     UrlPath(id): UrlPath<String>,
 ) -> Res<Json<PolicyView>> {
-    let st = app.state.store.state().await?;
+    let st = app.control.store().state().await?;
     let p =
         find(&st.policies, &id, policy_key).ok_or_else(|| ApiError::not_found("policy", &id))?;
     Ok(Json(policy_view(p)))
@@ -867,7 +864,7 @@ pub(super) async fn replace_policy(
     req.spec
         .validate()
         .map_err(|e| ApiError::invalid("bad_policy", e, "see the PolicyBody schema"))?;
-    let mut ch = Change::begin(&app).await?;
+    let mut ch = super::begin(&app).await?;
     let st = store::load_all(&mut ch.tx).await?;
     let mut row = find(&st.policies, &id, policy_key)
         .ok_or_else(|| ApiError::not_found("policy", &id))?
@@ -880,11 +877,11 @@ pub(super) async fn replace_policy(
         return Err(ApiError::duplicate("policy", &req.name));
     }
     row.name = req.name;
-    row.spec = serde_json::to_string(&req.spec).unwrap_or_default();
+    let spec = serde_json::to_string(&req.spec).unwrap_or_default();
+    row.spec = req.spec;
     row.updated_at = store::now();
     store::upsert_policy(&mut ch.tx, &row).await?;
-    ch.commit(&actor, "policy.update", &row.name, &row.spec)
-        .await?;
+    super::commit(ch, &actor, "policy.update", &row.name, &spec).await?;
     Ok(Json(policy_view(&row)))
 }
 
@@ -895,7 +892,7 @@ pub(super) async fn delete_policy(
     Extension(actor): Extension<Actor>,
     UrlPath(id): UrlPath<String>,
 ) -> Res<StatusCode> {
-    let mut ch = Change::begin(&app).await?;
+    let mut ch = super::begin(&app).await?;
     let st = store::load_all(&mut ch.tx).await?;
     let p = find(&st.policies, &id, policy_key)
         .ok_or_else(|| ApiError::not_found("policy", &id))?
@@ -918,7 +915,7 @@ pub(super) async fn delete_policy(
         ));
     }
     store::delete_row(&mut ch.tx, Table::Policies, &p.id).await?;
-    ch.commit(&actor, "policy.delete", &p.name, "").await?;
+    super::commit(ch, &actor, "policy.delete", &p.name, "").await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -926,7 +923,7 @@ pub(super) async fn delete_policy(
 
 #[utoipa::path(get, path = "/api/v1/identities", tag = "authz", responses((status = 200, body = [IdentityView])))]
 pub(super) async fn list_identities(State(app): State<Arc<App>>) -> Res<Json<Vec<IdentityView>>> {
-    let st = app.state.store.state().await?;
+    let st = app.control.store().state().await?;
     Ok(Json(
         st.identities
             .iter()
@@ -967,7 +964,7 @@ async fn insert_identity(
         check_expiry(t)?;
     }
     let self_service = matches!(creator, Creator::SelfService { .. });
-    let mut ch = Change::begin(app).await?;
+    let mut ch = super::begin(app).await?;
     let st = store::load_all(&mut ch.tx).await?;
     if let Creator::SelfService { max_identities } = creator {
         let mine = st
@@ -995,9 +992,7 @@ async fn insert_identity(
             let found = find(&st.policies, k, policy_key);
             // A self-service caller learns the same thing whether the policy is unknown or
             // not open to it.
-            let open = found.is_some_and(|p| {
-                serde_json::from_str::<PolicySpec>(&p.spec).is_ok_and(|s| s.self_service)
-            });
+            let open = found.is_some_and(|p| p.spec.self_service);
             match found {
                 Some(_) if self_service && !open => None,
                 Some(p) => Some(p.id.clone()),
@@ -1034,14 +1029,15 @@ async fn insert_identity(
         created_by: Some(actor.0.clone()),
     };
     store::upsert_identity(&mut ch.tx, &row).await?;
-    ch.commit(
+    super::commit(
+        ch,
         actor,
         action,
         &row.name,
         row.fingerprint.as_deref().unwrap_or("token"),
     )
     .await?;
-    let st = app.state.store.state().await?;
+    let st = app.control.store().state().await?;
     Ok((
         StatusCode::CREATED,
         Json(IdentityCreated {
@@ -1171,7 +1167,7 @@ pub(super) async fn get_identity(
     State(app): State<Arc<App>>,
     UrlPath(id): UrlPath<String>,
 ) -> Res<Json<IdentityView>> {
-    let st = app.state.store.state().await?;
+    let st = app.control.store().state().await?;
     let i = find(&st.identities, &id, identity_key)
         .ok_or_else(|| ApiError::not_found("identity", &id))?;
     Ok(Json(identity_view(i, &st)))
@@ -1186,7 +1182,7 @@ pub(super) async fn update_identity(
     body: Body<IdentityUpdate>,
 ) -> Res<Json<IdentityCreated>> {
     let req = json_or(body)?;
-    let mut ch = Change::begin(&app).await?;
+    let mut ch = super::begin(&app).await?;
     let st = store::load_all(&mut ch.tx).await?;
     let mut row = find(&st.identities, &id, identity_key)
         .ok_or_else(|| ApiError::not_found("identity", &id))?
@@ -1232,9 +1228,8 @@ pub(super) async fn update_identity(
         what.push("token rotated".into());
     }
     store::upsert_identity(&mut ch.tx, &row).await?;
-    ch.commit(&actor, "identity.update", &row.name, &what.join(", "))
-        .await?;
-    let st = app.state.store.state().await?;
+    super::commit(ch, &actor, "identity.update", &row.name, &what.join(", ")).await?;
+    let st = app.control.store().state().await?;
     Ok(Json(IdentityCreated {
         identity: identity_view(&row, &st),
         token,
@@ -1248,13 +1243,13 @@ pub(super) async fn delete_identity(
     Extension(actor): Extension<Actor>,
     UrlPath(id): UrlPath<String>,
 ) -> Res<StatusCode> {
-    let mut ch = Change::begin(&app).await?;
+    let mut ch = super::begin(&app).await?;
     let st = store::load_all(&mut ch.tx).await?;
     let i = find(&st.identities, &id, identity_key)
         .ok_or_else(|| ApiError::not_found("identity", &id))?
         .clone();
     store::delete_row(&mut ch.tx, Table::Identities, &i.id).await?;
-    ch.commit(&actor, "identity.delete", &i.name, "").await?;
+    super::commit(ch, &actor, "identity.delete", &i.name, "").await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -1264,22 +1259,18 @@ pub(super) async fn identity_usage(
     State(app): State<Arc<App>>,
     UrlPath(id): UrlPath<String>,
 ) -> Res<Json<Vec<Usage>>> {
-    let st = app.state.store.state().await?;
+    let st = app.control.store().state().await?;
     let i = find(&st.identities, &id, identity_key)
         .ok_or_else(|| ApiError::not_found("identity", &id))?;
-    Ok(Json(app.state.authz.usage(&i.id)))
+    Ok(Json(app.control.shared().authz.usage(&i.id)))
 }
 
 // === gateway-wide rules, transition report ===
 
 #[utoipa::path(get, path = "/api/v1/authz/global-rules", tag = "authz", responses((status = 200, body = GlobalRules)))]
 pub(super) async fn get_global_rules(State(app): State<Arc<App>>) -> Res<Json<GlobalRules>> {
-    let st = app.state.store.state().await?;
-    let rules = st
-        .global_rules
-        .as_deref()
-        .and_then(|j| serde_json::from_str(j).ok())
-        .unwrap_or_default();
+    let st = app.control.store().state().await?;
+    let rules = st.global_rules.unwrap_or_default();
     Ok(Json(GlobalRules { rules }))
 }
 
@@ -1302,10 +1293,9 @@ pub(super) async fn put_global_rules(
     }
     let rules: Vec<Rule> = req.rules.into_iter().map(Rule::normalised).collect();
     let json = serde_json::to_string(&rules).unwrap_or_default();
-    let mut ch = Change::begin(&app).await?;
+    let mut ch = super::begin(&app).await?;
     store::set_setting(&mut ch.tx, "global_rules", &json).await?;
-    ch.commit(&actor, "authz.global_rules", "gateway", &json)
-        .await?;
+    super::commit(ch, &actor, "authz.global_rules", "gateway", &json).await?;
     Ok(Json(GlobalRules { rules }))
 }
 
@@ -1314,5 +1304,5 @@ pub(super) async fn put_global_rules(
 pub(super) async fn transition_report(
     State(app): State<Arc<App>>,
 ) -> Res<Json<Vec<TransitionEntry>>> {
-    Ok(Json(app.state.authz.transition_report()))
+    Ok(Json(app.control.shared().authz.transition_report()))
 }

@@ -34,7 +34,7 @@ impl ApiError {
     }
 
     /// A refusal of the built-in CA, with its status and code.
-    pub fn issuance(e: crate::issuance::IssuanceError) -> Self {
+    pub fn issuance(e: crate::control::issuance::IssuanceError) -> Self {
         let (status, code, hint) = e.parts();
         if status >= 500 {
             tracing::error!(error = %e, "CA request failed");
@@ -130,6 +130,16 @@ impl ApiError {
                     },
                 )
             }
+        }
+    }
+}
+
+impl ApiError {
+    /// A change that was not applied: its snapshot or the store refused it.
+    pub fn change(e: crate::control::ChangeError) -> Self {
+        match e {
+            crate::control::ChangeError::Snapshot(e) => Self::snapshot(e),
+            crate::control::ChangeError::Store(e) => e.into(),
         }
     }
 }

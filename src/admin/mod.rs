@@ -9,15 +9,12 @@ mod error;
 mod sidecar_api;
 pub mod view;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{Request, State as AxState};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::ServerConfig;
-use rustls::server::WebPkiClientVerifier;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -27,8 +24,7 @@ use tracing::{debug, info};
 pub use error::ApiError;
 
 use crate::config::AdminConfig;
-use crate::gateway::{GatewayError, State};
-use crate::store::{self, Tx};
+use crate::control::{Audit, Change, Control};
 
 /// Who made a request: `cert:<sha256>` or `token:<name>`. Written to the audit log.
 #[derive(Clone, Debug)]
@@ -68,96 +64,9 @@ impl AdminCert {
 }
 
 pub(crate) struct App {
-    pub state: Arc<State>,
+    pub control: Arc<Control>,
     /// Self-service proof-of-possession challenges handed out and not yet used.
     pub challenges: Challenges,
-}
-
-/// What the `[admin]` section configures and a reload replaces: the listener's TLS (its
-/// certificate and the admin CA) and the bearer tokens. Built in full before it replaces the
-/// old one, so a broken admin file fails the reload and changes nothing.
-pub struct Live {
-    acceptor: tokio_rustls::TlsAcceptor,
-    tokens: Vec<Token>,
-    /// The admin CA's certificates, to find the issuer of an admin certificate (revocation).
-    cas: Vec<rustls::pki_types::CertificateDer<'static>>,
-    /// Their keys: an admin certificate whose CA is no longer among them is refused, on
-    /// connections made before the change too.
-    ca_keys: Vec<String>,
-    listen: SocketAddr,
-}
-
-impl std::fmt::Debug for Live {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Live")
-            .field("listen", &self.listen)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Live {
-    pub fn build(config: &AdminConfig) -> Result<Self, GatewayError> {
-        let (tls, cas) = tls_config(config)?;
-        let mut tokens: Vec<Token> = Vec::new();
-        for t in &config.tokens {
-            let digest = decode_hex(&t.sha256).ok_or_else(|| {
-                GatewayError::Admin(format!(
-                    "token '{}': sha256 must be 64 hex characters (the SHA-256 of the token). Fix: create one with `symbolon admin-token {}`",
-                    t.name, t.name
-                ))
-            })?;
-            let admin = match t.scope.as_str() {
-                "admin" => true,
-                "self-service" => false,
-                other => {
-                    return Err(GatewayError::Admin(format!(
-                        "token '{}': scope '{other}' must be admin or self-service",
-                        t.name
-                    )));
-                }
-            };
-            if tokens.iter().any(|k| k.name == t.name) {
-                return Err(GatewayError::Admin(format!(
-                    "two tokens are named '{}'. Fix: give each token its own name (it is the actor in the audit log)",
-                    t.name
-                )));
-            }
-            if !(1..=100_000).contains(&t.max_identities) {
-                return Err(GatewayError::Admin(format!(
-                    "token '{}': max_identities {} is out of range; it must be between 1 and 100000",
-                    t.name, t.max_identities
-                )));
-            }
-            tokens.push(Token {
-                name: t.name.clone(),
-                sha256: digest,
-                admin,
-                max_identities: t.max_identities,
-            });
-        }
-        let ca_keys = cas
-            .iter()
-            .filter_map(|c| crate::tls::verify::spki_key(c))
-            .collect();
-        Ok(Self {
-            acceptor: tokio_rustls::TlsAcceptor::from(tls),
-            tokens,
-            ca_keys,
-            cas,
-            listen: config.listen,
-        })
-    }
-
-    pub fn listen(&self) -> SocketAddr {
-        self.listen
-    }
-}
-
-struct Token {
-    name: String,
-    sha256: Vec<u8>,
-    admin: bool,
-    max_identities: usize,
 }
 
 impl App {
@@ -165,12 +74,12 @@ impl App {
     /// lock (`issuers`: the CAs of the bundle they belong to).
     pub async fn prefetch_crls(
         &self,
-        crls: Option<&store::BundleCrls>,
+        crls: Option<&view::CrlsBody>,
         issuers: &[rustls::pki_types::CertificateDer<'static>],
     ) -> Result<(), ApiError> {
         let Some(c) = crls else { return Ok(()) };
-        let config = self.state.config.load_full();
-        crate::gateway::prefetch_crls(&config, &c.urls, issuers)
+        let config = self.control.config();
+        crate::control::crl::prefetch(&config, &c.urls, issuers)
             .await
             .map_err(|e| {
                 ApiError::invalid(
@@ -183,7 +92,7 @@ impl App {
 
     /// How many identities the token behind `actor` may create.
     pub fn max_identities(&self, actor: &str) -> usize {
-        let live = self.state.admin.load();
+        let live = self.control.admin_access();
         live.as_ref()
             .map_or(&[][..], |l| &l.tokens[..])
             .iter()
@@ -236,36 +145,19 @@ impl Challenges {
 }
 
 /// Binds the admin listener and serves it until `shutdown`.
-pub async fn start(
+pub fn start(
     config: &AdminConfig,
-    state: Arc<State>,
+    control: Arc<Control>,
+    listener: TcpListener,
     mut shutdown: watch::Receiver<bool>,
-) -> Result<(SocketAddr, JoinHandle<()>), GatewayError> {
-    let live = Arc::new(Live::build(config)?);
-    state.admin.store(Some(live));
-    let limits = state.limits;
-    let snapshots = state.clone();
-    let app = Arc::new(App {
-        state,
-        challenges: Challenges::default(),
-    });
-    let router = api::router(app.clone(), config.max_upload_bytes)
-        .layer(axum::middleware::from_fn_with_state(app, authenticate));
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| GatewayError::Bind {
-            addr: config.listen,
-            setting: "admin.listen",
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| GatewayError::Bind {
-        addr: config.listen,
-        setting: "admin.listen",
-        source,
-    })?;
+) -> JoinHandle<()> {
+    let limits = control.shared().limits;
+    let snapshots = control.clone();
+    let router = router(control, config.max_upload_bytes);
     // A quarter per client address: one address cannot lock the operator out.
     let limiter = crate::listener::Limiter::new("admin", limits.admin, (limits.admin / 4).max(4));
     let drain = crate::listener::Drain::default();
+    let listener_addr = listener.local_addr();
     let task = tokio::spawn(async move {
         loop {
             let (tcp, peer, permit) = tokio::select! {
@@ -273,13 +165,13 @@ pub async fn start(
                 _ = shutdown.changed() => return,
             };
             // The TLS settings as last reloaded.
-            let Some(live) = snapshots.admin.load_full() else {
+            let Some(live) = snapshots.admin_access() else {
                 continue;
             };
             let acceptor = live.acceptor.clone();
             let router = router.clone();
             let watcher = drain.watcher();
-            let t = snapshots.snapshot.load().timeouts.clone();
+            let t = snapshots.shared().snapshot().timeouts.clone();
             tokio::spawn(async move {
                 let _permit = permit;
                 let tls = match tokio::time::timeout(t.handshake, acceptor.accept(tcp)).await {
@@ -326,41 +218,21 @@ pub async fn start(
             });
         }
     });
-    info!(%addr, "admin API listening");
-    Ok((addr, task))
+    if let Ok(addr) = listener_addr {
+        info!(%addr, "admin API listening");
+    }
+    task
 }
 
-type AdminTls = (
-    Arc<ServerConfig>,
-    Vec<rustls::pki_types::CertificateDer<'static>>,
-);
-
-fn tls_config(config: &AdminConfig) -> Result<AdminTls, GatewayError> {
-    let admin_err = |e: &dyn std::fmt::Display| GatewayError::Admin(e.to_string());
-    let chain = crate::pki::load_certs(&config.cert).map_err(|e| admin_err(&e))?;
-    let key = crate::pki::load_key(&config.key).map_err(|e| admin_err(&e))?;
-    crate::pki::certified_key(chain.clone(), key.clone_key(), &config.cert, &config.key)
-        .map_err(|e| admin_err(&e))?;
-    let bundle = crate::pki::load_trust_bundle(&config.client_ca).map_err(|e| admin_err(&e))?;
-    crate::pki::refuse_expired(&bundle, rustls::pki_types::UnixTime::now())
-        .map_err(|e| admin_err(&e))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in &bundle.certs {
-        roots.add(c.clone()).map_err(|e| admin_err(&e))?;
-    }
-    let provider = crate::tls::server::provider();
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .allow_unauthenticated()
-        .build()
-        .map_err(|e| admin_err(&e))?;
-    let mut tls = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| admin_err(&e))?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
-        .map_err(|e| admin_err(&e))?;
-    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok((Arc::new(tls), bundle.certs))
+/// The admin API with its authentication (an admin certificate the listener put in the request's
+/// extensions, or a bearer token), ready for `tower::ServiceExt::oneshot`.
+pub fn router(control: Arc<Control>, max_upload: usize) -> axum::Router {
+    let app = Arc::new(App {
+        control,
+        challenges: Challenges::default(),
+    });
+    api::router(app.clone(), max_upload)
+        .layer(axum::middleware::from_fn_with_state(app, authenticate))
 }
 
 async fn authenticate(AxState(app): AxState<Arc<App>>, mut req: Request, next: Next) -> Response {
@@ -368,9 +240,9 @@ async fn authenticate(AxState(app): AxState<Arc<App>>, mut req: Request, next: N
     // An admin certificate revoked since the connection was made is refused at once.
     if let Some(c) = &cert
         && app
-            .state
-            .snapshot
-            .load()
+            .control
+            .shared()
+            .snapshot()
             .revocations
             .lookup(&c.fingerprint, c.issuer.as_deref().unwrap_or(""), &c.serial)
             .is_some()
@@ -383,7 +255,7 @@ async fn authenticate(AxState(app): AxState<Arc<App>>, mut req: Request, next: N
         )
         .into_response();
     }
-    let live = app.state.admin.load();
+    let live = app.control.admin_access();
     if let Some(c) = &cert
         && !live
             .as_ref()
@@ -438,56 +310,22 @@ async fn authenticate(AxState(app): AxState<Arc<App>>, mut req: Request, next: N
     }
 }
 
-fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() != 64 {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
+/// Begins an admin change (the change lock and a store transaction).
+pub(crate) async fn begin(app: &App) -> Result<Change<'_>, ApiError> {
+    Ok(Change::begin(&app.control).await?)
 }
 
-/// One admin change: the change lock and a store transaction. `commit` validates the whole new
-/// snapshot, writes the audit record, commits and publishes; dropping it changes nothing.
-pub(crate) struct Change<'a> {
-    _guard: tokio::sync::MutexGuard<'a, ()>,
-    pub tx: Tx,
-    app: &'a App,
-}
-
-impl<'a> Change<'a> {
-    pub async fn begin(app: &'a App) -> Result<Self, ApiError> {
-        let guard = app.state.change_lock().await;
-        let tx = app.state.store.begin().await?;
-        Ok(Self {
-            _guard: guard,
-            tx,
-            app,
-        })
-    }
-
-    /// Everything in the store as this change sees it, private keys opened.
-    pub async fn current(&mut self) -> Result<store::StoreState, ApiError> {
-        let mut st = store::load_all(&mut self.tx).await?;
-        store::open_keys(&mut st, self.app.state.store.sealer())?;
-        Ok(st)
-    }
-
-    pub async fn commit(
-        mut self,
-        actor: &Actor,
-        action: &str,
-        target: &str,
-        detail: &str,
-    ) -> Result<(), ApiError> {
-        // No network here: CRL URLs a change attaches were fetched before it took the lock.
-        let state = store::load_all(&mut self.tx).await?;
-        let snapshot = self.app.state.build(&state).map_err(ApiError::snapshot)?;
-        store::insert_audit(&mut self.tx, &actor.0, action, target, detail).await?;
-        self.tx.commit().await?;
-        self.app.state.publish(snapshot);
-        info!(target: "symbolon::audit", actor = %actor.0, action, object = target, detail, "change applied");
-        Ok(())
-    }
+/// Commits an admin change: the whole new snapshot validated, the audit record written with
+/// the actor, then published.
+pub(crate) async fn commit(
+    ch: Change<'_>,
+    actor: &Actor,
+    action: &str,
+    target: &str,
+    detail: &str,
+) -> Result<(), ApiError> {
+    ch.commit(Audit::new(&actor.0, action, target, detail))
+        .await
+        .map(|_| ())
+        .map_err(ApiError::change)
 }

@@ -15,7 +15,8 @@ use super::api::{check_name, json_or};
 use super::view::ImportReport;
 use super::{Actor, ApiError, App, Change};
 use crate::config::SidecarConfig;
-use crate::sidecar::{Rotation, SidecarError};
+use crate::control::credentials::SidecarError;
+use crate::snapshot::Rotation;
 use crate::store::{self, SidecarRow, StoreState, Table};
 
 type Res<T> = Result<T, ApiError>;
@@ -48,9 +49,9 @@ pub struct SidecarView {
 }
 
 fn view(app: &App, name: &str) -> Option<SidecarView> {
-    let snapshot = app.state.snapshot.load();
+    let snapshot = app.control.shared().snapshot();
     let sc = snapshot.sidecars.get(name)?;
-    let (listening_on, listen_error) = match app.state.sidecars.status(name) {
+    let (listening_on, listen_error) = match app.control.sidecar_status(name) {
         Some(Ok(addr)) => (Some(addr.to_string()), None),
         Some(Err(e)) => (None, Some(e)),
         None => (None, None),
@@ -85,14 +86,14 @@ fn sidecar_error(e: SidecarError) -> ApiError {
 /// Checks a sidecar's settings and that its listen address is free (when it is new or moved).
 fn check_new(app: &App, sc: &SidecarConfig, moved: bool) -> Res<()> {
     check_name("sidecar", &sc.name)?;
-    crate::sidecar::check(sc).map_err(|e| {
+    crate::control::credentials::check(sc).map_err(|e| {
         ApiError::invalid(
             "bad_sidecar",
             e,
             "see the SidecarConfig schema in the OpenAPI document",
         )
     })?;
-    if sc.issue.is_some() && app.state.ca().is_none() {
+    if sc.issue.is_some() && app.control.ca().is_none() {
         return Err(sidecar_error(SidecarError::NoCa(sc.name.clone())));
     }
     if moved && sc.listen.port() != 0 {
@@ -110,7 +111,14 @@ fn check_new(app: &App, sc: &SidecarConfig, moved: bool) -> Res<()> {
 
 #[utoipa::path(get, path = "/api/v1/sidecars", tag = "sidecars", responses((status = 200, body = [SidecarView])))]
 pub(super) async fn list_sidecars(State(app): State<Arc<App>>) -> Res<Json<Vec<SidecarView>>> {
-    let mut names: Vec<String> = app.state.snapshot.load().sidecars.keys().cloned().collect();
+    let mut names: Vec<String> = app
+        .control
+        .shared()
+        .snapshot()
+        .sidecars
+        .keys()
+        .cloned()
+        .collect();
     names.sort();
     Ok(Json(names.iter().filter_map(|n| view(&app, n)).collect()))
 }
@@ -134,21 +142,26 @@ pub(super) async fn create_sidecar(
     body: Body<SidecarConfig>,
 ) -> Res<Response> {
     let sc = json_or(body)?;
-    if app.state.snapshot.load().sidecars.contains_key(&sc.name) {
+    if app
+        .control
+        .shared()
+        .snapshot()
+        .sidecars
+        .contains_key(&sc.name)
+    {
         return Err(ApiError::duplicate("sidecar", &sc.name));
     }
     check_new(&app, &sc, true)?;
-    let mut ch = Change::begin(&app).await?;
+    let mut ch = super::begin(&app).await?;
     let row = SidecarRow {
         id: store::new_id(),
         name: sc.name.clone(),
-        spec: spec_json(&sc)?,
+        spec: checked_spec(&sc)?,
         created_at: store::now(),
     };
     store::upsert_sidecar(&mut ch.tx, &row).await?;
     issue(&app, &mut ch, &sc, &actor).await?;
-    ch.commit(&actor, "sidecar.create", &sc.name, &sc.upstream)
-        .await?;
+    super::commit(ch, &actor, "sidecar.create", &sc.name, &sc.upstream).await?;
     let v = view(&app, &sc.name).ok_or_else(|| ApiError::not_found("sidecar", &sc.name))?;
     Ok((StatusCode::CREATED, Json(v)).into_response())
 }
@@ -169,14 +182,14 @@ pub(super) async fn replace_sidecar(
             "to rename a sidecar, delete it and create it anew",
         ));
     }
-    let mut ch = Change::begin(&app).await?;
+    let mut ch = super::begin(&app).await?;
     let st = store::load_all(&mut ch.tx).await?;
     let row = owned(&app, &st, &name)?;
-    let old: Option<SidecarConfig> = serde_json::from_str(&row.spec).ok();
+    let old: Option<SidecarConfig> = Some(row.spec.clone());
     let moved = old.as_ref().is_none_or(|o| o.listen != sc.listen);
     check_new(&app, &sc, moved)?;
     let row = SidecarRow {
-        spec: spec_json(&sc)?,
+        spec: checked_spec(&sc)?,
         ..row
     };
     store::upsert_sidecar(&mut ch.tx, &row).await?;
@@ -185,8 +198,7 @@ pub(super) async fn replace_sidecar(
     if reissue {
         issue(&app, &mut ch, &sc, &actor).await?;
     }
-    ch.commit(&actor, "sidecar.update", &sc.name, &sc.upstream)
-        .await?;
+    super::commit(ch, &actor, "sidecar.update", &sc.name, &sc.upstream).await?;
     view(&app, &name)
         .map(Json)
         .ok_or_else(|| ApiError::not_found("sidecar", &name))
@@ -199,7 +211,7 @@ pub(super) async fn delete_sidecar(
     Extension(actor): Extension<Actor>,
     UrlPath(name): UrlPath<String>,
 ) -> Res<StatusCode> {
-    let mut ch = Change::begin(&app).await?;
+    let mut ch = super::begin(&app).await?;
     let st = store::load_all(&mut ch.tx).await?;
     let row = owned(&app, &st, &name)?;
     store::delete_row(&mut ch.tx, Table::Sidecars, &row.id).await?;
@@ -213,7 +225,7 @@ pub(super) async fn delete_sidecar(
     {
         store::delete_row(&mut ch.tx, Table::Credentials, &c.id).await?;
     }
-    ch.commit(&actor, "sidecar.delete", &name, "").await?;
+    super::commit(ch, &actor, "sidecar.delete", &name, "").await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -224,7 +236,7 @@ pub(super) async fn rotate_sidecar(
     Extension(actor): Extension<Actor>,
     UrlPath(name): UrlPath<String>,
 ) -> Res<Json<SidecarView>> {
-    crate::sidecar::rotate(&app.state, &name, &actor.0)
+    crate::control::credentials::rotate(&app.control, &name, &actor.0)
         .await
         .map_err(sidecar_error)?;
     view(&app, &name)
@@ -237,7 +249,7 @@ fn owned(app: &App, st: &StoreState, name: &str) -> Res<SidecarRow> {
     if let Some(row) = st.sidecars.iter().find(|s| s.name == name) {
         return Ok(row.clone());
     }
-    if app.state.snapshot.load().sidecars.contains_key(name) {
+    if app.control.shared().snapshot().sidecars.contains_key(name) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "defined_in_config_file",
@@ -248,7 +260,7 @@ fn owned(app: &App, st: &StoreState, name: &str) -> Res<SidecarRow> {
     Err(ApiError::not_found("sidecar", name))
 }
 
-fn spec_json(sc: &SidecarConfig) -> Res<String> {
+fn checked_spec(sc: &SidecarConfig) -> Res<SidecarConfig> {
     // Unlike a route, a sidecar names its credential inside upstream_tls; files stay refused.
     if sc.upstream_tls.as_ref().is_some_and(|t| t.uses_files()) {
         return Err(ApiError::invalid(
@@ -257,14 +269,7 @@ fn spec_json(sc: &SidecarConfig) -> Res<String> {
             "name a trust bundle and a credential instead",
         ));
     }
-    serde_json::to_string(sc).map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            e.to_string(),
-            "",
-        )
-    })
+    Ok(sc.clone())
 }
 
 /// Issues the sidecar's credential inside the change, when it asks for one.
@@ -277,16 +282,17 @@ async fn issue(
     if sc.issue.is_none() {
         return Ok(None);
     }
-    crate::sidecar::issue_credential(
+    let (row, audit) = crate::control::credentials::issue_credential(
         &mut ch.tx,
-        app.state.ca().as_deref(),
+        app.control.ca().as_deref(),
         sc,
         &actor.0,
-        app.state.store.sealer(),
+        app.control.store().sealer(),
     )
     .await
-    .map(Some)
-    .map_err(sidecar_error)
+    .map_err(sidecar_error)?;
+    ch.audit(audit).await?;
+    Ok(Some(row))
 }
 
 /// The sidecar part of an import: creates and replaces; issues credentials where needed.
@@ -300,7 +306,7 @@ pub(super) async fn import_sidecars(
 ) -> Res<()> {
     for sc in sidecars {
         let existing = st.sidecars.iter().find(|s| s.name == sc.name);
-        let old: Option<SidecarConfig> = existing.and_then(|r| serde_json::from_str(&r.spec).ok());
+        let old: Option<SidecarConfig> = existing.map(|r| r.spec.clone());
         if old.as_ref() == Some(sc) {
             report.unchanged.push(format!("sidecar {}", sc.name));
             continue;
@@ -309,7 +315,7 @@ pub(super) async fn import_sidecars(
         let row = SidecarRow {
             id: existing.map(|r| r.id.clone()).unwrap_or_else(store::new_id),
             name: sc.name.clone(),
-            spec: spec_json(sc)?,
+            spec: checked_spec(sc)?,
             created_at: existing
                 .map(|r| r.created_at.clone())
                 .unwrap_or_else(store::now),

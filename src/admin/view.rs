@@ -8,6 +8,35 @@ use crate::authz::RouteAuthz;
 use crate::pki::{CertInfo, rfc3339};
 pub use crate::store::BundleCrls;
 
+/// CRLs to attach to a trust bundle, as a request gives them (checked into [`BundleCrls`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CrlsBody {
+    /// `http://` URLs, fetched at start, on reload and every hour.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub urls: Vec<String>,
+    /// Uploaded CRLs (PEM, one or more).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pem: Option<String>,
+    /// A CRL past its nextUpdate: `reject` (default) or `warn`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expired: Option<String>,
+    /// How often the URLs are fetched again (`1h` by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh: Option<String>,
+}
+
+impl From<&BundleCrls> for CrlsBody {
+    fn from(c: &BundleCrls) -> Self {
+        Self {
+            urls: c.urls.clone(),
+            pem: c.pem.clone(),
+            expired: c.expired.map(|e| e.as_str().to_string()),
+            refresh: c.refresh.clone(),
+        }
+    }
+}
+
 /// Facts about one certificate.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct CertView {
@@ -56,7 +85,7 @@ pub struct BundleCreate {
     pub pem: String,
     #[serde(default)]
     pub require: bool,
-    pub crls: Option<BundleCrls>,
+    pub crls: Option<CrlsBody>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -66,7 +95,7 @@ pub struct BundleUpdate {
     /// Enforce (true) or record only (false).
     pub require: Option<bool>,
     /// Replaces the attached CRLs (`{}` removes them).
-    pub crls: Option<BundleCrls>,
+    pub crls: Option<CrlsBody>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -118,14 +118,14 @@ impl PolicySpec {
     /// Checks durations and periods; returns a message naming the field.
     pub fn validate(&self) -> Result<(), String> {
         if let Some(r) = &self.rate_limit {
-            crate::config::RATE_PER.parse(&r.per)?;
+            crate::duration::RATE_PER.parse(&r.per)?;
             if r.requests == 0 {
                 return Err("rate_limit.requests must be at least 1".into());
             }
         }
         if let Some(q) = &self.quota {
             if !matches!(q.period.as_str(), "day" | "month") {
-                crate::config::QUOTA_PERIOD
+                crate::duration::QUOTA_PERIOD
                     .parse(&q.period)
                     .map_err(|e| format!("{e} (or day or month)"))?;
             }
@@ -168,7 +168,7 @@ pub fn quota_window(period: &str, now: i64) -> Option<(i64, i64)> {
             Some((start.unix_timestamp(), end.unix_timestamp()))
         }
         other => {
-            let d = i64::try_from(crate::config::parse_duration(other).ok()?.as_secs()).ok()?;
+            let d = i64::try_from(crate::duration::parse_duration(other).ok()?.as_secs()).ok()?;
             if d == 0 {
                 return None;
             }
@@ -720,7 +720,7 @@ pub fn decide(
                 && (a.path_prefixes.is_empty()
                     || a.path_prefixes
                         .iter()
-                        .any(|p| crate::routing::segment_prefix(req.path, p).is_some()))
+                        .any(|p| crate::path::segment_prefix(req.path, p).is_some()))
         });
         if !allowed {
             return Err(Denial::forbidden(

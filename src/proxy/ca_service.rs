@@ -2,7 +2,10 @@
 //! - `POST …/enroll` `{"token", "csr_pem"}`: a single-use bootstrap token buys one certificate.
 //! - `POST …/renew` `{"csr_pem"}` over mTLS with a current, unrevoked certificate this CA
 //!   issued, in the second half of its lifetime: the same certificate with a new lifetime (the
-//!   CSR may carry a new key). Rules in [`crate::issuance`].
+//!   CSR may carry a new key).
+//!
+//! The rules are the control plane's ([`crate::control::issuance`]); this module only reads
+//! the request and asks through [`crate::shared::CaDesk`].
 
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
@@ -12,9 +15,7 @@ use serde_json::json;
 
 use super::respond::json_response;
 use super::{ConnContext, RespBody};
-use crate::ca::Ca;
-use crate::gateway::State;
-use crate::issuance::IssuanceError;
+use crate::shared::{IssuedCert, Refusal, Shared};
 
 const MAX_BODY: usize = 64 * 1024;
 
@@ -39,9 +40,9 @@ fn error(status: StatusCode, code: &str, message: &str, hint: &str) -> Response<
 pub(super) async fn handle(
     req: Request<Incoming>,
     conn: &ConnContext,
-    state: &State,
+    shared: &Shared,
 ) -> Response<RespBody> {
-    let Some(ca) = state.ca() else {
+    let Some(desk) = shared.ca_desk().filter(|d| d.available()) else {
         return error(
             StatusCode::NOT_FOUND,
             "no_ca",
@@ -69,83 +70,72 @@ pub(super) async fn handle(
             );
         }
     };
-    if path.ends_with("/enroll") {
-        enroll(&ca, &body, state).await
+    let answer = if path.ends_with("/enroll") {
+        let Ok(req) = serde_json::from_slice::<EnrollBody>(&body) else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "the body must be JSON {\"token\", \"csr_pem\"}",
+                "see the enrollment docs",
+            );
+        };
+        desk.enroll(&req.token, &req.csr_pem).await
     } else if path.ends_with("/renew") {
-        renew(&ca, &body, conn, state).await
+        // Renewal checks the presented certificate against the CA itself (signature, validity,
+        // revocation, lineage), whatever the domain's mode and trust bundle say about it; the
+        // handshake proved that the client holds its key.
+        let Some(der) = conn.identity.leaf_der() else {
+            return error(
+                StatusCode::FORBIDDEN,
+                "certificate_required",
+                "renewal needs the certificate to renew on this connection",
+                "connect with the certificate to renew (not expired, not revoked)",
+            );
+        };
+        let Ok(req) = serde_json::from_slice::<RenewBody>(&body) else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "the body must be JSON {\"csr_pem\"}",
+                "send a CSR (it may carry a new key)",
+            );
+        };
+        desk.renew(&der, &req.csr_pem).await
     } else {
-        error(
+        return error(
             StatusCode::NOT_FOUND,
             "not_found",
             "no such CA endpoint",
             "POST …/enroll or …/renew",
-        )
+        );
+    };
+    match answer {
+        Ok(issued) => issued_response(&issued),
+        Err(r) => refused(&r),
     }
 }
 
-fn refused(e: &IssuanceError) -> Response<RespBody> {
-    let (status, code, hint) = e.parts();
-    if status >= 500 {
-        tracing::error!(error = %e, "CA request failed");
+fn refused(r: &Refusal) -> Response<RespBody> {
+    if r.status >= 500 {
+        tracing::error!(error = %r.message, "CA request failed");
     }
-    let mut r = error(
-        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        code,
-        &e.to_string(),
-        &hint,
+    let mut resp = error(
+        StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        r.code,
+        &r.message,
+        &r.hint,
     );
-    if let Some(secs) = e.retry_after()
+    if let Some(secs) = r.retry_after
         && let Ok(v) = http::HeaderValue::from_str(&secs.to_string())
     {
-        r.headers_mut().insert(http::header::RETRY_AFTER, v);
+        resp.headers_mut().insert(http::header::RETRY_AFTER, v);
     }
-    r
+    resp
 }
 
-fn issued_response(issued: &crate::ca::Issued) -> Response<RespBody> {
+fn issued_response(issued: &IssuedCert) -> Response<RespBody> {
     json_response(
         StatusCode::OK,
-        &json!({"certificate_pem": issued.chain_pem, "serial": issued.info.serial_hex, "not_after": crate::pki::rfc3339(issued.info.not_after)}),
+        &json!({"certificate_pem": issued.chain_pem, "serial": issued.serial, "not_after": issued.not_after}),
     )
-}
-
-async fn enroll(ca: &Ca, body: &[u8], state: &State) -> Response<RespBody> {
-    let Ok(req) = serde_json::from_slice::<EnrollBody>(body) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "the body must be JSON {\"token\", \"csr_pem\"}",
-            "see the enrollment docs",
-        );
-    };
-    match crate::issuance::enroll(state, ca, &req.token, &req.csr_pem).await {
-        Ok(issued) => issued_response(&issued),
-        Err(e) => refused(&e),
-    }
-}
-
-/// Renewal checks the presented certificate against the CA itself (signature, validity,
-/// revocation, lineage), whatever the domain's mode and trust bundle say about it; the
-/// handshake proved that the client holds its key.
-async fn renew(ca: &Ca, body: &[u8], conn: &ConnContext, state: &State) -> Response<RespBody> {
-    let Some(der) = conn.identity.leaf_der() else {
-        return error(
-            StatusCode::FORBIDDEN,
-            "certificate_required",
-            "renewal needs the certificate to renew on this connection",
-            "connect with the certificate to renew (not expired, not revoked)",
-        );
-    };
-    let Ok(req) = serde_json::from_slice::<RenewBody>(body) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "the body must be JSON {\"csr_pem\"}",
-            "send a CSR (it may carry a new key)",
-        );
-    };
-    match crate::issuance::renew(state, ca, &der, &req.csr_pem).await {
-        Ok(issued) => issued_response(&issued),
-        Err(e) => refused(&e),
-    }
 }

@@ -13,8 +13,8 @@ use super::respond::ProxyError;
 use super::{ConnContext, RespBody, echo, headers};
 use crate::authz::rules::Presented;
 use crate::authz::{self, AuthMode, Denial, Identity, Request as AuthzRequest, RouteAuthz};
-use crate::gateway::State;
 use crate::routing::{Route, Upstream};
+use crate::shared::Shared;
 use crate::snapshot::Snapshot;
 use crate::tls::{Mode, Verdict};
 
@@ -22,14 +22,14 @@ use crate::tls::{Mode, Verdict};
 pub(super) async fn handle(
     req: Request<Incoming>,
     conn: Arc<ConnContext>,
-    state: Arc<State>,
+    state: Arc<Shared>,
 ) -> Result<Response<RespBody>, Infallible> {
     let started = Instant::now();
     let method = req.method().clone();
-    let snapshot = state.snapshot.load_full();
+    let snapshot = state.snapshot();
     // One path, normalized once: routing and authorization compare its decoded form, the
     // upstream receives its forwarded form.
-    let (path, forward_path, bad_path) = match crate::routing::normalize(req.uri().path()) {
+    let (path, forward_path, bad_path) = match crate::path::normalize(req.uri().path()) {
         Ok(p) => (p.decoded, p.forward, None),
         Err(bad) => (req.uri().path().to_string(), String::new(), Some(bad)),
     };
@@ -203,7 +203,7 @@ fn authorize(
     path: &str,
     route: &Route,
     conn: &ConnContext,
-    state: &State,
+    state: &Shared,
     snapshot: &Snapshot,
 ) -> Result<Option<Arc<Identity>>, Denial> {
     let id = &conn.identity;
@@ -380,7 +380,7 @@ async fn forward(
     target: Target<'_>,
     route: &Route,
     conn: &ConnContext,
-    state: &State,
+    state: &Shared,
     timeouts: &crate::config::Timeouts,
 ) -> Result<Response<RespBody>, ProxyError> {
     headers::rewrite_request(req.headers_mut(), &conn.identity, conn.peer.ip());
@@ -430,7 +430,7 @@ pub(crate) async fn send(
     authority: Authority,
     mut path: String,
     tls: Option<&crate::upstream::TlsUpstream>,
-    state: &State,
+    state: &Shared,
     timeouts: &crate::config::Timeouts,
 ) -> Result<Response<RespBody>, ProxyError> {
     if let Some(q) = req.uri().query() {
@@ -471,7 +471,7 @@ pub(crate) async fn send(
                     hint,
                 };
             }
-            let detail = error_chain(&e);
+            let detail = crate::telemetry::error_chain(&e);
             if client_body_failed(&e) {
                 return ProxyError::BadRequest {
                     detail: format!("the request body could not be read ({detail})"),
@@ -504,18 +504,4 @@ fn client_body_failed(e: &(dyn std::error::Error + 'static)) -> bool {
         source = s.source();
     }
     false
-}
-
-/// The error and its causes, joined, so a 502 names the real cause ("connection refused").
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !parts.contains(&text) {
-            parts.push(text);
-        }
-        source = s.source();
-    }
-    parts.join(": ")
 }

@@ -26,9 +26,9 @@ use tokio::sync::watch;
 use tokio_rustls::LazyConfigAcceptor;
 use tracing::debug;
 
-use crate::gateway::State;
 use crate::identity::ClientIdentity;
 use crate::listener::{Activity, ConnTimeouts, Drain, Ends, Limiter, Permit, Tracked};
+use crate::shared::Shared;
 use crate::tls::{Mode, Verdict};
 
 /// The response body type of the data plane.
@@ -51,7 +51,7 @@ pub struct ConnContext {
 /// Accepts connections within `limiter`'s caps until `shutdown` turns true, then hands back
 /// `drain`, which every accepted connection holds until it ends.
 pub async fn accept_loop(
-    state: Arc<State>,
+    state: Arc<Shared>,
     listener: TcpListener,
     limiter: Arc<Limiter>,
     drain: Drain,
@@ -69,7 +69,7 @@ pub async fn accept_loop(
 }
 
 async fn serve_connection(
-    state: Arc<State>,
+    state: Arc<Shared>,
     tcp: TcpStream,
     peer: SocketAddr,
     drain: watch::Receiver<bool>,
@@ -78,7 +78,7 @@ async fn serve_connection(
     // Subscribed before the snapshot is read: a change published while the handshake runs
     // (under the old trust) is then still unseen, and the connection is checked against it.
     let changes = state.subscribe();
-    let snapshot = state.snapshot.load_full();
+    let snapshot = state.snapshot();
     // One deadline for the ClientHello and the rest of the handshake.
     let deadline = tokio::time::Instant::now() + snapshot.timeouts.handshake;
     let start = match tokio::time::timeout_at(
@@ -193,7 +193,7 @@ async fn serve_connection(
 /// path) expires, or a new snapshot (a revocation, a new CRL, another bundle, `optional` →
 /// `require`) no longer accepts what it was accepted with.
 fn trust_ends(
-    state: &Arc<State>,
+    state: &Arc<Shared>,
     changes: watch::Receiver<u64>,
     domain: &Arc<crate::snapshot::Domain>,
     sni: Option<&str>,
@@ -231,7 +231,7 @@ fn trust_ends(
         changes,
         label,
         still_ok: Box::new(move || {
-            let snapshot = state.snapshot.load();
+            let snapshot = state.snapshot();
             let Some(now) = snapshot.domain_for_sni(sni.as_deref()) else {
                 return Err("domain_removed".into());
             };

@@ -728,7 +728,7 @@ async fn export_and_import_are_idempotent() {
     let key = s.h.path("api.test.key");
     std::fs::write(&key, "").ok();
     // (The harness did not keep the domain's key: take it from the first gateway's store.)
-    let st = s.gw.state().store.state().await.unwrap();
+    let st = s.gw.control().store().state().await.unwrap();
     let key_pem = st.domains[0].key_pem.clone();
     let with_key = text.replace(
         "key_file = \"keys/api.test.key\"",

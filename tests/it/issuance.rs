@@ -165,7 +165,7 @@ fn describe(l: &Leaf) -> (String, Vec<String>, Vec<String>, bool) {
 /// Waits (on the clock: the renewal window is about time) until `l` may be renewed.
 pub async fn until_renewable(l: &Leaf) {
     let info = symbolon::pki::CertInfo::parse(&l.der).unwrap();
-    let from_ms = symbolon::issuance::renewable_from(&info) as u128 * 1000 + 100;
+    let from_ms = symbolon::control::issuance::renewable_from(&info) as u128 * 1000 + 100;
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

@@ -14,8 +14,10 @@
 use serde_json::json;
 use sqlx::SqliteConnection;
 
+use super::{Audit, Change, ChangeError, Control};
 use crate::ca::{Ca, Grant, Issued, Profile, Template};
 use crate::pki::CertInfo;
+use crate::shared::{Answer, IssuedCert, Refusal};
 use crate::store::{self, IssuedRow};
 
 /// Why the CA refused, with the HTTP status, a stable code and a hint.
@@ -47,6 +49,12 @@ pub enum IssuanceError {
 
 impl From<sqlx::Error> for IssuanceError {
     fn from(e: sqlx::Error) -> Self {
+        IssuanceError::Store(e.to_string())
+    }
+}
+
+impl From<ChangeError> for IssuanceError {
+    fn from(e: ChangeError) -> Self {
         IssuanceError::Store(e.to_string())
     }
 }
@@ -122,7 +130,9 @@ impl IssuanceError {
     }
 }
 
-/// The issued record and the audit entry of one certificate, inside `tx`.
+/// Records one issued certificate inside `tx`, and hands back its audit entry (`ca.<via>`,
+/// with the serial, subject, SANs, profile, lifetime and predecessor), which the change
+/// writes in the same transaction.
 pub async fn record(
     tx: &mut SqliteConnection,
     issued: &Issued,
@@ -130,7 +140,7 @@ pub async fn record(
     actor: &str,
     via: &str,
     predecessor: Option<&str>,
-) -> Result<IssuedRow, sqlx::Error> {
+) -> Result<(IssuedRow, Audit), sqlx::Error> {
     let i = &issued.info;
     let sans: Vec<String> = t
         .sans
@@ -163,21 +173,36 @@ pub async fn record(
         "not_after": row.not_after,
         "predecessor": row.predecessor,
     });
+    let audit = Audit::new(actor, format!("ca.{via}"), &row.subject, detail.to_string());
+    Ok((row, audit))
+}
+
+/// Records a certificate the CLI issued offline (in its own process, so there is no running
+/// gateway's change lock to take): the issued row and its audit entry, in one transaction.
+pub async fn record_offline(
+    store: &store::Store,
+    issued: &Issued,
+    t: &Template,
+    actor: &str,
+    via: &str,
+) -> Result<(), IssuanceError> {
+    let mut tx = store.begin().await?;
+    let (_, audit) = record(&mut tx, issued, t, actor, via, None).await?;
     store::insert_audit(
-        tx,
-        actor,
-        &format!("ca.{via}"),
-        &row.subject,
-        &detail.to_string(),
+        &mut tx,
+        &audit.actor,
+        &audit.action,
+        &audit.target,
+        &audit.detail,
     )
     .await?;
-    tracing::info!(target: "symbolon::audit", actor, action = %format!("ca.{via}"), object = %row.subject, serial = %row.serial, "certificate issued");
-    Ok(row)
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Signs a CSR with the names it asks for, as an admin (`actor`) authorizes them.
 pub async fn sign(
-    state: &crate::gateway::State,
+    control: &Control,
     ca: &Ca,
     actor: &str,
     csr_pem: &str,
@@ -188,16 +213,15 @@ pub async fn sign(
     let t = Template::from_csr(&csr, profile, lifetime)
         .map_err(|e| IssuanceError::BadCsr(e.to_string()))?;
     let issued = ca.sign(&csr, &t)?;
-    let _guard = state.change_lock().await;
-    let mut tx = state.store.begin().await?;
-    record(&mut tx, &issued, &t, actor, "sign", None).await?;
-    tx.commit().await?;
+    let mut ch = Change::begin(control).await?;
+    let (_, audit) = record(&mut ch.tx, &issued, &t, actor, "sign", None).await?;
+    ch.commit_records(Some(audit)).await?;
     Ok(issued)
 }
 
 /// Enrollment: a token buys the identity it was created for, once.
 pub async fn enroll(
-    state: &crate::gateway::State,
+    control: &Control,
     ca: &Ca,
     token: &str,
     csr_pem: &str,
@@ -206,8 +230,8 @@ pub async fn enroll(
     let sha = crate::pki::hex(digest.as_ref());
     let now = crate::pki::unix_now();
     // Unknown tokens are refused by a read, without the change lock or a write transaction.
-    let (name, profile, grant_json) = state
-        .store
+    let (name, profile, grant_json) = control
+        .store()
         .enroll_token(&sha, now)
         .await?
         .ok_or(IssuanceError::InvalidToken)?;
@@ -235,21 +259,13 @@ pub async fn enroll(
         .authorize(&csr)
         .map_err(IssuanceError::NotAuthorized)?;
     let issued = ca.sign(&csr, &t)?;
-    let _guard = state.change_lock().await;
-    let mut tx = state.store.begin().await?;
-    if !store::spend_enroll_token(&mut tx, &sha, now).await? {
+    let mut ch = Change::begin(control).await?;
+    if !store::spend_enroll_token(&mut ch.tx, &sha, now).await? {
         return Err(IssuanceError::InvalidToken);
     }
-    record(
-        &mut tx,
-        &issued,
-        &t,
-        &format!("enroll:{name}"),
-        "enroll",
-        None,
-    )
-    .await?;
-    tx.commit().await?;
+    let actor = format!("enroll:{name}");
+    let (_, audit) = record(&mut ch.tx, &issued, &t, &actor, "enroll", None).await?;
+    ch.commit_records(Some(audit)).await?;
     Ok(issued)
 }
 
@@ -262,7 +278,7 @@ pub fn renewable_from(info: &CertInfo) -> i64 {
 
 /// Renewal: the holder of `presented` (proved by the TLS handshake) gets it again.
 pub async fn renew(
-    state: &crate::gateway::State,
+    control: &Control,
     ca: &Ca,
     presented: &[u8],
     csr_pem: &str,
@@ -287,15 +303,15 @@ pub async fn renew(
     }
     let csr = crate::ca::parse_csr(csr_pem).map_err(|e| IssuanceError::BadCsr(e.to_string()))?;
     let issuer = ca.issuer_key();
-    let _guard = state.change_lock().await;
-    let mut tx = state.store.begin().await?;
-    let current = store::issued_by_fingerprint(&mut tx, &info.fingerprint_sha256)
+    let mut ch = Change::begin(control).await?;
+    let tx = &mut ch.tx;
+    let current = store::issued_by_fingerprint(tx, &info.fingerprint_sha256)
         .await?
         .ok_or(IssuanceError::NotRecorded)?;
     // The certificate and every certificate it descends from must be unrevoked.
     let mut row = current.clone();
     for _ in 0..10_000 {
-        if store::is_revoked(&mut tx, &row.fingerprint, &row.serial, &issuer).await? {
+        if store::is_revoked(tx, &row.fingerprint, &row.serial, &issuer).await? {
             return Err(IssuanceError::Revoked(if row.serial == current.serial {
                 "this certificate is revoked".into()
             } else {
@@ -306,32 +322,22 @@ pub async fn renew(
             }));
         }
         match &row.predecessor {
-            Some(p) => match store::issued_by_serial(&mut tx, p).await? {
+            Some(p) => match store::issued_by_serial(tx, p).await? {
                 Some(prev) => row = prev,
                 None => break,
             },
             None => break,
         }
     }
-    if let Some(next) = store::issued_successors(&mut tx, &current.serial)
-        .await?
-        .first()
-    {
+    if let Some(next) = store::issued_successors(tx, &current.serial).await?.first() {
         return Err(IssuanceError::AlreadyRenewed(next.serial.clone()));
     }
     let profile: Profile = current.profile.parse().unwrap_or(Profile::Client);
     let t = ca.renewal(&info, presented, profile)?;
     let issued = ca.sign(&csr, &t)?;
-    record(
-        &mut tx,
-        &issued,
-        &t,
-        &format!("cert:{}", info.fingerprint_sha256),
-        "renew",
-        Some(&current.serial),
-    )
-    .await?;
-    tx.commit().await?;
+    let actor = format!("cert:{}", info.fingerprint_sha256);
+    let (_, audit) = record(tx, &issued, &t, &actor, "renew", Some(&current.serial)).await?;
+    ch.commit_records(Some(audit)).await?;
     Ok(issued)
 }
 
@@ -354,4 +360,61 @@ pub async fn descendants(
         }
     }
     Ok(out)
+}
+
+/// The data plane's `builtin:ca` endpoints reach the CA through this desk; the store and the
+/// CA's key stay here.
+impl crate::shared::CaDesk for Control {
+    fn available(&self) -> bool {
+        self.ca().is_some()
+    }
+
+    fn enroll<'a>(&'a self, token: &'a str, csr_pem: &'a str) -> Answer<'a> {
+        Box::pin(async move {
+            let ca = self.ca().ok_or_else(no_ca)?;
+            enroll(self, &ca, token, csr_pem)
+                .await
+                .map(|i| handed_out(&i))
+                .map_err(|e| refusal(&e))
+        })
+    }
+
+    fn renew<'a>(&'a self, presented: &'a [u8], csr_pem: &'a str) -> Answer<'a> {
+        Box::pin(async move {
+            let ca = self.ca().ok_or_else(no_ca)?;
+            renew(self, &ca, presented, csr_pem)
+                .await
+                .map(|i| handed_out(&i))
+                .map_err(|e| refusal(&e))
+        })
+    }
+}
+
+fn no_ca() -> Refusal {
+    Refusal {
+        status: 404,
+        code: "no_ca",
+        message: "this gateway has no built-in CA".into(),
+        hint: "add a [ca] section to the config".into(),
+        retry_after: None,
+    }
+}
+
+fn handed_out(issued: &Issued) -> IssuedCert {
+    IssuedCert {
+        chain_pem: issued.chain_pem.clone(),
+        serial: issued.info.serial_hex.clone(),
+        not_after: crate::pki::rfc3339(issued.info.not_after),
+    }
+}
+
+fn refusal(e: &IssuanceError) -> Refusal {
+    let (status, code, hint) = e.parts();
+    Refusal {
+        status,
+        code,
+        message: e.to_string(),
+        hint,
+        retry_after: e.retry_after(),
+    }
 }

@@ -1,0 +1,119 @@
+//! `symbolon policy …`: authorization policies.
+
+use clap::Subcommand;
+use http::Method;
+use serde_json::{Value, json};
+
+use super::api::{Api, Resource};
+use super::{Exit, fail};
+
+/// Policy contents, as flags.
+#[derive(Debug, clap::Args)]
+pub struct PolicyArgs {
+    /// Token bucket: N requests per period, e.g. 100/1m.
+    #[arg(long)]
+    pub rate_limit: Option<String>,
+    /// Quota: N requests per day, month or fixed window, e.g. 10000/day.
+    #[arg(long)]
+    pub quota: Option<String>,
+    /// Access right ROUTE[:METHODS[:PREFIXES]], e.g. orders:GET,POST:/orders,/carts (repeatable;
+    /// none = every route).
+    #[arg(long)]
+    pub access: Vec<String>,
+    /// Allow self-service enrollment with this policy.
+    #[arg(long)]
+    pub self_service: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCmd {
+    Create {
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        spec: PolicyArgs,
+    },
+    List,
+    Show {
+        id: String,
+    },
+    /// Replace the policy's contents.
+    Update {
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        spec: PolicyArgs,
+    },
+    Delete {
+        id: String,
+    },
+}
+
+const POLICIES: Resource = Resource {
+    path: "/api/v1/policies",
+    kind: "policy",
+    columns: &[
+        "id",
+        "name",
+        "access",
+        "rate_limit",
+        "quota",
+        "self_service",
+    ],
+};
+
+pub async fn run(cmd: PolicyCmd, api: &Api) -> Result<(), Exit> {
+    match cmd {
+        PolicyCmd::Create { name, spec } => api.create(&POLICIES, body(name, &spec)?).await,
+        PolicyCmd::List => api.list(&POLICIES).await,
+        PolicyCmd::Show { id } => api.show(&POLICIES, &id).await,
+        PolicyCmd::Update { id, name, spec } => {
+            let body = body(name.unwrap_or_else(|| id.clone()), &spec)?;
+            api.update(&POLICIES, Method::PUT, &id, body).await
+        }
+        PolicyCmd::Delete { id } => api.delete(&POLICIES, &id).await,
+    }
+}
+
+/// `N/PERIOD` → (N, PERIOD).
+fn per(flag: &str, s: &str) -> Result<(u64, String), Exit> {
+    let parsed = s
+        .split_once('/')
+        .and_then(|(n, p)| Some((n.trim().parse::<u64>().ok()?, p.trim().to_string())));
+    parsed.ok_or_else(|| {
+        fail(
+            format_args!("--{flag} '{s}' must look like 100/1m or 10000/day"),
+            Exit::Usage,
+        )
+    })
+}
+
+/// The body of a policy create or update (the whole policy).
+fn body(name: String, a: &PolicyArgs) -> Result<Value, Exit> {
+    let mut body = json!({"self_service": a.self_service});
+    if let Some(r) = &a.rate_limit {
+        let (n, p) = per("rate-limit", r)?;
+        body["rate_limit"] = json!({"requests": n, "per": p});
+    }
+    if let Some(q) = &a.quota {
+        let (n, p) = per("quota", q)?;
+        body["quota"] = json!({"requests": n, "period": p});
+    }
+    let access: Vec<Value> = a
+        .access
+        .iter()
+        .map(|s| {
+            let mut parts = s.splitn(3, ':');
+            let route = parts.next().unwrap_or_default();
+            let list = |p: Option<&str>| -> Vec<String> {
+                p.map(|x| x.split(',').filter(|v| !v.is_empty()).map(str::to_string).collect())
+                    .unwrap_or_default()
+            };
+            json!({"route": route, "methods": list(parts.next()), "path_prefixes": list(parts.next())})
+        })
+        .collect();
+    body["access"] = json!(access);
+    body["name"] = json!(name);
+    Ok(body)
+}

@@ -1,0 +1,41 @@
+//! `symbolon verify`: would a domain accept this client certificate, and if not, why.
+
+use std::path::PathBuf;
+
+use http::Method;
+use serde_json::json;
+
+use super::api::{Api, print_json};
+use super::{Exit, read};
+
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// PEM: the client certificate, then any intermediates the client sends.
+    cert: PathBuf,
+    #[arg(long)]
+    domain: String,
+}
+
+/// Exit 0 when the chain verifies, 1 when it does not.
+pub async fn run(args: VerifyArgs, api: &Api) -> Result<(), Exit> {
+    let pem = read(&args.cert)?;
+    let body = json!({"certificate_pem": pem, "domain": args.domain});
+    let v = api.call(Method::POST, "/api/v1/verify", Some(body)).await?;
+    let verified = v["verified"] == true;
+    let domain = v["domain"].as_str().unwrap_or("");
+    let mode = v["mode"].as_str().unwrap_or("");
+    if api.json() {
+        print_json(&v);
+    } else if verified {
+        println!("ACCEPTED by {domain} (mode {mode}): the chain verifies");
+    } else {
+        let reason = v["reason"].as_str().unwrap_or("");
+        let what = if v["would_connect"] == true {
+            "CONNECTS BUT FAILS VERIFICATION"
+        } else {
+            "REJECTED"
+        };
+        println!("{what} by {domain} (mode {mode}): {reason}");
+    }
+    if verified { Ok(()) } else { Err(Exit::Failure) }
+}
