@@ -205,10 +205,8 @@ fn reason_text(
             .path(leaf_der, rest, UnixTime::since_unix_epoch(std::time::Duration::from_secs(now.max(0) as u64)))
             .ok()
             .and_then(|chain| {
-                domain
-                    .verifier
-                    .revocations()
-                    .lookup_chain(&chain)
+                chain
+                    .revoked_in(domain.verifier.revocations())
                     .map(|r| format!("revoked at {} ({})", r.revoked_at, r.reason))
             })
             .unwrap_or_else(|| "revoked (by a CRL of its CA)".into()),

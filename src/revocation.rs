@@ -9,8 +9,6 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use sqlx::FromRow;
 
-use crate::tls::verify::VerifiedChain;
-
 /// RFC 5280 revocation reasons, by the names operators use.
 pub const REASONS: [&str; 9] = [
     "unspecified",
@@ -95,17 +93,6 @@ impl Revocations {
         self.by_fingerprint.len()
             + self.by_serial.values().map(HashMap::len).sum::<usize>()
             + self.by_serial_any_issuer.len()
-    }
-
-    /// The revocation of any certificate of a verified path (leaf, intermediates, anchor).
-    pub fn lookup_chain(&self, chain: &VerifiedChain) -> Option<&Revoked> {
-        if self.is_empty() {
-            return None;
-        }
-        chain
-            .certs
-            .iter()
-            .find_map(|c| self.lookup(&c.fingerprint, &c.issuer_key, &c.serial))
     }
 
     /// The revocation of one certificate: by its fingerprint, or by its issuer's key and its

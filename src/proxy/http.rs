@@ -157,7 +157,7 @@ fn revoked(conn: &ConnContext, snapshot: &Snapshot) -> Option<ProxyError> {
     }
     let id = &conn.identity;
     let r = match &id.chain {
-        Some(chain) => snapshot.revocations.lookup_chain(chain)?,
+        Some(chain) => chain.revoked_in(&snapshot.revocations)?,
         // Not verified (optional mode): only the exact certificate can be named.
         None => snapshot
             .revocations

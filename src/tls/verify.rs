@@ -202,6 +202,19 @@ pub struct VerifiedChain {
 }
 
 impl VerifiedChain {
+    /// The revocation of any certificate on the path, by fingerprint or by issuer and serial.
+    pub fn revoked_in<'a>(
+        &self,
+        revocations: &'a crate::revocation::Revocations,
+    ) -> Option<&'a crate::revocation::Revoked> {
+        if revocations.is_empty() {
+            return None;
+        }
+        self.certs
+            .iter()
+            .find_map(|c| revocations.lookup(&c.fingerprint, &c.issuer_key, &c.serial))
+    }
+
     /// The intermediates that were used, in path order (not the leaf, not the anchor).
     pub fn intermediates(&self) -> &[PathCert] {
         let n = self.certs.len().saturating_sub(2 + self.above);
@@ -495,7 +508,7 @@ impl ClientVerifier {
         now: UnixTime,
     ) -> Result<Arc<VerifiedChain>, FailReason> {
         let chain = self.path(end_entity, intermediates, now)?;
-        if self.revocations.lookup_chain(&chain).is_some() {
+        if chain.revoked_in(&self.revocations).is_some() {
             return Err(FailReason::Revoked);
         }
         Ok(chain)
