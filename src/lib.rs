@@ -1,26 +1,33 @@
 //! Symbolon: a mutual-TLS gateway and certificate authority in one binary.
 //!
 //! # Life of a connection
-//! 1. [`proxy`] accepts a TCP connection and reads the TLS ClientHello.
+//! 1. [`proxy`] accepts a TCP connection (within [`listener`]'s caps) and reads the ClientHello.
 //! 2. The SNI picks a [`snapshot::Domain`]: its server certificate, trust bundle and mTLS mode.
 //! 3. [`tls::verify`] checks the client chain (require: fail the handshake; optional: go on).
 //! 4. The chain is verified again for the connection (a cache of verified chains may save the
 //!    work; nothing else decides), and [`identity`] turns the verified path into the verdict and
 //!    identity headers, once.
-//! 5. Per request: one authority, which must belong to the connection's domain (else 421), the
-//!    path normalized once ([`path::normalize`]), [`routing`] picks the route,
-//!    [`proxy::headers`] strips spoofed identity headers and sets ours, the request goes to the
-//!    upstream, and an access-log line is written.
+//! 5. Per request, in named phases ([`proxy::http`]): one authority, which must belong to the
+//!    connection's domain (else 421), the path normalized once ([`path::normalize`]), the
+//!    [`routing`] table picks the route, [`authz`] decides, [`proxy::headers`] strips spoofed
+//!    identity headers and sets ours, the request goes to the upstream, and an access-log line
+//!    is written.
 //! 6. An `https://` upstream is reached through [`upstream`]: one pool per TLS setting (trust,
 //!    server name, client credential), built with the snapshot. [`sidecar`] listeners send a
 //!    local app's plain HTTP the same way, with a credential the built-in [`ca`] rotates.
 //!
 //! # The rule that keeps it simple
-//! The data plane reads only the current immutable [`snapshot::Snapshot`]. The control plane
-//! ([`gateway`]: SIGHUP, file changes) builds a complete new snapshot, validates it, and swaps it
-//! in atomically. A failed change changes nothing and says why.
+//! The data plane reads only the current immutable [`snapshot::Snapshot`], through
+//! [`shared::Shared`]. The control plane ([`control`]) owns the store, the CA and the
+//! configuration; every change (admin API, reload, sidecar rotation, CA issuance) takes one path,
+//! [`control::Change`]: validate, write the store, build a complete new snapshot, swap it in,
+//! audit. A failed change changes nothing and says why.
 //!
-//! Dependencies point one way: `pki` ← `tls` ← `snapshot` ← `proxy` ← `gateway` ← `cli`.
+//! Dependencies point one way, down these layers (`docs/ARCHITECTURE.md`, checked by
+//! `tests/it/architecture.rs`): foundation (`pki`, `duration`, `path`, `telemetry`) ← model
+//! (`tls`, `config`, `authz`, `routing`, …) ← `snapshot` ← data plane (`shared`, `proxy`,
+//! `sidecar`) ← control plane (`ca`, `store`, `control`) ← edges (`admin`, `gateway`, `cli`).
+//! No data-plane module reaches the store.
 
 pub mod admin;
 pub mod authz;

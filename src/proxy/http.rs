@@ -1,4 +1,7 @@
-//! The request pipeline: Host ≠ SNI check → route → header rewrite → upstream → access log.
+//! The request pipeline after the handshake, in named phases: **route** (one authority, on the
+//! connection's domain; the path normalized once; trust still current; the route) →
+//! **authorize** ([`crate::authz`]) → **forward** (identity headers rewritten, the upstream) →
+//! **log** (usage, metrics, the access-log line).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -18,6 +21,18 @@ use crate::shared::Shared;
 use crate::snapshot::Snapshot;
 use crate::tls::{Mode, Verdict};
 
+/// What the phases learned about a request, for its log line.
+#[derive(Default)]
+struct Trace {
+    /// The decoded path (the raw one when it could not be normalized).
+    path: String,
+    route: Option<String>,
+    identity: Option<Arc<Identity>>,
+    bytes_in: u64,
+    /// The verdict when it changed after the handshake.
+    verify_now: Option<&'static str>,
+}
+
 /// Handles one request. Never fails: every error becomes a response.
 pub(super) async fn handle(
     req: Request<Incoming>,
@@ -27,84 +42,128 @@ pub(super) async fn handle(
     let started = Instant::now();
     let method = req.method().clone();
     let snapshot = state.snapshot();
-    // One path, normalized once: routing and authorization compare its decoded form, the
-    // upstream receives its forwarded form.
-    let (path, forward_path, bad_path) = match crate::path::normalize(req.uri().path()) {
-        Ok(p) => (p.decoded, p.forward, None),
-        Err(bad) => (req.uri().path().to_string(), String::new(), Some(bad)),
-    };
-    let authority = request_authority(&req);
-    let mut route_name: Option<String> = None;
-    let mut identity: Option<Arc<Identity>> = None;
-    let mut bytes_in = 0;
-    // The verdict when it changed after the handshake (for the access log).
-    let mut verify_now: Option<&str> = None;
-    let result = match (authority, bad_path) {
-        (Err(e), _) => Err(e),
-        (_, Some(bad)) => Err(ProxyError::BadRequest {
-            detail: format!(
-                "{} (paths are normalized as the README's Security model says)",
-                bad.0
-            ),
-        }),
-        (Ok(authority), None) => {
-            let host = host_of(&authority);
-            let same_domain = match snapshot.domain_for_host(&host) {
-                Some(d) => d.name == conn.domain,
-                // A host with no domain of its own (a client that connects by IP address, say)
-                // is served on the default domain, unless the client named another host in SNI.
-                None => {
-                    snapshot
-                        .default_domain()
-                        .is_some_and(|d| d.name == conn.domain)
-                        && conn.sni.as_deref().is_none_or(|s| s == host)
-                }
-            };
-            if !same_domain {
-                Err(ProxyError::Misdirected {
-                    conn_domain: conn.domain.clone(),
-                    host,
-                })
-            } else if let Some(revoked) = revoked(&conn, &snapshot) {
-                verify_now = Some("REVOKED");
-                Err(revoked)
-            } else if let Some(expired) = expired(&conn) {
-                verify_now = Some("EXPIRED");
-                Err(expired)
-            } else if let Some(route) = snapshot.routes.find(&host, &path) {
-                route_name = Some(route.name.clone());
-                let mut req = req;
-                bytes_in = content_length(req.headers());
-                match authorize(&mut req, &path, route, &conn, &state, &snapshot) {
-                    Ok(id) => {
-                        identity = id;
-                        let target = Target {
-                            host: &host,
-                            authority: &authority,
-                            path: &forward_path,
-                        };
-                        forward(req, target, route, &conn, &state, &snapshot.timeouts).await
-                    }
-                    Err(d) => Err(ProxyError::Denied(d)),
-                }
-            } else {
-                Err(ProxyError::NoRoute {
-                    host,
-                    path: path.clone(),
-                })
-            }
-        }
-    };
-    let (response, error_code) = match result {
+    let mut trace = Trace::default();
+    let response = match pipeline(req, &conn, &state, &snapshot, &mut trace).await {
         Ok(resp) => (resp, None),
         Err(e) => {
             let code = e.code();
             (e.into_response(), Some(code))
         }
     };
-    let route = route_name.as_deref().unwrap_or("-");
+    log(
+        &conn, &state, &snapshot, &method, &trace, &response, started,
+    );
+    Ok(response.0)
+}
+
+/// The phases after the handshake: route → authorize → forward.
+async fn pipeline(
+    mut req: Request<Incoming>,
+    conn: &ConnContext,
+    state: &Shared,
+    snapshot: &Snapshot,
+    trace: &mut Trace,
+) -> Result<Response<RespBody>, ProxyError> {
+    let routed = route(&req, conn, snapshot, trace)?;
+    trace.bytes_in = content_length(req.headers());
+    trace.identity = authorize(&mut req, &routed.path, routed.route, conn, state, snapshot)
+        .map_err(ProxyError::Denied)?;
+    let target = Target {
+        host: &routed.host,
+        authority: &routed.authority,
+        path: &routed.forward_path,
+    };
+    forward(req, target, routed.route, conn, state, &snapshot.timeouts).await
+}
+
+/// A request with its route.
+struct Routed<'s> {
+    route: &'s Route,
+    host: String,
+    authority: Authority,
+    /// Decoded: what routing and authorization compare.
+    path: String,
+    /// What the upstream receives.
+    forward_path: String,
+}
+
+/// The route phase: one authority, which must belong to the connection's domain (else 421);
+/// the path normalized once (routing and authorization compare its decoded form, the upstream
+/// receives its forwarded form); a client whose certificate was revoked or expired since the
+/// handshake is refused; then the route.
+fn route<'s>(
+    req: &Request<Incoming>,
+    conn: &ConnContext,
+    snapshot: &'s Snapshot,
+    trace: &mut Trace,
+) -> Result<Routed<'s>, ProxyError> {
+    let normalized = crate::path::normalize(req.uri().path());
+    trace.path = match &normalized {
+        Ok(p) => p.decoded.clone(),
+        Err(_) => req.uri().path().to_string(),
+    };
+    let authority = request_authority(req)?;
+    let path = normalized.map_err(|bad| ProxyError::BadRequest {
+        detail: format!(
+            "{} (paths are normalized as the README's Security model says)",
+            bad.0
+        ),
+    })?;
+    let host = host_of(&authority);
+    let same_domain = match snapshot.domain_for_host(&host) {
+        Some(d) => d.name == conn.domain,
+        // A host with no domain of its own (a client that connects by IP address, say) is
+        // served on the default domain, unless the client named another host in SNI.
+        None => {
+            snapshot
+                .default_domain()
+                .is_some_and(|d| d.name == conn.domain)
+                && conn.sni.as_deref().is_none_or(|s| s == host)
+        }
+    };
+    if !same_domain {
+        return Err(ProxyError::Misdirected {
+            conn_domain: conn.domain.clone(),
+            host,
+        });
+    }
+    if let Some(revoked) = revoked(conn, snapshot) {
+        trace.verify_now = Some("REVOKED");
+        return Err(revoked);
+    }
+    if let Some(expired) = expired(conn) {
+        trace.verify_now = Some("EXPIRED");
+        return Err(expired);
+    }
+    let Some(route) = snapshot.routes.find(&host, &path.decoded) else {
+        return Err(ProxyError::NoRoute {
+            host,
+            path: path.decoded,
+        });
+    };
+    trace.route = Some(route.name.clone());
+    Ok(Routed {
+        route,
+        host,
+        authority,
+        path: path.decoded,
+        forward_path: path.forward,
+    })
+}
+
+/// The log phase: usage and policy counters of the identity, metrics, the access-log line.
+fn log(
+    conn: &ConnContext,
+    state: &Shared,
+    snapshot: &Snapshot,
+    method: &http::Method,
+    trace: &Trace,
+    (response, error_code): &(Response<RespBody>, Option<&'static str>),
+    started: Instant,
+) {
+    let route = trace.route.as_deref().unwrap_or("-");
     let status = response.status().as_u16();
-    if let Some(id) = &identity {
+    if let Some(id) = &trace.identity {
         let bytes_out = {
             use hyper::body::Body as _;
             response
@@ -115,7 +174,7 @@ pub(super) async fn handle(
         };
         state
             .authz
-            .record_usage(&id.id, route, status, bytes_in, bytes_out);
+            .record_usage(&id.id, route, status, trace.bytes_in, bytes_out);
         if let Some(policy) = &id.policy {
             policy.count(route, status);
         }
@@ -134,11 +193,11 @@ pub(super) async fn handle(
             sni = conn.sni.as_deref().unwrap_or(""),
             domain = %conn.domain,
             method = %method,
-            path = %path,
+            path = %trace.path,
             route,
             status,
             latency_ms = elapsed.as_secs_f64() * 1000.0,
-            verify = %verify_now.map_or_else(|| id.verify_text(), str::to_string),
+            verify = %trace.verify_now.map_or_else(|| id.verify_text(), str::to_string),
             fingerprint = leaf.map(|l| l.fingerprint_sha256.as_str()).unwrap_or(""),
             subject = leaf.map(|l| l.subject.as_str()).unwrap_or(""),
             spiffe_id = leaf.and_then(|l| l.spiffe_id.as_deref()).unwrap_or(""),
@@ -146,7 +205,6 @@ pub(super) async fn handle(
             "request"
         );
     }
-    Ok(response)
 }
 
 /// A certificate revoked after the connection was made: its requests are refused and the

@@ -2,6 +2,7 @@
 //! All rustls configuration lives here, so a rustls upgrade touches one module.
 
 pub mod server;
+pub mod verdict;
 pub mod verify;
 
 pub use verify::{FailReason, Mode, Verdict};

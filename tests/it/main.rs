@@ -5,6 +5,7 @@
 
 mod admin;
 mod admin_input;
+mod architecture;
 mod authz;
 mod badinput;
 mod binary;
