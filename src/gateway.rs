@@ -15,7 +15,6 @@ use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use notify::{RecursiveMode, Watcher as _};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -202,8 +201,8 @@ async fn serve_metrics(
             let _permit = permit;
             let timeouts =
                 crate::listener::ConnTimeouts::from_config(&control.shared().snapshot().timeouts);
-            let activity = crate::listener::Activity::new(false);
-            let svc = crate::listener::counted(&activity, move |req: http::Request<Incoming>| {
+            let shared = control.shared().clone();
+            let serve = move |req: http::Request<Incoming>| {
                 let handle = handle.clone();
                 let control = control.clone();
                 async move {
@@ -245,22 +244,9 @@ async fn serve_metrics(
                     *resp.status_mut() = status;
                     Ok::<_, std::convert::Infallible>(resp)
                 }
-            });
-            let io = TokioIo::new(crate::listener::Tracked::new(tcp, activity.clone()));
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(None)
-                .serve_connection(io, svc);
-            crate::listener::supervise(
-                "metrics",
-                conn,
-                |c| c.graceful_shutdown(),
-                &activity,
-                timeouts,
-                watcher,
-                None,
-            )
-            .await;
+            };
+            crate::listener::serve_plain("metrics", tcp, &shared.http, timeouts, watcher, serve)
+                .await;
         });
     }
 }

@@ -315,6 +315,40 @@ where
     })
 }
 
+/// Serves one plain-HTTP connection (metrics, sidecars) with `handler`: requests counted, the
+/// listener's timeouts, a graceful end when `drain` turns true. Returns when the connection
+/// ends.
+pub async fn serve_plain<F, Fut, B, E>(
+    listener: &'static str,
+    tcp: TcpStream,
+    http: &hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    timeouts: ConnTimeouts,
+    drain: watch::Receiver<bool>,
+    handler: F,
+) where
+    F: Fn(Req) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<http::Response<B>, E>> + Send + 'static,
+    B: Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
+    let activity = Activity::new(false);
+    let svc = counted(&activity, handler);
+    let io = hyper_util::rt::TokioIo::new(Tracked::new(tcp, activity.clone()));
+    let conn = http.serve_connection(io, svc);
+    supervise(
+        listener,
+        conn,
+        |c| c.graceful_shutdown(),
+        &activity,
+        timeouts,
+        drain,
+        None,
+    )
+    .await;
+}
+
 /// A response body that keeps its request counted as active until it is sent.
 pub fn guarded<B>(body: B, guard: RequestGuard) -> Guarded<B> {
     Guarded {

@@ -18,7 +18,6 @@ use std::time::Instant;
 
 use http::{Request, Response, header};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
@@ -133,21 +132,14 @@ async fn accept(
         tokio::spawn(async move {
             let _permit = permit;
             let timeouts = crate::listener::ConnTimeouts::from_config(&state.snapshot().timeouts);
-            let activity = crate::listener::Activity::new(false);
             let svc_state = state.clone();
-            let svc = crate::listener::counted(&activity, move |req| {
-                handle(req, name.clone(), svc_state.clone())
-            });
-            let io = TokioIo::new(crate::listener::Tracked::new(tcp, activity.clone()));
-            let conn = state.http.serve_connection(io, svc);
-            crate::listener::supervise(
+            crate::listener::serve_plain(
                 "sidecar",
-                conn,
-                |c| c.graceful_shutdown(),
-                &activity,
+                tcp,
+                &state.http,
                 timeouts,
                 watcher,
-                None,
+                move |req| handle(req, name.clone(), svc_state.clone()),
             )
             .await;
         });
