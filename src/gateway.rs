@@ -70,11 +70,22 @@ impl Gateway {
             "connection caps"
         );
         let control = Control::start(config_path, config.clone(), overrides, limits).await?;
-        let (listener, tls_addr) = bind(config.listen, "listen")?;
-        let (metrics_listener, metrics_addr) = bind(config.metrics_listen, "metrics_listen")?;
-        let admin_listener = match &config.admin {
-            Some(admin) => Some(bind(admin.listen, "admin.listen")?),
-            None => None,
+        let bound = (|| {
+            let data = bind(config.listen, "listen")?;
+            let metrics = bind(config.metrics_listen, "metrics_listen")?;
+            let admin = match &config.admin {
+                Some(admin) => Some(bind(admin.listen, "admin.listen")?),
+                None => None,
+            };
+            Ok::<_, GatewayError>((data, metrics, admin))
+        })();
+        let ((listener, tls_addr), (metrics_listener, metrics_addr), admin_listener) = match bound {
+            Ok(b) => b,
+            Err(e) => {
+                // The first snapshot bound the sidecars' listeners: close them again.
+                control.stop_sidecars().await;
+                return Err(e);
+            }
         };
         let shared = control.shared().clone();
         let (shutdown_tx, shutdown_rx) = watch::channel(false);

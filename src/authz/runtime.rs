@@ -1,7 +1,6 @@
 //! What outlives snapshots: rate-limit buckets, quota use, usage counters and the transition
 //! report, all bounded.
 
-#[allow(unused_imports)]
 use super::*;
 
 /// Runtime counters that outlive snapshots: rate-limit buckets, quota use, usage, and the

@@ -1,7 +1,6 @@
 //! Certificate revocation lists: loading them (PEM or DER), and deciding whether a fetched
 //! CRL may replace the one held (signed by a CA of its bundle, no rollback).
 
-#[allow(unused_imports)]
 use super::*;
 
 /// Checks a fetched CRL (PEM or DER) before it replaces `held`, the copy in use: it must be

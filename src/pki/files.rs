@@ -1,7 +1,6 @@
 //! Certificates, keys and trust bundles from files and PEM text, read with a size cap, and
 //! the record of the files a configuration was built from ([`with_files`]).
 
-#[allow(unused_imports)]
 use super::*;
 
 /// Creates `dir` (and its parents) readable by its owner only (0700): it holds private keys.

@@ -1,6 +1,5 @@
 //! Signatures: whether a certificate, a CRL or a message was signed by a given key.
 
-#[allow(unused_imports)]
 use super::*;
 
 /// Whether `issuer_der`'s key signed `cert_der` (and the names chain). A CA decides by

@@ -1,6 +1,5 @@
 //! The CA's records: revocations, issued certificates and enrollment tokens.
 
-#[allow(unused_imports)]
 use super::*;
 
 impl Store {

@@ -1,7 +1,6 @@
 //! The store's rows, typed: JSON columns are decoded here, once, into the values the rest of
 //! the gateway uses (enums for modes and policies, not strings).
 
-#[allow(unused_imports)]
 use super::*;
 
 #[derive(Clone, Debug, FromRow, Serialize)]

@@ -1,6 +1,5 @@
 //! Writes, each inside the caller's transaction (a [`crate::control::Change`]).
 
-#[allow(unused_imports)]
 use super::*;
 
 // === writes (all take the transaction's connection) ===

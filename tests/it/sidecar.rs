@@ -498,3 +498,28 @@ async fn config_file_sidecars_follow_reloads() {
         .await;
     assert!(err.contains("lifetime") && err.contains("3650d"), "{err}");
 }
+
+/// A listener that cannot bind fails the start with the setting to change, and the sidecar
+/// listeners the configuration had already opened are closed again: nothing is left serving.
+#[tokio::test]
+async fn a_start_that_cannot_bind_leaves_no_sidecar_listening() {
+    let h = Harness::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let sidecar = free.local_addr().unwrap();
+    drop(free);
+    let path = h.config(&format!(
+        "[[sidecars]]\nname = \"local\"\nlisten = \"{sidecar}\"\nupstream = \"http://127.0.0.1:9/\"\n"
+    ));
+    let overrides = symbolon::gateway::Overrides {
+        metrics_listen: Some(taken.local_addr().unwrap()),
+        ..Default::default()
+    };
+    let err = match symbolon::gateway::Gateway::start(&path, overrides).await {
+        Ok(_) => panic!("started on a port in use"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("metrics_listen"), "{err}");
+    // The sidecar's port is free again: its listener was closed.
+    std::net::TcpListener::bind(sidecar).expect("the sidecar's listener was closed");
+}
