@@ -145,7 +145,7 @@ impl ApiError {
 }
 
 /// Splits "problem. Fix: what to do" into its two halves.
-fn split_fix(text: &str) -> (String, String) {
+pub(super) fn split_fix(text: &str) -> (String, String) {
     match text.split_once(". Fix: ") {
         Some((m, h)) => (m.to_string(), h.to_string()),
         None => (text.to_string(), String::new()),

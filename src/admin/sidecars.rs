@@ -1,5 +1,6 @@
-//! Admin API for sidecars (egress listeners): list, create, replace, delete, rotate now.
+//! Sidecars (`/api/v1/sidecars`), egress listeners: list, create, replace, delete, rotate now.
 //! Sidecars from the config file are listed and can be rotated, but are changed in the file.
+//! A sidecar is created and replaced with its [`SidecarConfig`], as in the config file.
 
 use std::sync::Arc;
 
@@ -11,19 +12,33 @@ use axum::{Extension, Json, Router};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::api::{check_name, json_or};
-use super::view::ImportReport;
+use super::common::{JsonBody, Res, check_name};
+use super::declarative::Import;
+use super::error::split_fix;
+use super::view::ErrorBody;
 use super::{Actor, ApiError, App, Change};
-use crate::config::SidecarConfig;
+pub use crate::config::SidecarConfig;
 use crate::control::credentials::SidecarError;
 use crate::snapshot::Rotation;
 use crate::store::{self, SidecarRow, StoreState, Table};
 
-type Res<T> = Result<T, ApiError>;
-type Body<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(
+        list_sidecars,
+        create_sidecar,
+        get_sidecar,
+        replace_sidecar,
+        delete_sidecar,
+        rotate_sidecar
+    ),
+    components(schemas(SidecarView, SidecarConfig))
+)]
+pub(super) struct Doc;
 
-pub(super) fn routes(r: Router<Arc<App>>) -> Router<Arc<App>> {
-    r.route("/api/v1/sidecars", get(list_sidecars).post(create_sidecar))
+pub(super) fn routes() -> Router<Arc<App>> {
+    Router::new()
+        .route("/api/v1/sidecars", get(list_sidecars).post(create_sidecar))
         .route(
             "/api/v1/sidecars/{name}",
             get(get_sidecar).put(replace_sidecar).delete(delete_sidecar),
@@ -74,8 +89,7 @@ fn sidecar_error(e: SidecarError) -> ApiError {
     match e {
         SidecarError::NotFound(n) => ApiError::not_found("sidecar", &n),
         SidecarError::NotManaged(_) | SidecarError::NoCa(_) | SidecarError::Issue { .. } => {
-            let text = e.to_string();
-            let (m, h) = text.split_once(". Fix: ").unwrap_or((&text, ""));
+            let (m, h) = split_fix(&e.to_string());
             ApiError::invalid("sidecar_credential", m, h)
         }
         SidecarError::Store(s) => s.into(),
@@ -110,7 +124,7 @@ fn check_new(app: &App, sc: &SidecarConfig, moved: bool) -> Res<()> {
 }
 
 #[utoipa::path(get, path = "/api/v1/sidecars", tag = "sidecars", responses((status = 200, body = [SidecarView])))]
-pub(super) async fn list_sidecars(State(app): State<Arc<App>>) -> Res<Json<Vec<SidecarView>>> {
+async fn list_sidecars(State(app): State<Arc<App>>) -> Res<Json<Vec<SidecarView>>> {
     let mut names: Vec<String> = app
         .control
         .shared()
@@ -124,8 +138,8 @@ pub(super) async fn list_sidecars(State(app): State<Arc<App>>) -> Res<Json<Vec<S
 }
 
 #[utoipa::path(get, path = "/api/v1/sidecars/{name}", tag = "sidecars", params(("name" = String, Path)),
-    responses((status = 200, body = SidecarView), (status = 404, body = super::api::ErrorBody)))]
-pub(super) async fn get_sidecar(
+    responses((status = 200, body = SidecarView), (status = 404, body = ErrorBody)))]
+async fn get_sidecar(
     State(app): State<Arc<App>>,
     UrlPath(name): UrlPath<String>,
 ) -> Res<Json<SidecarView>> {
@@ -135,13 +149,12 @@ pub(super) async fn get_sidecar(
 }
 
 #[utoipa::path(post, path = "/api/v1/sidecars", tag = "sidecars", request_body = SidecarConfig,
-    responses((status = 201, body = SidecarView), (status = 409, body = super::api::ErrorBody), (status = 422, body = super::api::ErrorBody)))]
-pub(super) async fn create_sidecar(
+    responses((status = 201, body = SidecarView), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn create_sidecar(
     State(app): State<Arc<App>>,
     Extension(actor): Extension<Actor>,
-    body: Body<SidecarConfig>,
+    JsonBody(sc): JsonBody<SidecarConfig>,
 ) -> Res<Response> {
-    let sc = json_or(body)?;
     if app
         .control
         .shared()
@@ -167,14 +180,13 @@ pub(super) async fn create_sidecar(
 }
 
 #[utoipa::path(put, path = "/api/v1/sidecars/{name}", tag = "sidecars", request_body = SidecarConfig, params(("name" = String, Path)),
-    responses((status = 200, body = SidecarView), (status = 404, body = super::api::ErrorBody), (status = 422, body = super::api::ErrorBody)))]
-pub(super) async fn replace_sidecar(
+    responses((status = 200, body = SidecarView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn replace_sidecar(
     State(app): State<Arc<App>>,
     Extension(actor): Extension<Actor>,
     UrlPath(name): UrlPath<String>,
-    body: Body<SidecarConfig>,
+    JsonBody(sc): JsonBody<SidecarConfig>,
 ) -> Res<Json<SidecarView>> {
-    let sc = json_or(body)?;
     if sc.name != name {
         return Err(ApiError::invalid(
             "bad_sidecar",
@@ -205,8 +217,8 @@ pub(super) async fn replace_sidecar(
 }
 
 #[utoipa::path(delete, path = "/api/v1/sidecars/{name}", tag = "sidecars", params(("name" = String, Path)),
-    responses((status = 204), (status = 404, body = super::api::ErrorBody), (status = 409, body = super::api::ErrorBody)))]
-pub(super) async fn delete_sidecar(
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn delete_sidecar(
     State(app): State<Arc<App>>,
     Extension(actor): Extension<Actor>,
     UrlPath(name): UrlPath<String>,
@@ -230,8 +242,8 @@ pub(super) async fn delete_sidecar(
 }
 
 #[utoipa::path(post, path = "/api/v1/sidecars/{name}/rotate", tag = "sidecars", params(("name" = String, Path)),
-    responses((status = 200, body = SidecarView), (status = 404, body = super::api::ErrorBody), (status = 422, body = super::api::ErrorBody)))]
-pub(super) async fn rotate_sidecar(
+    responses((status = 200, body = SidecarView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn rotate_sidecar(
     State(app): State<Arc<App>>,
     Extension(actor): Extension<Actor>,
     UrlPath(name): UrlPath<String>,
@@ -296,22 +308,19 @@ async fn issue(
 }
 
 /// The sidecar part of an import: creates and replaces; issues credentials where needed.
-pub(super) async fn import_sidecars(
-    app: &App,
-    ch: &mut Change<'_>,
-    st: &StoreState,
-    sidecars: &[SidecarConfig],
-    report: &mut ImportReport,
-    actor: &Actor,
-) -> Res<()> {
+pub(super) async fn import(imp: &mut Import<'_>, sidecars: &[SidecarConfig]) -> Res<()> {
     for sc in sidecars {
-        let existing = st.sidecars.iter().find(|s| s.name == sc.name);
+        let existing = imp.st.sidecars.iter().find(|s| s.name == sc.name);
         let old: Option<SidecarConfig> = existing.map(|r| r.spec.clone());
         if old.as_ref() == Some(sc) {
-            report.unchanged.push(format!("sidecar {}", sc.name));
+            imp.report.unchanged.push(format!("sidecar {}", sc.name));
             continue;
         }
-        check_new(app, sc, old.as_ref().is_none_or(|o| o.listen != sc.listen))?;
+        check_new(
+            imp.app,
+            sc,
+            old.as_ref().is_none_or(|o| o.listen != sc.listen),
+        )?;
         let row = SidecarRow {
             id: existing.map(|r| r.id.clone()).unwrap_or_else(store::new_id),
             name: sc.name.clone(),
@@ -320,18 +329,19 @@ pub(super) async fn import_sidecars(
                 .map(|r| r.created_at.clone())
                 .unwrap_or_else(store::now),
         };
-        store::upsert_sidecar(&mut ch.tx, &row).await?;
-        let has_credential = st
+        store::upsert_sidecar(&mut imp.ch.tx, &row).await?;
+        let has_credential = imp
+            .st
             .credentials
             .iter()
             .any(|c| c.name == sc.credential_name());
         if sc.issue.is_some() && (!has_credential || old.and_then(|o| o.issue) != sc.issue) {
-            issue(app, ch, sc, actor).await?;
+            issue(imp.app, &mut imp.ch, sc, imp.actor).await?;
         }
         if existing.is_some() {
-            report.updated.push(format!("sidecar {}", sc.name));
+            imp.report.updated.push(format!("sidecar {}", sc.name));
         } else {
-            report.created.push(format!("sidecar {}", sc.name));
+            imp.report.created.push(format!("sidecar {}", sc.name));
         }
     }
     Ok(())
