@@ -184,6 +184,18 @@ impl Api {
     }
 }
 
+/// A request body of the admin API's own types as the JSON it sends.
+pub fn body<T: serde::Serialize>(request: &T) -> Value {
+    serde_json::to_value(request).unwrap_or_default()
+}
+
+/// Reads a JSON file as the admin API type `T`; a file that is not one is a usage error.
+pub fn read_as<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, Exit> {
+    let v = read_json(path)?;
+    serde_json::from_value(v)
+        .map_err(|e| super::fail(format_args!("{}: {e}", path.display()), Exit::Usage))
+}
+
 pub fn print_json(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }

@@ -4,9 +4,10 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 use http::Method;
-use serde_json::json;
 
-use super::api::{Api, Resource, enc};
+use super::api::{Api, Resource, body, enc};
+use crate::admin::bundles::{AttachBody, BundleCreate, BundleUpdate, PemBody};
+
 use super::{Exit, read};
 
 #[derive(Debug, Subcommand)]
@@ -69,24 +70,35 @@ pub async fn run(cmd: BundleCmd, api: &Api) -> Result<(), Exit> {
             require,
         } => {
             let pem = read(&file)?;
-            let body = json!({"name": name, "pem": pem, "require": require});
-            api.create(&BUNDLES, body).await
+            let request = BundleCreate {
+                name,
+                pem,
+                require,
+                crls: None,
+            };
+            api.create(&BUNDLES, body(&request)).await
         }
         BundleCmd::List => api.list(&BUNDLES).await,
         BundleCmd::Show { id } => api.show(&BUNDLES, &id).await,
         BundleCmd::Update { id, name, require } => {
-            let body = json!({"name": name, "require": require});
-            api.update(&BUNDLES, Method::PATCH, &id, body).await
+            let request = BundleUpdate {
+                name,
+                require,
+                crls: None,
+            };
+            api.update(&BUNDLES, Method::PATCH, &id, body(&request))
+                .await
         }
         BundleCmd::Replace { id, file } => {
-            let body = json!({"pem": read(&file)?});
+            let request = PemBody { pem: read(&file)? };
             let path = format!("{}/pem", BUNDLES.item(&id));
-            api.send(Method::PUT, &path, Some(body), columns).await
+            api.send(Method::PUT, &path, Some(body(&request)), columns)
+                .await
         }
         BundleCmd::Attach { id, domain } => {
-            let body = json!({"domain": domain});
             let path = format!("{}/domains", BUNDLES.item(&id));
-            api.send(Method::POST, &path, Some(body), columns).await
+            let request = body(&AttachBody { domain });
+            api.send(Method::POST, &path, Some(request), columns).await
         }
         BundleCmd::Detach { id, domain } => {
             let path = format!("{}/domains/{}", BUNDLES.item(&id), enc(&domain));

@@ -3,9 +3,10 @@
 use std::path::PathBuf;
 
 use clap::Subcommand;
-use serde_json::json;
 
-use super::api::{Api, Resource};
+use super::api::{Api, Resource, body};
+use crate::admin::credentials::CredentialCreate;
+
 use super::{Exit, read};
 
 #[derive(Debug, Subcommand)]
@@ -34,8 +35,12 @@ pub async fn run(cmd: CredentialCmd, api: &Api) -> Result<(), Exit> {
     match cmd {
         CredentialCmd::Upload { cert, key, name } => {
             let (cert_pem, key_pem) = (read(&cert)?, read(&key)?);
-            let body = json!({"name": name, "cert_pem": cert_pem, "key_pem": key_pem});
-            api.create(&CREDENTIALS, body).await
+            let request = CredentialCreate {
+                name,
+                cert_pem,
+                key_pem,
+            };
+            api.create(&CREDENTIALS, body(&request)).await
         }
         CredentialCmd::List => api.list(&CREDENTIALS).await,
         CredentialCmd::Delete { id } => api.delete(&CREDENTIALS, &id).await,

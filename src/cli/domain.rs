@@ -4,9 +4,10 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 use http::Method;
-use serde_json::json;
 
-use super::api::{Api, Resource};
+use super::api::{Api, Resource, body};
+use crate::admin::domains::{DomainCreate, DomainUpdate};
+
 use super::{Exit, read};
 
 #[derive(Debug, Subcommand)]
@@ -64,9 +65,14 @@ pub async fn run(cmd: DomainCmd, api: &Api) -> Result<(), Exit> {
             mtls,
         } => {
             let (cert_pem, key_pem) = (read(&cert)?, read(&key)?);
-            let body = json!({"hostname": hostname, "cert_pem": cert_pem, "key_pem": key_pem,
-                "bundle": bundle, "mtls": mtls});
-            api.create(&DOMAINS, body).await
+            let request = DomainCreate {
+                hostname,
+                cert_pem,
+                key_pem,
+                bundle,
+                mtls,
+            };
+            api.create(&DOMAINS, body(&request)).await
         }
         DomainCmd::List => api.list(&DOMAINS).await,
         DomainCmd::Show { id } => api.show(&DOMAINS, &id).await,
@@ -79,9 +85,14 @@ pub async fn run(cmd: DomainCmd, api: &Api) -> Result<(), Exit> {
         } => {
             let cert_pem = cert.as_deref().map(read).transpose()?;
             let key_pem = key.as_deref().map(read).transpose()?;
-            let body = json!({"cert_pem": cert_pem, "key_pem": key_pem, "bundle": bundle,
-                "mtls": mtls});
-            api.update(&DOMAINS, Method::PATCH, &id, body).await
+            let request = DomainUpdate {
+                cert_pem,
+                key_pem,
+                bundle,
+                mtls,
+            };
+            api.update(&DOMAINS, Method::PATCH, &id, body(&request))
+                .await
         }
         DomainCmd::Delete { id } => api.delete(&DOMAINS, &id).await,
     }

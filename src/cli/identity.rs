@@ -4,9 +4,12 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 use http::Method;
-use serde_json::{Value, json};
 
-use super::api::{Api, Resource};
+use super::api::{Api, Resource, body};
+use serde_json::Value;
+
+use crate::admin::identities::{IdentityCreate, IdentityUpdate};
+
 use super::{Exit, read};
 
 #[derive(Debug, Subcommand)]
@@ -99,10 +102,18 @@ pub async fn run(cmd: IdentityCmd, api: &Api) -> Result<(), Exit> {
             inactive,
         } => {
             let pem = cert.as_deref().map(read).transpose()?;
-            let body = json!({"name": name, "certificate_pem": pem, "fingerprint": fingerprint,
-                "token": with_token, "policy": policy, "expires_at": expires_at,
-                "active": !inactive});
-            let v = api.call(Method::POST, IDENTITIES.path, Some(body)).await?;
+            let request = IdentityCreate {
+                name,
+                certificate_pem: pem,
+                fingerprint,
+                token: with_token,
+                policy,
+                active: !inactive,
+                expires_at,
+            };
+            let v = api
+                .call(Method::POST, IDENTITIES.path, Some(body(&request)))
+                .await?;
             print_with_token(api, &v);
             Ok(())
         }
@@ -117,10 +128,15 @@ pub async fn run(cmd: IdentityCmd, api: &Api) -> Result<(), Exit> {
             rotate_token,
         } => {
             let pem = cert.as_deref().map(read).transpose()?;
-            let body = json!({"policy": policy, "active": active, "expires_at": expires_at,
-                "certificate_pem": pem, "rotate_token": rotate_token});
+            let request = IdentityUpdate {
+                policy,
+                active,
+                expires_at,
+                certificate_pem: pem,
+                rotate_token,
+            };
             let v = api
-                .call(Method::PATCH, &IDENTITIES.item(&id), Some(body))
+                .call(Method::PATCH, &IDENTITIES.item(&id), Some(body(&request)))
                 .await?;
             print_with_token(api, &v);
             Ok(())

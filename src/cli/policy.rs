@@ -2,7 +2,10 @@
 
 use clap::Subcommand;
 use http::Method;
-use serde_json::{Value, json};
+use serde_json::Value;
+
+use crate::admin::policies::PolicyBody;
+use crate::authz::{Access, PolicySpec, Quota, RateLimit};
 
 use super::api::{Api, Resource};
 use super::{Exit, fail};
@@ -91,29 +94,53 @@ fn per(flag: &str, s: &str) -> Result<(u64, String), Exit> {
 
 /// The body of a policy create or update (the whole policy).
 fn body(name: String, a: &PolicyArgs) -> Result<Value, Exit> {
-    let mut body = json!({"self_service": a.self_service});
-    if let Some(r) = &a.rate_limit {
-        let (n, p) = per("rate-limit", r)?;
-        body["rate_limit"] = json!({"requests": n, "per": p});
-    }
-    if let Some(q) = &a.quota {
-        let (n, p) = per("quota", q)?;
-        body["quota"] = json!({"requests": n, "period": p});
-    }
-    let access: Vec<Value> = a
+    let rate_limit = match &a.rate_limit {
+        Some(r) => {
+            let (n, per) = per("rate-limit", r)?;
+            let requests = u32::try_from(n).map_err(|_| {
+                fail(
+                    format_args!("--rate-limit '{r}': at most {} requests", u32::MAX),
+                    Exit::Usage,
+                )
+            })?;
+            Some(RateLimit { requests, per })
+        }
+        None => None,
+    };
+    let quota = match &a.quota {
+        Some(q) => {
+            let (requests, period) = per("quota", q)?;
+            Some(Quota { requests, period })
+        }
+        None => None,
+    };
+    let access = a
         .access
         .iter()
         .map(|s| {
             let mut parts = s.splitn(3, ':');
-            let route = parts.next().unwrap_or_default();
+            let route = parts.next().unwrap_or_default().to_string();
             let list = |p: Option<&str>| -> Vec<String> {
-                p.map(|x| x.split(',').filter(|v| !v.is_empty()).map(str::to_string).collect())
-                    .unwrap_or_default()
+                p.map(|x| {
+                    x.split(',')
+                        .filter(|v| !v.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default()
             };
-            json!({"route": route, "methods": list(parts.next()), "path_prefixes": list(parts.next())})
+            Access {
+                route,
+                methods: list(parts.next()),
+                path_prefixes: list(parts.next()),
+            }
         })
         .collect();
-    body["access"] = json!(access);
-    body["name"] = json!(name);
-    Ok(body)
+    let spec = PolicySpec {
+        access,
+        rate_limit,
+        quota,
+        self_service: a.self_service,
+    };
+    Ok(super::api::body(&PolicyBody { name, spec }))
 }

@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
-use serde_json::json;
+use super::api::{Api, Resource, body};
+use crate::admin::revocations::RevokeBody;
 
-use super::api::{Api, Resource};
 use super::{Exit, read};
 
 #[derive(Debug, clap::Args)]
@@ -41,9 +41,14 @@ const REVOCATIONS: Resource = Resource {
 pub async fn run(args: RevokeArgs, api: &Api) -> Result<(), Exit> {
     let pem = args.cert.as_deref().map(read).transpose()?;
     let issuer_pem = args.issuer.as_deref().map(read).transpose()?;
-    let body = json!({"certificate_pem": pem, "fingerprint": args.fingerprint,
-        "serial": args.serial, "issuer_pem": issuer_pem, "reason": args.reason});
-    api.create(&REVOCATIONS, body).await
+    let request = RevokeBody {
+        certificate_pem: pem,
+        fingerprint: args.fingerprint,
+        serial: args.serial,
+        issuer_pem,
+        reason: args.reason,
+    };
+    api.create(&REVOCATIONS, body(&request)).await
 }
 
 pub async fn list(api: &Api) -> Result<(), Exit> {

@@ -4,10 +4,13 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 use http::Method;
-use serde_json::{Value, json};
+use serde_json::Value;
+
+use crate::admin::routes::{RouteCreate, RouteUpdate};
+use crate::config::UpstreamTls;
 
 use super::Exit;
-use super::api::{Api, Resource, read_json};
+use super::api::{Api, Resource, body, read_as};
 
 #[derive(Debug, Subcommand)]
 pub enum RouteCmd {
@@ -89,27 +92,6 @@ const ROUTES: Resource = Resource {
     ],
 };
 
-/// The body of a route create (every field given) or update (only those that change).
-struct Fields {
-    name: Option<String>,
-    upstream: Option<String>,
-    host: Option<String>,
-    path_prefix: Option<String>,
-    strip_prefix: Option<bool>,
-    credential: Option<String>,
-    authz: Option<Value>,
-    upstream_tls: Option<Value>,
-}
-
-impl Fields {
-    fn body(self) -> Value {
-        json!({"name": self.name, "upstream": self.upstream, "host": self.host,
-            "path_prefix": self.path_prefix, "strip_prefix": self.strip_prefix,
-            "credential": self.credential, "authz": self.authz,
-            "upstream_tls": self.upstream_tls})
-    }
-}
-
 pub async fn run(cmd: RouteCmd, api: &Api) -> Result<(), Exit> {
     match cmd {
         RouteCmd::Create {
@@ -122,17 +104,17 @@ pub async fn run(cmd: RouteCmd, api: &Api) -> Result<(), Exit> {
             authz,
             tls,
         } => {
-            let body = Fields {
-                name: Some(name),
-                upstream: Some(upstream),
+            let request = RouteCreate {
+                name,
+                upstream,
                 host,
-                path_prefix: Some(path_prefix),
-                strip_prefix: Some(strip_prefix),
+                path_prefix,
+                strip_prefix,
                 credential,
-                authz: authz.as_deref().map(read_json).transpose()?,
-                upstream_tls: upstream_tls_body(&tls, None),
+                authz: authz.as_deref().map(read_as).transpose()?,
+                upstream_tls: upstream_tls(&tls, None)?,
             };
-            api.create(&ROUTES, body.body()).await
+            api.create(&ROUTES, body(&request)).await
         }
         RouteCmd::List => api.list(&ROUTES).await,
         RouteCmd::Show { id } => api.show(&ROUTES, &id).await,
@@ -147,15 +129,15 @@ pub async fn run(cmd: RouteCmd, api: &Api) -> Result<(), Exit> {
             authz,
             tls,
         } => {
-            let authz = authz.as_deref().map(read_json).transpose()?;
+            let authz = authz.as_deref().map(read_as).transpose()?;
             // Only the TLS settings given change; the others are kept.
-            let upstream_tls = if upstream_tls_body(&tls, None).is_some() {
+            let upstream_tls = if tls.any() {
                 let current = api.get(&ROUTES.item(&id)).await?;
-                upstream_tls_body(&tls, current.get("upstream_tls"))
+                upstream_tls(&tls, current.get("upstream_tls"))?
             } else {
                 None
             };
-            let body = Fields {
+            let request = RouteUpdate {
                 name,
                 upstream,
                 host,
@@ -165,36 +147,44 @@ pub async fn run(cmd: RouteCmd, api: &Api) -> Result<(), Exit> {
                 authz,
                 upstream_tls,
             };
-            api.update(&ROUTES, Method::PATCH, &id, body.body()).await
+            api.update(&ROUTES, Method::PATCH, &id, body(&request))
+                .await
         }
         RouteCmd::Delete { id } => api.delete(&ROUTES, &id).await,
     }
 }
 
-/// The `upstream_tls` object from CLI flags, merged over `current` (None when no flag is given
-/// and there is nothing to merge). An empty value resets a setting.
-pub fn upstream_tls_body(tls: &UpstreamTlsArgs, current: Option<&Value>) -> Option<Value> {
-    if tls.upstream_trust_bundle.is_none()
-        && tls.upstream_server_name.is_none()
-        && tls.require_upstream_mtls.is_none()
-    {
-        return None;
+impl UpstreamTlsArgs {
+    /// Whether any upstream TLS flag was given.
+    pub fn any(&self) -> bool {
+        self.upstream_trust_bundle.is_some()
+            || self.upstream_server_name.is_some()
+            || self.require_upstream_mtls.is_some()
     }
-    let mut body = current
+}
+
+/// The `upstream_tls` settings from CLI flags, merged over `current` (the route's as the API
+/// shows them); `None` when no flag is given. An empty value resets a setting.
+pub fn upstream_tls(
+    tls: &UpstreamTlsArgs,
+    current: Option<&Value>,
+) -> Result<Option<UpstreamTls>, Exit> {
+    if !tls.any() {
+        return Ok(None);
+    }
+    let mut settings: UpstreamTls = current
         .filter(|v| v.is_object())
-        .cloned()
-        .unwrap_or_else(|| json!({}));
-    let mut set = |key: &str, value: &Option<String>| {
-        match value.as_deref() {
-            Some("") => body[key] = Value::Null,
-            Some(v) => body[key] = json!(v),
-            None => {}
-        };
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_default();
+    let given = |value: &Option<String>, now: &mut Option<String>| match value.as_deref() {
+        Some("") => *now = None,
+        Some(v) => *now = Some(v.to_string()),
+        None => {}
     };
-    set("trust_bundle", &tls.upstream_trust_bundle);
-    set("server_name", &tls.upstream_server_name);
+    given(&tls.upstream_trust_bundle, &mut settings.trust_bundle);
+    given(&tls.upstream_server_name, &mut settings.server_name);
     if let Some(r) = tls.require_upstream_mtls {
-        body["require_mtls"] = json!(r);
+        settings.require_mtls = r;
     }
-    Some(body)
+    Ok(Some(settings))
 }

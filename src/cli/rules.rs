@@ -4,10 +4,10 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 use http::Method;
-use serde_json::json;
 
 use super::Exit;
-use super::api::{Api, read_json};
+use super::api::{Api, body, read_as};
+use crate::admin::rules::GlobalRules;
 
 #[derive(Debug, Subcommand)]
 pub enum RulesCmd {
@@ -39,8 +39,10 @@ pub async fn run(cmd: RulesCmd, api: &Api) -> Result<(), Exit> {
     let v = match cmd {
         RulesCmd::Show => api.get(PATH).await?,
         RulesCmd::Set { file } => {
-            let body = json!({"rules": read_json(&file)?});
-            api.call(Method::PUT, PATH, Some(body)).await?
+            let request = GlobalRules {
+                rules: read_as(&file)?,
+            };
+            api.call(Method::PUT, PATH, Some(body(&request))).await?
         }
     };
     api.print(&v["rules"], COLUMNS);

@@ -2,11 +2,13 @@
 
 use clap::Subcommand;
 use http::Method;
-use serde_json::json;
+use serde_json::Value;
 
-use super::Exit;
-use super::api::{Api, Resource};
-use super::route::{UpstreamTlsArgs, upstream_tls_body};
+use crate::config::{IssueSpec, SidecarConfig};
+
+use super::api::{Api, Resource, body};
+use super::route::{UpstreamTlsArgs, upstream_tls};
+use super::{Exit, fail};
 
 #[derive(Debug, Subcommand)]
 pub enum SidecarCmd {
@@ -74,23 +76,44 @@ pub async fn run(cmd: SidecarCmd, api: &Api) -> Result<(), Exit> {
             spiffe_id,
             lifetime,
         } => {
-            let mut upstream_tls = upstream_tls_body(&tls, None).unwrap_or_else(|| json!({}));
-            if let Some(cred) = credential {
-                upstream_tls["credential"] = json!(cred);
+            // No TLS flag and no credential: no upstream_tls at all (a plain http:// upstream
+            // refuses one).
+            let mut upstream_tls = upstream_tls(&tls, None)?;
+            if credential.is_some() {
+                upstream_tls.get_or_insert_default().credential = credential;
             }
-            let issue = common_name
-                .map(|cn| json!({"common_name": cn, "spiffe_id": spiffe_id, "lifetime": lifetime}));
-            let body = json!({"name": name, "listen": listen, "upstream": upstream,
-                "upstream_tls": upstream_tls, "issue": issue});
-            api.create(&SIDECARS, body).await
+            let issue = common_name.map(|common_name| IssueSpec {
+                common_name,
+                spiffe_id,
+                lifetime,
+            });
+            let listen = listen.parse().map_err(|e| {
+                fail(
+                    format_args!("--listen '{listen}': {e} (for example 127.0.0.1:15001)"),
+                    Exit::Usage,
+                )
+            })?;
+            let request = SidecarConfig {
+                name,
+                listen,
+                upstream,
+                upstream_tls,
+                issue,
+            };
+            api.create(&SIDECARS, body(&request)).await
         }
         SidecarCmd::List => api.list(&SIDECARS).await,
         SidecarCmd::Show { name } => api.show(&SIDECARS, &name).await,
         SidecarCmd::Delete { name } => api.delete(&SIDECARS, &name).await,
         SidecarCmd::Rotate { name } => {
             let path = format!("{}/rotate", SIDECARS.item(&name));
-            api.send(Method::POST, &path, Some(json!({})), SIDECARS.columns)
-                .await
+            api.send(
+                Method::POST,
+                &path,
+                Some(Value::Object(Default::default())),
+                SIDECARS.columns,
+            )
+            .await
         }
     }
 }

@@ -3,9 +3,10 @@
 use std::path::PathBuf;
 
 use http::Method;
-use serde_json::json;
 
-use super::api::{Api, print_json};
+use super::api::{Api, body, print_json};
+use crate::admin::reports::VerifyBody;
+
 use super::{Exit, read};
 
 #[derive(Debug, clap::Args)]
@@ -19,8 +20,13 @@ pub struct VerifyArgs {
 /// Exit 0 when the chain verifies, 1 when it does not.
 pub async fn run(args: VerifyArgs, api: &Api) -> Result<(), Exit> {
     let pem = read(&args.cert)?;
-    let body = json!({"certificate_pem": pem, "domain": args.domain});
-    let v = api.call(Method::POST, "/api/v1/verify", Some(body)).await?;
+    let request = VerifyBody {
+        certificate_pem: pem,
+        domain: args.domain,
+    };
+    let v = api
+        .call(Method::POST, "/api/v1/verify", Some(body(&request)))
+        .await?;
     let verified = v["verified"] == true;
     let domain = v["domain"].as_str().unwrap_or("");
     let mode = v["mode"].as_str().unwrap_or("");

@@ -770,3 +770,54 @@ async fn export_and_import_are_idempotent() {
         200
     );
 }
+
+/// `admin::router()` is the whole API, authentication included: it can be driven without a
+/// socket, as axum's own examples do, and a write through it is live on the gateway.
+#[tokio::test]
+async fn the_router_answers_without_a_socket() {
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+    let s = setup().await;
+    let call = |method: Method, path: &str, token: Option<&str>, body: Option<Value>| {
+        let mut req = http::Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let req = req
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(body))
+            .unwrap();
+        let router = symbolon::admin::router(s.gw.control().clone(), 1 << 20);
+        async move {
+            let resp = router.oneshot(req).await.unwrap();
+            let status = resp.status();
+            let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+            (status, serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null))
+        }
+    };
+    let (status, v) = call(Method::GET, "/api/v1/mtls/bundles", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{v}");
+    let (status, v) = call(Method::GET, "/api/v1/mtls/bundles", Some(ADMIN_TOKEN), None).await;
+    assert_eq!((status, v), (StatusCode::OK, json!([])));
+    let pem = s.h.server_ca.pem();
+    let (status, v) = call(
+        Method::POST,
+        "/api/v1/mtls/bundles",
+        Some(ADMIN_TOKEN),
+        Some(json!({"name": "partners", "pem": pem})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    // The same store and change path as the listener: the API over TLS sees it.
+    let listed = s.api.ok(Method::GET, "/api/v1/mtls/bundles", None).await;
+    assert_eq!(listed[0]["name"], "partners", "{listed}");
+    let (status, v) = call(
+        Method::POST,
+        "/api/v1/mtls/bundles",
+        Some(ADMIN_TOKEN),
+        Some(json!({"name": "partners", "pem": "not pem"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+}

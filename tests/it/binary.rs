@@ -623,6 +623,20 @@ fn cli_against_a_live_server() {
     );
     let (_, out, _) = run(&["sidecar", "list"]);
     assert!(out.contains("egress") && !out.contains("issued"), "{out}");
+    // A sidecar to a plain http:// upstream: no TLS flag sends no upstream_tls.
+    let (code, _, err) = run(&[
+        "sidecar",
+        "create",
+        "--name",
+        "plain",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        "http://127.0.0.1:9",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = run(&["sidecar", "delete", "plain"]);
+    assert_eq!(code, 0, "{err}");
 
     // Export, then import the same file: nothing changes.
     let (code, _, err) = run(&["export", "-o", "exported.toml"]);
