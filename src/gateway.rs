@@ -70,23 +70,15 @@ impl Gateway {
             "connection caps"
         );
         let control = Control::start(config_path, config.clone(), overrides, limits).await?;
-        let bound = (|| {
-            let data = bind(config.listen, "listen")?;
-            let metrics = bind(config.metrics_listen, "metrics_listen")?;
-            let admin = match &config.admin {
-                Some(admin) => Some(bind(admin.listen, "admin.listen")?),
-                None => None,
-            };
-            Ok::<_, GatewayError>((data, metrics, admin))
-        })();
-        let ((listener, tls_addr), (metrics_listener, metrics_addr), admin_listener) = match bound {
-            Ok(b) => b,
-            Err(e) => {
-                // The first snapshot bound the sidecars' listeners: close them again.
-                control.stop_sidecars().await;
-                return Err(e);
-            }
+        let (listener, tls_addr) = bind(config.listen, "listen")?;
+        let (metrics_listener, metrics_addr) = bind(config.metrics_listen, "metrics_listen")?;
+        let admin_listener = match &config.admin {
+            Some(admin) => Some(bind(admin.listen, "admin.listen")?),
+            None => None,
         };
+        // The gateway's own ports first: a sidecar configured on one of them fails alone (its
+        // status says why), as it does when another program holds its port.
+        control.start_sidecars();
         let shared = control.shared().clone();
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let accept = tokio::spawn(proxy::accept_loop(
@@ -200,6 +192,14 @@ async fn serve_metrics(
     let limiter =
         crate::listener::Limiter::new("metrics", limits.metrics, (limits.metrics / 4).max(4));
     let drain = crate::listener::Drain::default();
+    // HTTP/1 only, as Prometheus scrapes; the supervisor's header and idle deadlines apply.
+    let mut http =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .http1_only();
+    http.http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(None);
+    let http = Arc::new(http);
     loop {
         let (tcp, _, permit) = tokio::select! {
             x = crate::listener::accept(&listener, &limiter) => x,
@@ -208,11 +208,11 @@ async fn serve_metrics(
         let handle = handle.clone();
         let control = control.clone();
         let watcher = drain.watcher();
+        let http = http.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let timeouts =
                 crate::listener::ConnTimeouts::from_config(&control.shared().snapshot().timeouts);
-            let shared = control.shared().clone();
             let serve = move |req: http::Request<Incoming>| {
                 let handle = handle.clone();
                 let control = control.clone();
@@ -256,8 +256,7 @@ async fn serve_metrics(
                     Ok::<_, std::convert::Infallible>(resp)
                 }
             };
-            crate::listener::serve_plain("metrics", tcp, &shared.http, timeouts, watcher, serve)
-                .await;
+            crate::listener::serve_plain("metrics", tcp, &http, timeouts, watcher, serve).await;
         });
     }
 }

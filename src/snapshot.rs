@@ -45,8 +45,6 @@ pub enum SnapshotError {
     UnknownCredential { route: String },
     #[error("{owner}: {detail}")]
     UpstreamTls { owner: String, detail: String },
-    #[error("domain '{domain}': mtls must be require, optional or off, not '{value}'")]
-    BadMode { domain: String, value: String },
     #[error("domain '{domain}': cannot build the TLS configuration: {source}")]
     Tls {
         domain: String,

@@ -80,11 +80,18 @@ pub struct Declarative {
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "crate::authz::NamedSpec")]
 pub struct DeclPolicy {
     pub name: String,
     #[serde(flatten)]
     pub spec: crate::authz::PolicySpec,
+}
+
+impl From<crate::authz::NamedSpec> for DeclPolicy {
+    fn from(n: crate::authz::NamedSpec) -> Self {
+        let (name, spec) = n.into_parts();
+        Self { name, spec }
+    }
 }
 
 /// An identity. Tokens are carried as their SHA-256 (the token itself is never stored).

@@ -52,10 +52,18 @@ pub struct PolicyView {
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(from = "crate::authz::NamedSpec")]
 pub struct PolicyBody {
     pub name: String,
     #[serde(flatten)]
     pub spec: PolicySpec,
+}
+
+impl From<crate::authz::NamedSpec> for PolicyBody {
+    fn from(n: crate::authz::NamedSpec) -> Self {
+        let (name, spec) = n.into_parts();
+        Self { name, spec }
+    }
 }
 
 impl Resource for PolicyRow {

@@ -87,6 +87,36 @@ pub struct PolicySpec {
     pub self_service: bool,
 }
 
+/// A policy with its name, as the admin API and import files give it. Its keys are checked
+/// here: a flattened [`PolicySpec`] would let serde ignore a misspelled key (`acess`,
+/// `ratelimit`), which would silently lift the policy's restrictions.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedSpec {
+    pub name: String,
+    #[serde(default)]
+    pub access: Vec<Access>,
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
+    #[serde(default)]
+    pub quota: Option<Quota>,
+    #[serde(default)]
+    pub self_service: bool,
+}
+
+impl NamedSpec {
+    /// The name and the policy.
+    pub fn into_parts(self) -> (String, PolicySpec) {
+        let spec = PolicySpec {
+            access: self.access,
+            rate_limit: self.rate_limit,
+            quota: self.quota,
+            self_service: self.self_service,
+        };
+        (self.name, spec)
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Access {

@@ -36,6 +36,8 @@ pub struct Audit {
     pub action: String,
     pub target: String,
     pub detail: String,
+    /// The serial of the certificate the CA issued, for an issuance (logged as its own field).
+    pub serial: Option<String>,
 }
 
 impl Audit {
@@ -50,7 +52,14 @@ impl Audit {
             action: action.into(),
             target: target.into(),
             detail: detail.into(),
+            serial: None,
         }
+    }
+
+    /// The audit entry of a certificate the CA issued.
+    pub fn issued(mut self, serial: &str) -> Self {
+        self.serial = Some(serial.to_string());
+        self
     }
 }
 
@@ -149,8 +158,16 @@ impl<'a> Change<'a> {
     }
 }
 
-fn log(audits: &[Audit]) {
+/// The audit log lines of committed records.
+pub(super) fn log(audits: &[Audit]) {
     for a in audits {
-        info!(target: "symbolon::audit", actor = %a.actor, action = %a.action, object = %a.target, detail = %a.detail, "change applied");
+        match &a.serial {
+            Some(serial) => {
+                info!(target: "symbolon::audit", actor = %a.actor, action = %a.action, object = %a.target, serial = %serial, detail = %a.detail, "certificate issued")
+            }
+            None => {
+                info!(target: "symbolon::audit", actor = %a.actor, action = %a.action, object = %a.target, detail = %a.detail, "change applied")
+            }
+        }
     }
 }

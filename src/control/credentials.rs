@@ -284,7 +284,8 @@ pub async fn rotate(control: &Control, name: &str, actor: &str) -> Result<Rotati
         .and_then(|s| s.rotation.clone())
         .ok_or_else(|| SidecarError::NotManaged(name.into()))?;
     metrics::counter!("symbolon_sidecar_rotations_total", "sidecar" => name.to_string(), "result" => "ok").increment(1);
-    info!(target: "symbolon::audit", actor, action = "credential.rotate", sidecar = name, serial = %rotation.serial, not_after = %rotation.not_after, "sidecar credential rotated");
+    // The audit line is the change's; this one tells when the new credential is due.
+    info!(actor, sidecar = name, serial = %rotation.serial, not_after = %rotation.not_after, rotate_at = %rotation.rotate_at, "sidecar credential rotated");
     Ok(rotation)
 }
 

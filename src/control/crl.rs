@@ -206,7 +206,7 @@ pub async fn fetch_all(
                     continue;
                 }
                 write_crl_cache(&path, &bytes).map_err(|e| {
-                    GatewayError::Admin(format!(
+                    GatewayError::Setup(format!(
                         "cannot cache the CRL from {url} in {}: {e}",
                         path.display()
                     ))
@@ -218,7 +218,7 @@ pub async fn fetch_all(
                 warn!(%url, error = %e, "cannot fetch the CRL; the cached copy stays in use");
             }
             Err(e) if which == Which::Start => {
-                return Err(GatewayError::Admin(format!(
+                return Err(GatewayError::Setup(format!(
                     "cannot fetch the CRL {url}: {e}. Fix: check the URL, or use a CRL file"
                 )));
             }

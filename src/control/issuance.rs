@@ -173,7 +173,8 @@ pub async fn record(
         "not_after": row.not_after,
         "predecessor": row.predecessor,
     });
-    let audit = Audit::new(actor, format!("ca.{via}"), &row.subject, detail.to_string());
+    let audit = Audit::new(actor, format!("ca.{via}"), &row.subject, detail.to_string())
+        .issued(&row.serial);
     Ok((row, audit))
 }
 

@@ -54,6 +54,9 @@ pub enum GatewayError {
     Store(#[from] StoreError),
     #[error("admin API: {0}")]
     Admin(String),
+    /// The built-in CA, a CRL or a sidecar credential (the message names which).
+    #[error("{0}")]
+    Setup(String),
 }
 
 impl From<ChangeError> for GatewayError {
@@ -98,8 +101,11 @@ pub struct Control {
     admin: ArcSwapOption<AdminAccess>,
     /// Serialises changes so two never interleave.
     change_lock: tokio::sync::Mutex<()>,
-    /// Sidecar listeners, kept in line with the published snapshot.
+    /// Sidecar listeners, kept in line with the published snapshot once
+    /// [`Control::start_sidecars`] was called (after the gateway's own listeners are bound, so a
+    /// sidecar never takes their ports).
     sidecars: crate::sidecar::Listeners,
+    sidecars_live: std::sync::atomic::AtomicBool,
     /// A digest of the CA's files (see [`reload::ca_digest`]).
     ca_files: Mutex<Option<Vec<u8>>>,
     /// The files the last applied configuration was built from ([`crate::pki::with_files`]).
@@ -155,6 +161,7 @@ impl Control {
             admin: ArcSwapOption::empty(),
             change_lock: tokio::sync::Mutex::new(()),
             sidecars: crate::sidecar::Listeners::default(),
+            sidecars_live: std::sync::atomic::AtomicBool::new(false),
             ca_files: Mutex::new(None),
             files: Mutex::new(Arc::default()),
             crl_cache: tokio::sync::Mutex::new(None),
@@ -217,10 +224,21 @@ impl Control {
         self.sidecars.stop_all().await
     }
 
+    /// Binds the sidecar listeners of the published snapshot; from now on they follow every
+    /// published snapshot.
+    pub fn start_sidecars(&self) {
+        self.sidecars_live
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.sidecars
+            .reconcile(&self.shared, &self.shared.snapshot().sidecars);
+    }
+
     /// Makes `snapshot` live: sidecar listeners follow it before subscribers are told.
     fn publish(&self, snapshot: Snapshot) -> Arc<Snapshot> {
         self.shared.publish(snapshot, |s| {
-            self.sidecars.reconcile(&self.shared, &s.sidecars)
+            if self.sidecars_live.load(std::sync::atomic::Ordering::SeqCst) {
+                self.sidecars.reconcile(&self.shared, &s.sidecars)
+            }
         })
     }
 

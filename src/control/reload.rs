@@ -87,7 +87,7 @@ impl Control {
         let current = crate::store::load_all(&mut ch.tx).await?;
         credentials::ensure(&config, &mut ch, &current, ca.as_deref())
             .await
-            .map_err(|e| GatewayError::Admin(e.to_string()))?;
+            .map_err(|e| GatewayError::Setup(e.to_string()))?;
         let mut store = crate::store::load_all(&mut ch.tx).await?;
         crate::store::open_keys(&mut store, self.store.sealer())?;
         // Read from disk; what was read becomes the files later admin changes build from.
@@ -148,13 +148,13 @@ fn load_ca(config: &Config) -> Result<Option<Arc<crate::ca::Ca>>, GatewayError> 
         return Ok(None);
     };
     let pass = crate::ca::passphrase(c.passphrase_file.as_deref())
-        .map_err(|e| GatewayError::Admin(format!("[ca]: {e}")))?;
+        .map_err(|e| GatewayError::Setup(format!("[ca]: {e}")))?;
     if let Some(url) = &c.crl_url {
         check_crl_url(url)?;
     }
     Ok(Some(Arc::new(
         crate::ca::Ca::load(&c.dir, &pass)
-            .map_err(|e| GatewayError::Admin(format!("[ca]: {e}")))?
+            .map_err(|e| GatewayError::Setup(format!("[ca]: {e}")))?
             .with_crl_url(c.crl_url.clone()),
     )))
 }
@@ -210,7 +210,7 @@ fn check_crl_url(url: &str) -> Result<(), GatewayError> {
         .ok()
         .is_some_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
     if !ok || !url.is_ascii() {
-        return Err(GatewayError::Admin(format!(
+        return Err(GatewayError::Setup(format!(
             "[ca] crl_url '{url}' is not an http:// or https:// URL. Fix: for example crl_url = \"http://gateway.example:9464/ca/crl.der\""
         )));
     }

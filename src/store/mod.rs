@@ -59,6 +59,14 @@ pub enum StoreError {
     Unseal(String),
     #[error("store passphrase: {0}")]
     Passphrase(String),
+    #[error(
+        "the store's {table} row '{row}' cannot be read ({detail}). Fix: correct or delete that row (sqlite3), or restore the store from a backup"
+    )]
+    Unreadable {
+        table: &'static str,
+        row: String,
+        detail: String,
+    },
 }
 
 /// The store holds private keys (domains, credentials): it is created 0600, and an existing
@@ -244,36 +252,60 @@ impl Store {
 }
 
 /// Reads every row (used to build a snapshot, inside the write transaction when writing).
+/// Every row of `table` (a name of ours, never input), ordered by `order`. A row this version
+/// cannot read (a value outside its type, say) is named by its `key` in the error.
+async fn rows<T>(
+    conn: &mut SqliteConnection,
+    table: &'static str,
+    order: &'static str,
+    key: &'static str,
+) -> Result<Vec<T>, StoreError>
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + Send + Unpin,
+{
+    let all = format!("SELECT * FROM {table} ORDER BY {order}");
+    match sqlx::query_as::<_, T>(sqlx::AssertSqlSafe(all))
+        .fetch_all(&mut *conn)
+        .await
+    {
+        Err(e @ sqlx::Error::ColumnDecode { .. }) => {
+            let keys: Vec<(String,)> =
+                sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {key} FROM {table}")))
+                    .fetch_all(&mut *conn)
+                    .await?;
+            for (k,) in keys {
+                let one = format!("SELECT * FROM {table} WHERE {key} = ?");
+                if let Err(detail) = sqlx::query_as::<_, T>(sqlx::AssertSqlSafe(one))
+                    .bind(&k)
+                    .fetch_one(&mut *conn)
+                    .await
+                {
+                    return Err(StoreError::Unreadable {
+                        table,
+                        row: k,
+                        detail: detail.to_string(),
+                    });
+                }
+            }
+            Err(e.into())
+        }
+        other => Ok(other?),
+    }
+}
+
 pub async fn load_all(conn: &mut SqliteConnection) -> Result<StoreState, StoreError> {
-    let bundles = sqlx::query_as::<_, BundleRow>("SELECT * FROM bundles ORDER BY name")
-        .fetch_all(&mut *conn)
-        .await?;
-    let domains = sqlx::query_as::<_, DomainRow>("SELECT * FROM domains ORDER BY hostname")
-        .fetch_all(&mut *conn)
-        .await?;
-    let credentials = sqlx::query_as::<_, CredentialRow>("SELECT * FROM credentials ORDER BY name")
-        .fetch_all(&mut *conn)
-        .await?;
-    let routes = sqlx::query_as::<_, RouteRow>("SELECT * FROM routes ORDER BY name")
-        .fetch_all(&mut *conn)
-        .await?;
-    let policies = sqlx::query_as::<_, PolicyRow>("SELECT * FROM policies ORDER BY name")
-        .fetch_all(&mut *conn)
-        .await?;
-    let identities = sqlx::query_as::<_, IdentityRow>("SELECT * FROM identities ORDER BY name")
-        .fetch_all(&mut *conn)
-        .await?;
+    let bundles = rows::<BundleRow>(conn, "bundles", "name", "name").await?;
+    let domains = rows::<DomainRow>(conn, "domains", "hostname", "hostname").await?;
+    let credentials = rows::<CredentialRow>(conn, "credentials", "name", "name").await?;
+    let routes = rows::<RouteRow>(conn, "routes", "name", "name").await?;
+    let policies = rows::<PolicyRow>(conn, "policies", "name", "name").await?;
+    let identities = rows::<IdentityRow>(conn, "identities", "name", "name").await?;
     let global_rules: Option<(String,)> =
         sqlx::query_as("SELECT value FROM settings WHERE key = 'global_rules'")
             .fetch_optional(&mut *conn)
             .await?;
-    let revocations =
-        sqlx::query_as::<_, RevocationRow>("SELECT * FROM revocations ORDER BY revoked_at")
-            .fetch_all(&mut *conn)
-            .await?;
-    let sidecars = sqlx::query_as::<_, SidecarRow>("SELECT * FROM sidecars ORDER BY name")
-        .fetch_all(&mut *conn)
-        .await?;
+    let revocations = rows::<RevocationRow>(conn, "revocations", "revoked_at", "id").await?;
+    let sidecars = rows::<SidecarRow>(conn, "sidecars", "name", "name").await?;
     Ok(StoreState {
         sidecars,
         bundles,

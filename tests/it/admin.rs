@@ -793,7 +793,10 @@ async fn the_router_answers_without_a_socket() {
             let resp = router.oneshot(req).await.unwrap();
             let status = resp.status();
             let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-            (status, serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null))
+            (
+                status,
+                serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null),
+            )
         }
     };
     let (status, v) = call(Method::GET, "/api/v1/mtls/bundles", None, None).await;
@@ -820,4 +823,87 @@ async fn the_router_answers_without_a_socket() {
     )
     .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+}
+
+/// A row the store holds that this version cannot read (here a domain's mode written by hand)
+/// refuses the start with the table, the row and the fix, not a bare decoding error.
+#[tokio::test]
+async fn an_unreadable_store_row_is_named() {
+    let h = Harness::new();
+    let body = format!("store = \"state.db\"\n{}", h.admin_section());
+    let gw = h.start(&body).await;
+    let api = Api {
+        client: h.admin_client(&gw, None),
+    };
+    let leaf = h.server_ca.leaf(LeafSpec::server("api.test"));
+    api.ok(
+        Method::POST,
+        "/api/v1/domains",
+        Some(json!({"hostname": "api.test", "cert_pem": leaf.chain_pem, "key_pem": leaf.key_pem, "mtls": "off"})),
+    )
+    .await;
+    gw.shutdown().await;
+    let url = format!("sqlite://{}", h.path("state.db").display());
+    let mut db = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE domains SET mtls = 'Require'")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    drop(db);
+    let err = h.start_err(&body).await;
+    assert!(
+        err.contains("domains row 'api.test'") && err.contains("mtls") && err.contains("Fix:"),
+        "{err}"
+    );
+}
+
+/// A misspelled key in a policy (API or import) is refused: it must not silently drop the
+/// policy's access list or rate limit, which would open every route to its identities.
+#[tokio::test]
+async fn a_misspelled_policy_key_is_refused_not_ignored() {
+    let s = setup().await;
+    let strict = json!({"name": "p1", "access": [{"route": "orders"}], "rate_limit": {"requests": 5, "per": "1m"}});
+    s.api
+        .ok(Method::POST, "/api/v1/policies", Some(strict.clone()))
+        .await;
+    for body in [
+        json!({"name": "p1", "acess": [{"route": "orders"}]}),
+        json!({"name": "p1", "ratelimit": {"requests": 5, "per": "1m"}}),
+        json!({"name": "p1", "spec": {"access": []}}),
+    ] {
+        let (status, v) = s
+            .api
+            .call(Method::PUT, "/api/v1/policies/p1", Some(body.clone()))
+            .await;
+        assert!(status.is_client_error(), "{body}: {status} {v}");
+    }
+    let (status, v) = s
+        .api
+        .post("/api/v1/policies", json!({"name": "p2", "acess": []}))
+        .await;
+    assert!(status.is_client_error(), "{status} {v}");
+    let kept = s.api.ok(Method::GET, "/api/v1/policies/p1", None).await;
+    assert_eq!(kept["access"], strict["access"], "{kept}");
+    assert_eq!(kept["rate_limit"], strict["rate_limit"], "{kept}");
+    // The same through an import file.
+    let text = "[[policies]]\nname = \"p1\"\nacess = []\n";
+    let (status, v) = s
+        .api
+        .client
+        .call(
+            Method::POST,
+            "/api/v1/import",
+            Some(("application/toml", text.as_bytes().to_vec())),
+        )
+        .await
+        .unwrap();
+    assert!(
+        status.is_client_error(),
+        "{status} {}",
+        String::from_utf8_lossy(&v)
+    );
+    let kept = s.api.ok(Method::GET, "/api/v1/policies/p1", None).await;
+    assert_eq!(kept["rate_limit"], strict["rate_limit"], "{kept}");
 }

@@ -417,3 +417,32 @@ async fn a_trust_change_during_the_handshake_is_not_missed() {
     );
     assert!(start.elapsed() < Duration::from_secs(3));
 }
+
+/// The metrics listener speaks HTTP/1 only (Prometheus scrapes over HTTP/1): an HTTP/2 preface
+/// is refused as a bad request, never answered with HTTP/2 frames, whole or split.
+#[tokio::test]
+async fn the_metrics_listener_speaks_http1_only() {
+    use tokio::io::AsyncWriteExt as _;
+    let s = setup().await;
+    for split in [false, true] {
+        let mut tcp = TcpStream::connect(s.gw.metrics_addr()).await.unwrap();
+        let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        if split {
+            tcp.write_all(&preface[..3]).await.unwrap();
+            tcp.flush().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            tcp.write_all(&preface[3..]).await.unwrap();
+        } else {
+            tcp.write_all(preface).await.unwrap();
+        }
+        let (bytes, _) = closed_after(
+            read_until_closed(&mut tcp, Duration::from_secs(5)).await,
+            Instant::now(),
+        );
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(
+            bytes.is_empty() || text.starts_with("HTTP/1.1 4"),
+            "split={split}: {text:?}"
+        );
+    }
+}

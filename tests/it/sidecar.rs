@@ -499,8 +499,8 @@ async fn config_file_sidecars_follow_reloads() {
     assert!(err.contains("lifetime") && err.contains("3650d"), "{err}");
 }
 
-/// A listener that cannot bind fails the start with the setting to change, and the sidecar
-/// listeners the configuration had already opened are closed again: nothing is left serving.
+/// A listener that cannot bind fails the start with the setting to change, and no sidecar
+/// listener of the configuration is left serving.
 #[tokio::test]
 async fn a_start_that_cannot_bind_leaves_no_sidecar_listening() {
     let h = Harness::new();
@@ -522,4 +522,32 @@ async fn a_start_that_cannot_bind_leaves_no_sidecar_listening() {
     assert!(err.contains("metrics_listen"), "{err}");
     // The sidecar's port is free again: its listener was closed.
     std::net::TcpListener::bind(sidecar).expect("the sidecar's listener was closed");
+}
+
+/// A sidecar configured on the gateway's own port fails alone: the gateway's listeners are bound
+/// first, and the sidecar's status says why it does not listen.
+#[tokio::test]
+async fn a_sidecar_on_the_metrics_port_fails_alone() {
+    let h = Harness::new();
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = free.local_addr().unwrap();
+    drop(free);
+    let path = h.config(&format!(
+        "[[sidecars]]\nname = \"local\"\nlisten = \"{port}\"\nupstream = \"http://127.0.0.1:9/\"\n"
+    ));
+    let overrides = symbolon::gateway::Overrides {
+        metrics_listen: Some(port),
+        ..Default::default()
+    };
+    let gw = symbolon::gateway::Gateway::start(&path, overrides)
+        .await
+        .expect("the gateway starts; only the sidecar fails");
+    assert_eq!(gw.metrics_addr(), port);
+    let status = gw
+        .control()
+        .sidecar_status("local")
+        .expect("the sidecar is known");
+    let err = status.expect_err("the sidecar cannot listen on the metrics port");
+    assert!(err.contains("cannot listen"), "{err}");
+    gw.shutdown().await;
 }
