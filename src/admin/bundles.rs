@@ -14,7 +14,9 @@ use rustls::pki_types::UnixTime;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::common::{JsonBody, Res, Resource, check_name, created, list, lookup, show, state};
+use super::common::{
+    JsonBody, Res, Resource, check_name, created, list, lookup, remove, show, state,
+};
 use super::declarative::{DeclBundle, Import};
 use super::view::{CertView, ErrorBody};
 use super::{Actor, ApiError, App};
@@ -140,6 +142,7 @@ pub struct AttachBody {
 
 impl Resource for BundleRow {
     const KIND: &'static str = "bundle";
+    const TABLE: Table = Table::Bundles;
     type View = BundleView;
     fn rows(st: &StoreState) -> &[Self] {
         &st.bundles
@@ -172,6 +175,52 @@ impl Resource for BundleRow {
             created_at: self.created_at.clone(),
             updated_at: self.updated_at.clone(),
         }
+    }
+
+    fn in_use(&self, st: &StoreState) -> Res<()> {
+        let attached: Vec<&str> = st
+            .domains
+            .iter()
+            .filter(|d| d.bundle_id.as_deref() == Some(&self.id))
+            .map(|d| d.hostname.as_str())
+            .collect();
+        if !attached.is_empty() {
+            return Err(ApiError::in_use(
+                format!(
+                    "bundle '{}' is attached to {}",
+                    self.name,
+                    attached.join(", ")
+                ),
+                "detach it from those domains first",
+            ));
+        }
+        // Routes and sidecars name the bundle that verifies their upstream in `upstream_tls`.
+        let names_it = |t: Option<&crate::config::UpstreamTls>| {
+            t.and_then(|t| t.trust_bundle.as_deref()) == Some(self.name.as_str())
+        };
+        let users: Vec<String> = st
+            .routes
+            .iter()
+            .filter(|r| names_it(r.upstream_tls.as_ref()))
+            .map(|r| format!("route '{}'", r.name))
+            .chain(
+                st.sidecars
+                    .iter()
+                    .filter(|s| names_it(s.spec.upstream_tls.as_ref()))
+                    .map(|s| format!("sidecar '{}'", s.name)),
+            )
+            .collect();
+        if !users.is_empty() {
+            return Err(ApiError::in_use(
+                format!(
+                    "bundle '{}' verifies the upstreams of {}",
+                    self.name,
+                    users.join(", ")
+                ),
+                "point those at another trust bundle first",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -422,50 +471,7 @@ async fn delete_bundle(
     Extension(actor): Extension<Actor>,
     UrlPath(id): UrlPath<String>,
 ) -> Res<StatusCode> {
-    let mut ch = super::begin(&app).await?;
-    let st = ch.current().await?;
-    let b = lookup(&st.bundles, &id)?.clone();
-    let attached: Vec<&str> = st
-        .domains
-        .iter()
-        .filter(|d| d.bundle_id.as_deref() == Some(&b.id))
-        .map(|d| d.hostname.as_str())
-        .collect();
-    if !attached.is_empty() {
-        return Err(ApiError::in_use(
-            format!("bundle '{}' is attached to {}", b.name, attached.join(", ")),
-            "detach it from those domains first",
-        ));
-    }
-    // Routes and sidecars name the bundle that verifies their upstream in `upstream_tls`.
-    let names_it = |t: Option<crate::config::UpstreamTls>| {
-        t.and_then(|t| t.trust_bundle) == Some(b.name.clone())
-    };
-    let users: Vec<String> = st
-        .routes
-        .iter()
-        .filter(|r| names_it(r.upstream_tls.clone()))
-        .map(|r| format!("route '{}'", r.name))
-        .chain(
-            st.sidecars
-                .iter()
-                .filter(|s| names_it(s.spec.upstream_tls.clone()))
-                .map(|s| format!("sidecar '{}'", s.name)),
-        )
-        .collect();
-    if !users.is_empty() {
-        return Err(ApiError::in_use(
-            format!(
-                "bundle '{}' verifies the upstreams of {}",
-                b.name,
-                users.join(", ")
-            ),
-            "point those at another trust bundle first",
-        ));
-    }
-    store::delete_row(&mut ch.tx, Table::Bundles, &b.id).await?;
-    super::commit(ch, &actor, "bundle.delete", &b.name, "").await?;
-    Ok(StatusCode::NO_CONTENT)
+    remove::<BundleRow>(&app, &actor, &id).await
 }
 
 /// Before an import takes the change lock: fetches the CRLs of the bundles to import (a bundle

@@ -39,6 +39,8 @@ where
 pub(super) trait Resource: Sized {
     /// What the resource is called in messages ("no bundle with id or name …").
     const KIND: &'static str;
+    /// Its table in the store.
+    const TABLE: crate::store::Table;
     type View: Serialize;
     /// Its rows in the store.
     fn rows(st: &StoreState) -> &[Self];
@@ -46,6 +48,10 @@ pub(super) trait Resource: Sized {
     fn key(&self) -> (&str, &str);
     /// How it is shown in a response.
     fn view(&self, st: &StoreState) -> Self::View;
+    /// Refuses to delete a row something still uses (409, naming the users).
+    fn in_use(&self, _st: &StoreState) -> Res<()> {
+        Ok(())
+    }
 }
 
 /// The row with this id, else the one with this name.
@@ -78,6 +84,24 @@ pub(super) async fn show<R: Resource>(app: &App, key: &str) -> Res<Json<R::View>
 }
 
 /// 201 with the new resource.
+/// The delete handler of a store-backed resource: refused while something uses the row, else
+/// deleted and audited as `<kind>.delete`.
+pub(super) async fn remove<R: Resource>(
+    app: &App,
+    actor: &super::Actor,
+    key: &str,
+) -> Res<StatusCode> {
+    let mut ch = super::begin(app).await?;
+    let st = ch.current().await?;
+    let row = lookup(R::rows(&st), key)?;
+    row.in_use(&st)?;
+    let (id, name) = row.key();
+    crate::store::delete_row(&mut ch.tx, R::TABLE, id).await?;
+    let action = format!("{}.delete", R::KIND);
+    super::commit(ch, actor, &action, name, "").await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 pub(super) fn created<T: Serialize>(t: T) -> Response {
     (StatusCode::CREATED, Json(t)).into_response()
 }

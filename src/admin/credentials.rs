@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::common::parse_cert_and_key;
-use super::common::{JsonBody, Res, Resource, check_name, created, list, lookup, show};
+use super::common::{JsonBody, Res, Resource, check_name, created, list, remove, show};
 use super::declarative::{DeclCredential, Import};
 use super::view::ErrorBody;
 use super::{Actor, ApiError, App};
@@ -60,6 +60,7 @@ pub struct CredentialCreate {
 
 impl Resource for CredentialRow {
     const KIND: &'static str = "credential";
+    const TABLE: Table = Table::Credentials;
     type View = CredentialView;
     fn rows(st: &StoreState) -> &[Self] {
         &st.credentials
@@ -81,6 +82,26 @@ impl Resource for CredentialRow {
             fingerprint_sha256: info.map(|i| i.fingerprint_sha256).unwrap_or_default(),
             created_at: self.created_at.clone(),
         }
+    }
+
+    fn in_use(&self, st: &StoreState) -> Res<()> {
+        let users: Vec<&str> = st
+            .routes
+            .iter()
+            .filter(|r| r.credential_id.as_deref() == Some(&self.id))
+            .map(|r| r.name.as_str())
+            .collect();
+        if !users.is_empty() {
+            return Err(ApiError::in_use(
+                format!(
+                    "credential '{}' is used by route {}",
+                    self.name,
+                    users.join(", ")
+                ),
+                "change or delete those routes first",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -139,28 +160,7 @@ async fn delete_credential(
     Extension(actor): Extension<Actor>,
     UrlPath(id): UrlPath<String>,
 ) -> Res<StatusCode> {
-    let mut ch = super::begin(&app).await?;
-    let st = ch.current().await?;
-    let c = lookup(&st.credentials, &id)?.clone();
-    let users: Vec<&str> = st
-        .routes
-        .iter()
-        .filter(|r| r.credential_id.as_deref() == Some(&c.id))
-        .map(|r| r.name.as_str())
-        .collect();
-    if !users.is_empty() {
-        return Err(ApiError::in_use(
-            format!(
-                "credential '{}' is used by route {}",
-                c.name,
-                users.join(", ")
-            ),
-            "change or delete those routes first",
-        ));
-    }
-    store::delete_row(&mut ch.tx, Table::Credentials, &c.id).await?;
-    super::commit(ch, &actor, "credential.delete", &c.name, "").await?;
-    Ok(StatusCode::NO_CONTENT)
+    remove::<CredentialRow>(&app, &actor, &id).await
 }
 
 /// The credential part of an import: creates and updates by name. Returns the id of each

@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::common::state;
-use super::common::{JsonBody, Res, Resource, created, list, lookup, parse_cert_and_key, show};
+use super::common::{
+    JsonBody, Res, Resource, created, list, lookup, parse_cert_and_key, remove, show,
+};
 use super::declarative::{DeclDomain, Import};
 use super::view::{CertView, ErrorBody};
 use super::{Actor, ApiError, App};
@@ -85,6 +87,7 @@ pub struct DomainUpdate {
 
 impl Resource for DomainRow {
     const KIND: &'static str = "domain";
+    const TABLE: Table = Table::Domains;
     type View = DomainView;
     fn rows(st: &StoreState) -> &[Self] {
         &st.domains
@@ -256,12 +259,7 @@ async fn delete_domain(
     Extension(actor): Extension<Actor>,
     UrlPath(id): UrlPath<String>,
 ) -> Res<StatusCode> {
-    let mut ch = super::begin(&app).await?;
-    let st = ch.current().await?;
-    let d = lookup(&st.domains, &id)?.clone();
-    store::delete_row(&mut ch.tx, Table::Domains, &d.id).await?;
-    super::commit(ch, &actor, "domain.delete", &d.hostname, "").await?;
-    Ok(StatusCode::NO_CONTENT)
+    remove::<DomainRow>(&app, &actor, &id).await
 }
 
 /// The domain part of an import: creates and updates by host name. A domain names its bundle

@@ -12,7 +12,9 @@ use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::common::{JsonBody, Res, Resource, check_fingerprint, check_name, created, find};
+use super::common::{
+    JsonBody, Res, Resource, check_fingerprint, check_name, created, find, remove,
+};
 use super::common::{first_public_cert, list, lookup, new_token, show, state};
 use super::declarative::{DeclIdentity, Import};
 use super::{Actor, ApiError, App};
@@ -117,6 +119,7 @@ pub struct IdentityCreated {
 
 impl Resource for IdentityRow {
     const KIND: &'static str = "identity";
+    const TABLE: Table = Table::Identities;
     type View = IdentityView;
     fn rows(st: &StoreState) -> &[Self] {
         &st.identities
@@ -394,12 +397,7 @@ async fn delete_identity(
     Extension(actor): Extension<Actor>,
     UrlPath(id): UrlPath<String>,
 ) -> Res<StatusCode> {
-    let mut ch = super::begin(&app).await?;
-    let st = store::load_all(&mut ch.tx).await?;
-    let i = lookup(&st.identities, &id)?.clone();
-    store::delete_row(&mut ch.tx, Table::Identities, &i.id).await?;
-    super::commit(ch, &actor, "identity.delete", &i.name, "").await?;
-    Ok(StatusCode::NO_CONTENT)
+    remove::<IdentityRow>(&app, &actor, &id).await
 }
 
 #[utoipa::path(get, path = "/api/v1/identities/{id}/usage", tag = "authz", params(("id" = String, Path, description = "id or name")),

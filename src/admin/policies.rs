@@ -12,7 +12,7 @@ use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::common::{JsonBody, Res, Resource, check_name, created, list, lookup, show};
+use super::common::{JsonBody, Res, Resource, check_name, created, list, lookup, remove, show};
 use super::declarative::{DeclPolicy, Import};
 use super::{Actor, ApiError, App};
 use crate::authz::PolicySpec;
@@ -68,6 +68,7 @@ impl From<crate::authz::NamedSpec> for PolicyBody {
 
 impl Resource for PolicyRow {
     const KIND: &'static str = "policy";
+    const TABLE: Table = Table::Policies;
     type View = PolicyView;
     fn rows(st: &StoreState) -> &[Self] {
         &st.policies
@@ -83,6 +84,27 @@ impl Resource for PolicyRow {
             created_at: self.created_at.clone(),
             updated_at: self.updated_at.clone(),
         }
+    }
+
+    fn in_use(&self, st: &StoreState) -> Res<()> {
+        let users: Vec<&str> = st
+            .identities
+            .iter()
+            .filter(|i| i.policy_id.as_deref() == Some(&self.id))
+            .map(|i| i.name.as_str())
+            .take(5)
+            .collect();
+        if !users.is_empty() {
+            return Err(ApiError::in_use(
+                format!(
+                    "policy '{}' is used by identities {}",
+                    self.name,
+                    users.join(", ")
+                ),
+                "move those identities to another policy first",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -169,29 +191,7 @@ async fn delete_policy(
     Extension(actor): Extension<Actor>,
     UrlPath(id): UrlPath<String>,
 ) -> Res<StatusCode> {
-    let mut ch = super::begin(&app).await?;
-    let st = store::load_all(&mut ch.tx).await?;
-    let p = lookup(&st.policies, &id)?.clone();
-    let users: Vec<&str> = st
-        .identities
-        .iter()
-        .filter(|i| i.policy_id.as_deref() == Some(&p.id))
-        .map(|i| i.name.as_str())
-        .take(5)
-        .collect();
-    if !users.is_empty() {
-        return Err(ApiError::in_use(
-            format!(
-                "policy '{}' is used by identities {}",
-                p.name,
-                users.join(", ")
-            ),
-            "move those identities to another policy first",
-        ));
-    }
-    store::delete_row(&mut ch.tx, Table::Policies, &p.id).await?;
-    super::commit(ch, &actor, "policy.delete", &p.name, "").await?;
-    Ok(StatusCode::NO_CONTENT)
+    remove::<PolicyRow>(&app, &actor, &id).await
 }
 
 /// The policy part of an import: creates and updates by name. Returns the id of each policy

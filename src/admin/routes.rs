@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::common::state;
-use super::common::{JsonBody, Res, Resource, check_name, created, list, lookup, show};
+use super::common::{JsonBody, Res, Resource, check_name, created, list, lookup, remove, show};
 use super::declarative::{DeclRoute, Import};
 use super::error::split_fix;
 use super::view::ErrorBody;
@@ -107,6 +107,7 @@ fn root() -> String {
 
 impl Resource for RouteRow {
     const KIND: &'static str = "route";
+    const TABLE: Table = Table::Routes;
     type View = RouteView;
     fn rows(st: &StoreState) -> &[Self] {
         &st.routes
@@ -300,12 +301,7 @@ async fn delete_route(
     Extension(actor): Extension<Actor>,
     UrlPath(id): UrlPath<String>,
 ) -> Res<StatusCode> {
-    let mut ch = super::begin(&app).await?;
-    let st = ch.current().await?;
-    let r = lookup(&st.routes, &id)?.clone();
-    store::delete_row(&mut ch.tx, Table::Routes, &r.id).await?;
-    super::commit(ch, &actor, "route.delete", &r.name, "").await?;
-    Ok(StatusCode::NO_CONTENT)
+    remove::<RouteRow>(&app, &actor, &id).await
 }
 
 /// The route part of an import: creates and updates by name. A route names its credential by
