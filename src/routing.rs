@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use http::Uri;
 
+use crate::authz::AuthzProblem;
 use crate::config::RouteConfig;
 use crate::path::{percent_decode, segment_prefix};
 
@@ -102,29 +103,17 @@ impl Route {
             });
         }
         let authz = match &rc.authz {
-            Some(a) => {
-                for (i, r) in a.rules.iter().enumerate() {
-                    r.validate().map_err(|detail| RouteError::BadAuthz {
-                        route: name.clone(),
-                        detail: format!("rule #{}: {detail}", i + 1),
-                    })?;
-                }
-                if let Some(h) = &a.token_header {
-                    http::HeaderName::from_bytes(h.as_bytes()).map_err(|_| {
-                        RouteError::BadAuthz {
-                            route: name.clone(),
-                            detail: format!("token_header '{h}' is not a header name"),
+            Some(a) => Some(std::sync::Arc::new(a.checked().map_err(|p| {
+                RouteError::BadAuthz {
+                    route: name.clone(),
+                    detail: match p {
+                        AuthzProblem::Rule(i, detail) => format!("rule #{}: {detail}", i + 1),
+                        AuthzProblem::TokenHeader(h) => {
+                            format!("token_header '{h}' is not a header name")
                         }
-                    })?;
+                    },
                 }
-                let mut a = a.clone();
-                a.rules = a
-                    .rules
-                    .into_iter()
-                    .map(crate::authz::Rule::normalised)
-                    .collect();
-                Some(std::sync::Arc::new(a))
-            }
+            })?)),
             None => None,
         };
         let allowed = metrics::counter!("symbolon_authz_decisions_total", "route" => name.clone(), "decision" => "allowed");

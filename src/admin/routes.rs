@@ -141,24 +141,18 @@ fn normal_host(h: Option<String>) -> Option<String> {
 }
 
 /// Validates a route's authz settings, rules normalised, for the store (`None` when absent).
+/// A bad rule is named by its index; a bad token header is left to [`check_route`].
 fn checked_authz(a: Option<&RouteAuthz>) -> Res<Option<RouteAuthz>> {
     let Some(a) = a else { return Ok(None) };
-    for (i, r) in a.rules.iter().enumerate() {
-        r.validate().map_err(|e| {
-            ApiError::invalid(
-                "bad_rule",
-                format!("authz.rules[{i}]: {e}"),
-                "see the Rule schema in the OpenAPI document",
-            )
-        })?;
+    match a.checked() {
+        Ok(a) => Ok(Some(a)),
+        Err(crate::authz::AuthzProblem::Rule(i, e)) => Err(ApiError::invalid(
+            "bad_rule",
+            format!("authz.rules[{i}]: {e}"),
+            "see the Rule schema in the OpenAPI document",
+        )),
+        Err(crate::authz::AuthzProblem::TokenHeader(_)) => Ok(Some(a.clone())),
     }
-    let mut a = a.clone();
-    a.rules = a
-        .rules
-        .into_iter()
-        .map(crate::authz::Rule::normalised)
-        .collect();
-    Ok(Some(a))
 }
 
 /// Validates a route's upstream TLS settings (API form: names, no files) for the store.

@@ -87,6 +87,31 @@ pub struct PolicySpec {
     pub self_service: bool,
 }
 
+/// Why a route's authorization settings were refused: the rule (by index) or the token header.
+#[derive(Debug)]
+pub enum AuthzProblem {
+    Rule(usize, String),
+    TokenHeader(String),
+}
+
+impl RouteAuthz {
+    /// Checks every rule and the token header, once, for the config file and the admin API
+    /// alike; hands back the settings with their rules normalised (as requests are compared).
+    pub fn checked(&self) -> Result<RouteAuthz, AuthzProblem> {
+        for (i, r) in self.rules.iter().enumerate() {
+            r.validate().map_err(|e| AuthzProblem::Rule(i, e))?;
+        }
+        if let Some(h) = &self.token_header
+            && http::HeaderName::from_bytes(h.as_bytes()).is_err()
+        {
+            return Err(AuthzProblem::TokenHeader(h.clone()));
+        }
+        let mut a = self.clone();
+        a.rules = a.rules.into_iter().map(Rule::normalised).collect();
+        Ok(a)
+    }
+}
+
 /// A policy with its name, as the admin API and import files give it. Its keys are checked
 /// here: a flattened [`PolicySpec`] would let serde ignore a misspelled key (`acess`,
 /// `ratelimit`), which would silently lift the policy's restrictions.
