@@ -67,6 +67,19 @@ pub enum RouteError {
     TlsWithoutHttps { route: String, upstream: String },
     #[error("route '{route}': path_prefix '{prefix}' must start with '/'")]
     BadPrefix { route: String, prefix: String },
+    #[error(
+        "route '{route}': path_prefix '{prefix}' {why}, so no request would ever match it (requests are normalized before routing). Fix: {fix}"
+    )]
+    Unmatchable {
+        route: String,
+        prefix: String,
+        why: String,
+        fix: String,
+    },
+    #[error(
+        "route '{route}': host '{host}' is not a host name (letters, digits, '-' and '.', optionally '*.' first, no port). Fix: give the name clients send in Host, without a port"
+    )]
+    BadHost { route: String, host: String },
     #[error("route '{route}': {detail}")]
     BadAuthz { route: String, detail: String },
     #[error(
@@ -93,8 +106,44 @@ impl Route {
                 prefix: rc.path_prefix.clone(),
             });
         }
+        if let Some(h) = &host {
+            let name_part = h.strip_prefix("*.").unwrap_or(h);
+            let ok = !name_part.is_empty()
+                && name_part
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+            if !ok {
+                return Err(RouteError::BadHost {
+                    route: name,
+                    host: h.clone(),
+                });
+            }
+        }
         // Compared with the decoded request path: decode escapes written in the config.
         let prefix = normalise_prefix(&percent_decode(&rc.path_prefix));
+        // A prefix that normalization would change (`//`, `.` or `..` segments) or refuse (an
+        // encoded `/`, `;`, a NUL) matches no request: its route's rules would never apply.
+        let unmatchable = |why: String, fix: String| RouteError::Unmatchable {
+            route: name.clone(),
+            prefix: rc.path_prefix.clone(),
+            why,
+            fix,
+        };
+        match crate::path::normalize(&rc.path_prefix) {
+            Err(bad) => {
+                return Err(unmatchable(
+                    format!("is refused as a request path ({})", bad.0),
+                    "write the prefix as clients send it".into(),
+                ));
+            }
+            Ok(n) if normalise_prefix(&n.decoded) != prefix => {
+                return Err(unmatchable(
+                    format!("normalizes to '{}'", n.decoded),
+                    format!("use '{}'", normalise_prefix(&n.decoded)),
+                ));
+            }
+            Ok(_) => {}
+        }
         let upstream = parse_upstream(&name, &rc.upstream)?;
         if rc.upstream_tls.is_some() && !upstream.is_https() {
             return Err(RouteError::TlsWithoutHttps {

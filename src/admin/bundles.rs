@@ -106,6 +106,7 @@ pub struct BundleView {
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct BundleCreate {
     pub name: String,
     /// PEM of one or more root or intermediate CA certificates.
@@ -117,6 +118,7 @@ pub struct BundleCreate {
 }
 
 #[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct BundleUpdate {
     /// New name (rename).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -130,11 +132,13 @@ pub struct BundleUpdate {
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct PemBody {
     pub pem: String,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct AttachBody {
     /// Domain id or host name.
     pub domain: String,

@@ -49,6 +49,7 @@ pub(super) fn routes() -> Router<Arc<App>> {
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct SignBody {
     /// PEM certificate signing request.
     pub csr_pem: String,

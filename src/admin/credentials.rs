@@ -52,6 +52,7 @@ pub struct CredentialView {
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CredentialCreate {
     pub name: String,
     pub cert_pem: String,

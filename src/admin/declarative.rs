@@ -53,6 +53,7 @@ pub struct ImportReport {
 /// The declarative form of everything the store holds (private keys left out: each domain and
 /// credential names a `key_file` the importer reads, or keeps the key it already has).
 #[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct Declarative {
     #[serde(default, rename = "bundles")]
     pub bundles: Vec<DeclBundle>,

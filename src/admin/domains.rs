@@ -56,6 +56,7 @@ pub struct DomainView {
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct DomainCreate {
     pub hostname: String,
     /// Server certificate followed by its chain (PEM).
@@ -71,6 +72,7 @@ pub struct DomainCreate {
 }
 
 #[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct DomainUpdate {
     /// New certificate chain; give `key_pem` with it.
     #[serde(skip_serializing_if = "Option::is_none")]

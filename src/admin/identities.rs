@@ -66,6 +66,7 @@ pub struct IdentityView {
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct IdentityCreate {
     pub name: String,
     /// The client's public certificate (PEM). A PEM that contains a private key is refused.
@@ -92,6 +93,7 @@ fn yes() -> bool {
 }
 
 #[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct IdentityUpdate {
     /// Policy id or name; "" removes it.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -64,6 +64,7 @@ async fn transition_report(State(app): State<Arc<App>>) -> Res<Json<Vec<Transiti
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct VerifyBody {
     /// The client certificate, followed by the intermediates it would send (PEM, no key).
     pub certificate_pem: String,

@@ -26,6 +26,7 @@ pub(super) fn routes() -> Router<Arc<App>> {
 }
 
 #[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RevokeBody {
     /// The certificate to revoke (public PEM), or
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -57,6 +57,7 @@ pub struct RouteView {
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RouteCreate {
     pub name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -78,6 +79,7 @@ pub struct RouteCreate {
 }
 
 #[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RouteUpdate {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,

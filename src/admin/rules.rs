@@ -30,6 +30,7 @@ pub(super) fn routes() -> Router<Arc<App>> {
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct GlobalRules {
     /// Rules applied to every route before its own (see the evaluation order).
     pub rules: Vec<Rule>,

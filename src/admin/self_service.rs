@@ -34,6 +34,7 @@ pub(super) fn routes() -> Router<Arc<App>> {
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct SelfServiceBody {
     pub name: String,
     /// The client's public certificate (PEM).
