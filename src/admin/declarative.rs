@@ -279,6 +279,42 @@ async fn export(State(app): State<Arc<App>>) -> Res<Response> {
     Ok(([(http::header::CONTENT_TYPE, "application/toml")], text).into_response())
 }
 
+impl Declarative {
+    /// Each entry once: a second one with the same name would silently replace the first (a
+    /// restricted policy by an open one, say), or fail the store's unique index.
+    fn check_unique(&self) -> Res<()> {
+        fn once<'a>(kind: &str, names: impl Iterator<Item = &'a str>) -> Res<()> {
+            let mut seen = std::collections::HashSet::new();
+            for n in names {
+                if !seen.insert(n.to_ascii_lowercase()) {
+                    return Err(ApiError::invalid(
+                        "bad_import",
+                        format!("the import names {kind} '{n}' twice"),
+                        "keep one entry per name",
+                    ));
+                }
+            }
+            Ok(())
+        }
+        once("bundle", self.bundles.iter().map(|b| b.name.as_str()))?;
+        once("domain", self.domains.iter().map(|d| d.hostname.as_str()))?;
+        once(
+            "credential",
+            self.credentials.iter().map(|c| c.name.as_str()),
+        )?;
+        once("route", self.routes.iter().map(|r| r.name.as_str()))?;
+        once("sidecar", self.sidecars.iter().map(|s| s.name.as_str()))?;
+        once("policy", self.policies.iter().map(|p| p.name.as_str()))?;
+        once("identity", self.identities.iter().map(|i| i.name.as_str()))?;
+        once(
+            "certificate fingerprint",
+            self.identities
+                .iter()
+                .filter_map(|i| i.fingerprint.as_deref()),
+        )
+    }
+}
+
 #[utoipa::path(post, path = "/api/v1/import", tag = "config",
     request_body(content = String, description = "TOML as produced by /api/v1/export, with key_pem (the CLI fills it from key_file) for new or re-keyed domains and credentials", content_type = "application/toml"),
     responses((status = 200, body = ImportReport), (status = 422, body = ErrorBody)))]
@@ -294,6 +330,7 @@ async fn import(
             "start from `symbolon export`",
         )
     })?;
+    decl.check_unique()?;
     bundles::prefetch_for_import(&app, &decl.bundles).await?;
     let mut ch = super::begin(&app).await?;
     let st = ch.current().await?;

@@ -907,3 +907,136 @@ async fn a_misspelled_policy_key_is_refused_not_ignored() {
     let kept = s.api.ok(Method::GET, "/api/v1/policies/p1", None).await;
     assert_eq!(kept["rate_limit"], strict["rate_limit"], "{kept}");
 }
+
+/// A key the API does not know is refused on every write, not ignored: `required` for
+/// `require` would leave a bundle in transition mode, `enabled` for `active` an identity
+/// enabled. Nothing is created.
+#[tokio::test]
+async fn unknown_fields_in_a_write_are_refused() {
+    let s = setup().await;
+    let pem = s.h.server_ca.pem();
+    let (status, v) = s
+        .api
+        .post(
+            "/api/v1/mtls/bundles",
+            json!({"name": "strict", "pem": pem, "required": true}),
+        )
+        .await;
+    assert!(status.is_client_error(), "{status} {v}");
+    assert_eq!(
+        s.api.ok(Method::GET, "/api/v1/mtls/bundles", None).await,
+        json!([])
+    );
+    let (status, v) = s
+        .api
+        .post(
+            "/api/v1/routes",
+            json!({"name": "r", "path_prefix": "/r", "upstream": "builtin:echo", "auth": "mtls"}),
+        )
+        .await;
+    assert!(status.is_client_error(), "{status} {v}");
+    let (status, v) = s
+        .api
+        .post(
+            "/api/v1/revocations",
+            json!({"serial": "01", "issuer": pem}),
+        )
+        .await;
+    assert!(status.is_client_error(), "{status} {v}");
+    let (status, v) = s
+        .api
+        .post(
+            "/api/v1/identities",
+            json!({"name": "lim", "token": true, "policy_name": "p"}),
+        )
+        .await;
+    assert!(status.is_client_error(), "{status} {v}");
+    assert_eq!(
+        s.api.ok(Method::GET, "/api/v1/identities", None).await,
+        json!([])
+    );
+}
+
+/// A route whose prefix or host no request can match is refused: its rules would never apply,
+/// and requests would fall through to a broader route.
+#[tokio::test]
+async fn a_route_no_request_can_match_is_refused() {
+    let s = setup().await;
+    for prefix in [
+        "/secret//x",
+        "/a/../b",
+        "/a/./b",
+        "/a%2Fb",
+        "/a;b",
+        "/a%00b",
+    ] {
+        let (status, v) = s
+            .api
+            .post(
+                "/api/v1/routes",
+                json!({"name": "r", "path_prefix": prefix, "upstream": "builtin:echo"}),
+            )
+            .await;
+        assert_eq!(
+            (status.as_u16(), code(&v)),
+            (422, "bad_route"),
+            "{prefix}: {v}"
+        );
+    }
+    for host in ["api.example.test:443", "x y", "a/b"] {
+        let (status, v) = s
+            .api
+            .post(
+                "/api/v1/routes",
+                json!({"name": "r", "host": host, "path_prefix": "/", "upstream": "builtin:echo"}),
+            )
+            .await;
+        assert_eq!(
+            (status.as_u16(), code(&v)),
+            (422, "bad_route"),
+            "{host}: {v}"
+        );
+    }
+    // Escapes of unreserved characters are fine: they normalize to the same prefix.
+    s.api
+        .ok(
+            Method::POST,
+            "/api/v1/routes",
+            Some(json!({"name": "ok", "host": "*.example.test", "path_prefix": "/%61pi/", "upstream": "builtin:echo"})),
+        )
+        .await;
+}
+
+/// An import names each object once, and knows every section it holds: a duplicate policy
+/// (the open one last) or a misspelled section is refused, and nothing is applied.
+#[tokio::test]
+async fn an_import_with_duplicates_or_unknown_sections_is_refused() {
+    let s = setup().await;
+    let import = |text: &'static str| {
+        let client = &s.api.client;
+        async move {
+            client
+                .call(
+                    Method::POST,
+                    "/api/v1/import",
+                    Some(("application/toml", text.as_bytes().to_vec())),
+                )
+                .await
+                .unwrap()
+        }
+    };
+    for text in [
+        "[[policies]]\nname = \"p\"\naccess = [{ route = \"orders\" }]\n\n[[policies]]\nname = \"p\"\n",
+        "[[identities]]\nname = \"a\"\nactive = true\n\n[[identities]]\nname = \"a\"\nactive = true\n",
+        "[[policie]]\nname = \"p\"\n",
+    ] {
+        let (status, body) = import(text).await;
+        assert_eq!(status, 422, "{text}: {}", String::from_utf8_lossy(&body));
+    }
+    assert_eq!(
+        s.api.ok(Method::GET, "/api/v1/policies", None).await,
+        json!([])
+    );
+    let audit = s.api.ok(Method::GET, "/api/v1/audit", None).await;
+    assert_eq!(audit, json!([]), "a refused import writes no audit row");
+}

@@ -1336,3 +1336,26 @@ fn anonymous_certificates_with_huge_subjects_stay_bounded() {
         "certificates that failed verification are not in the inventory"
     );
 }
+
+/// A command line clap refuses (a missing companion flag, an unknown flag) exits 64 like every
+/// other usage error; help and version exit 0.
+#[test]
+fn usage_errors_exit_64() {
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_symbolon"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    for args in [
+        &["domain", "update", "x", "--cert", "f"][..],
+        &["bundle", "list", "--no-such-flag"],
+        &["no-such-command"],
+    ] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(64), "{args:?}");
+        assert!(!out.stderr.is_empty(), "{args:?}");
+    }
+    assert_eq!(run(&["--help"]).status.code(), Some(0));
+    assert_eq!(run(&["--version"]).status.code(), Some(0));
+}
