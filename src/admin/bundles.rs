@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::common::{
-    JsonBody, Res, Resource, check_name, created, list, lookup, remove, show, state,
+    JsonBody, Res, Resource, check_name, created, list, lookup, remove, show, state, taken,
 };
 use super::declarative::{DeclBundle, Import};
 use super::view::{CertView, ErrorBody};
@@ -309,7 +309,7 @@ async fn create_bundle(
     app.prefetch_crls(req.crls.as_ref(), &bundle.certs).await?;
     let mut ch = super::begin(&app).await?;
     let st = ch.current().await?;
-    if st.bundles.iter().any(|b| b.name == req.name) {
+    if taken(&st.bundles, &req.name, None) {
         return Err(ApiError::duplicate("bundle", &req.name));
     }
     let now = store::now();
@@ -365,7 +365,7 @@ async fn update_bundle(
     let mut what = Vec::new();
     if let Some(name) = req.name {
         check_name("bundle", &name)?;
-        if st.bundles.iter().any(|b| b.name == name && b.id != row.id) {
+        if taken(&st.bundles, &name, Some(&row.id)) {
             return Err(ApiError::duplicate("bundle", &name));
         }
         what.push(format!("name {} -> {name}", row.name));

@@ -62,6 +62,15 @@ pub(super) fn find<'a, R: Resource>(rows: &'a [R], key: &str) -> Option<&'a R> {
 }
 
 /// The row with this id or name, or 404.
+/// Whether `name` is taken among `rows` (other than the row `except`): as a name, or as an id,
+/// since lookups by id or name try ids first and a name equal to another row's id would reach
+/// that row.
+pub(super) fn taken<R: Resource>(rows: &[R], name: &str, except: Option<&str>) -> bool {
+    rows.iter()
+        .filter(|r| Some(r.key().0) != except)
+        .any(|r| r.key().1 == name || r.key().0 == name)
+}
+
 pub(super) fn lookup<'a, R: Resource>(rows: &'a [R], key: &str) -> Res<&'a R> {
     find(rows, key).ok_or_else(|| ApiError::not_found(R::KIND, key))
 }

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::common::parse_cert_and_key;
-use super::common::{JsonBody, Res, Resource, check_name, created, list, remove, show};
+use super::common::{JsonBody, Res, Resource, check_name, created, list, remove, show, taken};
 use super::declarative::{DeclCredential, Import};
 use super::view::ErrorBody;
 use super::{Actor, ApiError, App};
@@ -122,7 +122,7 @@ async fn create_credential(
     parse_cert_and_key(&req.cert_pem, &req.key_pem)?;
     let mut ch = super::begin(&app).await?;
     let st = ch.current().await?;
-    if st.credentials.iter().any(|c| c.name == req.name) {
+    if taken(&st.credentials, &req.name, None) {
         return Err(ApiError::duplicate("credential", &req.name));
     }
     let row = CredentialRow {

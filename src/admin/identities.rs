@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::common::{
-    JsonBody, Res, Resource, check_fingerprint, check_name, created, find, remove,
+    JsonBody, Res, Resource, check_fingerprint, check_name, created, find, remove, taken,
 };
 use super::common::{first_public_cert, list, lookup, new_token, show, state};
 use super::declarative::{DeclIdentity, Import};
@@ -255,7 +255,7 @@ pub(super) async fn insert_identity(
             ));
         }
     }
-    if st.identities.iter().any(|i| i.name == req.name) {
+    if taken(&st.identities, &req.name, None) {
         return Err(ApiError::duplicate("identity", &req.name));
     }
     if let Some(fp) = &fingerprint {

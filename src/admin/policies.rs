@@ -12,7 +12,9 @@ use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::common::{JsonBody, Res, Resource, check_name, created, list, lookup, remove, show};
+use super::common::{
+    JsonBody, Res, Resource, check_name, created, list, lookup, remove, show, taken,
+};
 use super::declarative::{DeclPolicy, Import};
 use super::{Actor, ApiError, App};
 use crate::authz::PolicySpec;
@@ -130,7 +132,7 @@ async fn create_policy(
     check_body(&req)?;
     let mut ch = super::begin(&app).await?;
     let st = store::load_all(&mut ch.tx).await?;
-    if st.policies.iter().any(|p| p.name == req.name) {
+    if taken(&st.policies, &req.name, None) {
         return Err(ApiError::duplicate("policy", &req.name));
     }
     let now = store::now();
@@ -168,11 +170,7 @@ async fn replace_policy(
     let mut ch = super::begin(&app).await?;
     let st = store::load_all(&mut ch.tx).await?;
     let mut row = lookup(&st.policies, &id)?.clone();
-    if st
-        .policies
-        .iter()
-        .any(|p| p.name == req.name && p.id != row.id)
-    {
+    if taken(&st.policies, &req.name, Some(&row.id)) {
         return Err(ApiError::duplicate("policy", &req.name));
     }
     row.name = req.name;

@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::common::state;
-use super::common::{JsonBody, Res, Resource, check_name, created, list, lookup, remove, show};
+use super::common::{
+    JsonBody, Res, Resource, check_name, created, list, lookup, remove, show, taken,
+};
 use super::declarative::{DeclRoute, Import};
 use super::error::split_fix;
 use super::view::ErrorBody;
@@ -205,7 +207,7 @@ async fn create_route(
     check_name("route", &req.name)?;
     let mut ch = super::begin(&app).await?;
     let st = ch.current().await?;
-    if st.routes.iter().any(|r| r.name == req.name) {
+    if taken(&st.routes, &req.name, None) {
         return Err(ApiError::duplicate("route", &req.name));
     }
     let credential_id = match &req.credential {
@@ -253,7 +255,7 @@ async fn update_route(
     let mut row = lookup(&st.routes, &id)?.clone();
     if let Some(name) = req.name {
         check_name("route", &name)?;
-        if st.routes.iter().any(|r| r.name == name && r.id != row.id) {
+        if taken(&st.routes, &name, Some(&row.id)) {
             return Err(ApiError::duplicate("route", &name));
         }
         row.name = name;

@@ -72,7 +72,15 @@ pub async fn run(cmd: PolicyCmd, api: &Api) -> Result<(), Exit> {
         PolicyCmd::List => api.list(&POLICIES).await,
         PolicyCmd::Show { id } => api.show(&POLICIES, &id).await,
         PolicyCmd::Update { id, name, spec } => {
-            let body = body(name.unwrap_or_else(|| id.clone()), &spec)?;
+            // Without --name the policy keeps its name (`id` may be its id).
+            let name = match name {
+                Some(n) => n,
+                None => match api.get(&POLICIES.item(&id)).await?["name"].as_str() {
+                    Some(n) => n.to_string(),
+                    None => id.clone(),
+                },
+            };
+            let body = body(name, &spec)?;
             api.update(&POLICIES, Method::PUT, &id, body).await
         }
         PolicyCmd::Delete { id } => api.delete(&POLICIES, &id).await,

@@ -1040,3 +1040,45 @@ async fn an_import_with_duplicates_or_unknown_sections_is_refused() {
     let audit = s.api.ok(Method::GET, "/api/v1/audit", None).await;
     assert_eq!(audit, json!([]), "a refused import writes no audit row");
 }
+
+/// A name equal to another object's id is refused: lookups by id or name try ids first, so
+/// such a name would reach the other object (a domain attached to the wrong bundle, say).
+#[tokio::test]
+async fn a_name_that_is_another_objects_id_is_refused() {
+    let s = setup().await;
+    let pem = s.h.server_ca.pem();
+    let other = s
+        .api
+        .ok(
+            Method::POST,
+            "/api/v1/mtls/bundles",
+            Some(json!({"name": "other", "pem": pem})),
+        )
+        .await;
+    let id = other["id"].as_str().unwrap();
+    let (status, v) = s
+        .api
+        .post(
+            "/api/v1/mtls/bundles",
+            json!({"name": id, "pem": pem, "require": true}),
+        )
+        .await;
+    assert_eq!((status.as_u16(), code(&v)), (409, "duplicate_name"), "{v}");
+    let strict = s
+        .api
+        .ok(
+            Method::POST,
+            "/api/v1/mtls/bundles",
+            Some(json!({"name": "strict", "pem": pem, "require": true})),
+        )
+        .await;
+    let (status, v) = s
+        .api
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/mtls/bundles/{}", strict["id"].as_str().unwrap()),
+            Some(json!({"name": id})),
+        )
+        .await;
+    assert_eq!((status.as_u16(), code(&v)), (409, "duplicate_name"), "{v}");
+}

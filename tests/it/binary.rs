@@ -721,6 +721,25 @@ fn cli_manages_policies_identities_and_rules() {
         "lots",
     ]);
     assert_eq!(code, 64, "{err}");
+    // An update by id keeps the policy's name.
+    let (_, out, _) = run(&["--json", "policy", "show", "partners"]);
+    let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let id = shown["id"].as_str().unwrap().to_string();
+    let (code, _, err) = run(&[
+        "policy",
+        "update",
+        &id,
+        "--rate-limit",
+        "100/1m",
+        "--quota",
+        "1000/day",
+        "--access",
+        "api:GET,POST:/api",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = run(&["--json", "policy", "show", "partners"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&id), "{out}");
     let (code, out, err) = run(&[
         "identity",
         "create",
