@@ -155,6 +155,10 @@ async fn create_sidecar(
     Extension(actor): Extension<Actor>,
     JsonBody(sc): JsonBody<SidecarConfig>,
 ) -> Res<Response> {
+    check_new(&app, &sc, true)?;
+    let mut ch = super::begin(&app).await?;
+    // Checked under the change lock: the published snapshot is the last committed state, so
+    // two creates of one name cannot both pass.
     if app
         .control
         .shared()
@@ -164,8 +168,23 @@ async fn create_sidecar(
     {
         return Err(ApiError::duplicate("sidecar", &sc.name));
     }
-    check_new(&app, &sc, true)?;
-    let mut ch = super::begin(&app).await?;
+    // The issued credential is stored as `sidecar-NAME`: an uploaded credential of that name
+    // (presented by a route, say) would be replaced by it.
+    let st = ch.current().await?;
+    if sc.issue.is_some()
+        && st
+            .credentials
+            .iter()
+            .any(|c| c.name == sc.credential_name())
+    {
+        return Err(ApiError::in_use(
+            format!(
+                "a credential named '{}' exists; the sidecar's issued credential would replace it",
+                sc.credential_name()
+            ),
+            "rename or delete that credential, or give the sidecar another name",
+        ));
+    }
     let row = SidecarRow {
         id: store::new_id(),
         name: sc.name.clone(),

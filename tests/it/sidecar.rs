@@ -551,3 +551,37 @@ async fn a_sidecar_on_the_metrics_port_fails_alone() {
     assert!(err.contains("cannot listen"), "{err}");
     gw.shutdown().await;
 }
+
+/// A sidecar's issued credential is stored as `sidecar-NAME`: creating the sidecar while an
+/// uploaded credential has that name is refused, instead of replacing what that credential's
+/// users present. Two creates of one name at once: one 201, the other 409, never a 500.
+#[tokio::test]
+async fn a_sidecar_does_not_replace_an_uploaded_credential_or_race_its_name() {
+    let s = setup("").await;
+    let leaf = s.h.server_ca.leaf(LeafSpec::server("zz.test"));
+    s.api
+        .ok(
+            Method::POST,
+            "/api/v1/credentials",
+            Some(
+                json!({"name": "sidecar-zz", "cert_pem": leaf.chain_pem, "key_pem": leaf.key_pem}),
+            ),
+        )
+        .await;
+    let spec = |name: &str| {
+        json!({"name": name, "listen": "127.0.0.1:0", "upstream": s.origin.url(),
+            "issue": {"common_name": "billing", "lifetime": "1h"}})
+    };
+    let (status, v) = s.api.post("/api/v1/sidecars", spec("zz")).await;
+    assert_eq!(status, 409, "{v}");
+    let creds = s.api.ok(Method::GET, "/api/v1/credentials", None).await;
+    let fingerprint = symbolon::pki::fingerprint_sha256(&leaf.der);
+    assert!(creds.to_string().contains(&fingerprint), "{creds}");
+    let (a, b) = tokio::join!(
+        s.api.post("/api/v1/sidecars", spec("twin")),
+        s.api.post("/api/v1/sidecars", spec("twin"))
+    );
+    let mut statuses = [a.0.as_u16(), b.0.as_u16()];
+    statuses.sort();
+    assert_eq!(statuses, [201, 409], "{} / {}", a.1, b.1);
+}
