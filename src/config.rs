@@ -1,7 +1,7 @@
 //! The TOML configuration file: what it may contain, its defaults, and how it is read.
 //!
 //! Relative paths in the file are resolved against the file's own directory. Reading the file
-//! only parses it; [`crate::snapshot::Snapshot::build`] loads and validates what it points to.
+//! only parses it; [`crate::control::build_snapshot`] loads and validates what it points to.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -177,9 +177,9 @@ impl Api {
     /// Prints that something was done, as a line or as `{"ok": true, "message": …}`.
     pub fn done(&self, msg: &str) {
         if self.json {
-            println!("{}", json!({"ok": true, "message": msg}));
+            outln!("{}", json!({"ok": true, "message": msg}));
         } else {
-            println!("{msg}");
+            outln!("{msg}");
         }
     }
 }
@@ -197,7 +197,7 @@ pub fn read_as<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, Exit> {
 }
 
 pub fn print_json(v: &Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    outln!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
 /// A refusal: "error (STATUS CODE): message" and the hint, if any, on stderr.

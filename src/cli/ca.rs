@@ -156,18 +156,18 @@ fn init(dir: &CaDir, algorithm: &str, root_key_out: Option<&Path>) -> Result<(),
     let pass = ca::passphrase(dir.passphrase_file.as_deref()).map_err(|e| fail(e, Exit::Usage))?;
     let r =
         ca::init(&dir.dir, algorithm, &pass, root_key_out).map_err(|e| fail(e, Exit::Failure))?;
-    println!("root CA:          {}", r.root_cert.display());
-    println!(
+    outln!("root CA:          {}", r.root_cert.display());
+    outln!(
         "root key:         {} (encrypted, 0600)",
         r.root_key.display()
     );
-    println!("intermediate CA:  {}", r.intermediate_cert.display());
-    println!(
+    outln!("intermediate CA:  {}", r.intermediate_cert.display());
+    outln!(
         "intermediate key: {} (encrypted, 0600)",
         r.intermediate_key.display()
     );
     if root_key_out.is_some() {
-        println!("the root key is outside the CA directory: keep it offline");
+        outln!("the root key is outside the CA directory: keep it offline");
     }
     Ok(())
 }
@@ -187,7 +187,7 @@ fn sign(
         .and_then(|(t, csr)| Ok((ca.sign(&csr, &t)?, t)))
         .map_err(|e| fail(e, Exit::Failure))?;
     record(data_dir, &issued, &t, "cli-sign")?;
-    print!("{}", issued.chain_pem);
+    out!("{}", issued.chain_pem);
     eprintln!(
         "issued serial {} to {}, {}",
         issued.info.serial_hex,
@@ -231,14 +231,14 @@ fn issue(
     )
     .map_err(|e| fail(e, Exit::Failure))?;
     crate::devinit::write_secret(&p12_path, &p12).map_err(|e| fail(e, Exit::Failure))?;
-    println!(
+    outln!(
         "{} ({}): {}",
         cert_path.display(),
         issued.info.subject,
         crate::explain::validity(&issued.info, now())
     );
-    println!("{} (0600)", key_path.display());
-    println!("{} (0600, password '{p12_password}')", p12_path.display());
+    outln!("{} (0600)", key_path.display());
+    outln!("{} (0600, password '{p12_password}')", p12_path.display());
     Ok(())
 }
 
@@ -382,7 +382,7 @@ fn renew(
     }
     std::fs::write(cert, pem)
         .map_err(|e| fail(format_args!("{}: {e}", cert.display()), Exit::Failure))?;
-    println!(
+    outln!(
         "renewed: serial {}, valid until {}{}",
         v["serial"].as_str().unwrap_or(""),
         v["not_after"].as_str().unwrap_or(""),

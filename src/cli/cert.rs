@@ -30,9 +30,9 @@ fn inspect(file: &Path) -> Result<(), Exit> {
             )
         })?;
         if certs.len() > 1 {
-            println!("certificate #{} of {}", i + 1, certs.len());
+            outln!("certificate #{} of {}", i + 1, certs.len());
         }
-        println!("{}\n", crate::explain::describe(&info, now));
+        outln!("{}\n", crate::explain::describe(&info, now));
     }
     Ok(())
 }

@@ -4,6 +4,23 @@
 //! One file per noun, each with its clap type beside its handler. The admin commands share
 //! `api`: the client built from [`ApiArgs`], JSON or table output, and exit codes.
 
+/// Writes to standard output. A closed pipe (`symbolon audit | head`) ends the output
+/// quietly instead of panicking as `println!` does.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// [`outln`] without the newline.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 

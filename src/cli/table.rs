@@ -43,7 +43,7 @@ pub fn print(v: &Value, cols: &[&str]) {
             // An import report: one row per column value.
             for c in cols {
                 let items = o.get(*c).map(cell).unwrap_or_default();
-                println!("{c}: {}", if items.is_empty() { "-".into() } else { items });
+                outln!("{c}: {}", if items.is_empty() { "-".into() } else { items });
             }
             return;
         }
@@ -79,8 +79,8 @@ pub fn print(v: &Value, cols: &[&str]) {
             .trim_end()
             .to_string()
     };
-    println!("{}", line(cols.iter().map(|c| c.to_uppercase()).collect()));
+    outln!("{}", line(cols.iter().map(|c| c.to_uppercase()).collect()));
     for r in table {
-        println!("{}", line(r));
+        outln!("{}", line(r));
     }
 }

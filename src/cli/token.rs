@@ -17,9 +17,9 @@ pub fn run(args: AdminTokenArgs) -> Result<(), Exit> {
     }
     let token = crate::pki::hex(&bytes);
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
-    println!("token (shown once; store it in your secret manager):\n  {token}\n");
-    println!("add to the [admin] section of the config, then reload (SIGHUP or restart):\n");
-    println!(
+    outln!("token (shown once; store it in your secret manager):\n  {token}\n");
+    outln!("add to the [admin] section of the config, then reload (SIGHUP or restart):\n");
+    outln!(
         "[[admin.tokens]]\nname = \"{}\"\nsha256 = \"{}\"",
         args.name,
         crate::pki::hex(digest.as_ref())

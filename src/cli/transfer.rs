@@ -31,7 +31,7 @@ pub async fn export(args: ExportArgs, api: &Api) -> Result<(), Exit> {
             })?;
             api.done(&format!("exported to {}", path.display()));
         }
-        None => print!("{text}"),
+        None => out!("{text}"),
     }
     Ok(())
 }

@@ -33,7 +33,7 @@ pub async fn run(args: VerifyArgs, api: &Api) -> Result<(), Exit> {
     if api.json() {
         print_json(&v);
     } else if verified {
-        println!("ACCEPTED by {domain} (mode {mode}): the chain verifies");
+        outln!("ACCEPTED by {domain} (mode {mode}): the chain verifies");
     } else {
         let reason = v["reason"].as_str().unwrap_or("");
         let what = if v["would_connect"] == true {
@@ -41,7 +41,7 @@ pub async fn run(args: VerifyArgs, api: &Api) -> Result<(), Exit> {
         } else {
             "REJECTED"
         };
-        println!("{what} by {domain} (mode {mode}): {reason}");
+        outln!("{what} by {domain} (mode {mode}): {reason}");
     }
     if verified { Ok(()) } else { Err(Exit::Failure) }
 }

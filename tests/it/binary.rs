@@ -1378,3 +1378,20 @@ fn usage_errors_exit_64() {
     assert_eq!(run(&["--help"]).status.code(), Some(0));
     assert_eq!(run(&["--version"]).status.code(), Some(0));
 }
+
+/// Output into a closed pipe (`symbolon … | head`) ends quietly: no panic, no backtrace.
+#[test]
+fn output_into_a_closed_pipe_does_not_panic() {
+    let h = Harness::new();
+    let file = h.write("ca.pem", &h.server_ca.pem());
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_symbolon"))
+        .args(["cert", "inspect", file.to_str().unwrap()])
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(0), "{err}");
+}
