@@ -108,10 +108,12 @@ impl Route {
         }
         if let Some(h) = &host {
             let name_part = h.strip_prefix("*.").unwrap_or(h);
-            let ok = !name_part.is_empty()
-                && name_part
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+            // Clients' names arrive without a trailing dot: every label must be non-empty.
+            let ok = name_part.len() <= 253
+                && name_part.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                });
             if !ok {
                 return Err(RouteError::BadHost {
                     route: name,
@@ -129,6 +131,12 @@ impl Route {
             why,
             fix,
         };
+        if rc.path_prefix.contains(['?', '#']) || rc.path_prefix.len() > 4096 {
+            return Err(unmatchable(
+                "holds '?' or '#' (a query or fragment is not part of the path) or is over 4096 bytes".into(),
+                "give the path only".into(),
+            ));
+        }
         match crate::path::normalize(&rc.path_prefix) {
             Err(bad) => {
                 return Err(unmatchable(

@@ -286,7 +286,7 @@ impl Declarative {
         fn once<'a>(kind: &str, names: impl Iterator<Item = &'a str>) -> Res<()> {
             let mut seen = std::collections::HashSet::new();
             for n in names {
-                if !seen.insert(n.to_ascii_lowercase()) {
+                if !seen.insert(n.to_string()) {
                     return Err(ApiError::invalid(
                         "bad_import",
                         format!("the import names {kind} '{n}' twice"),
@@ -306,11 +306,85 @@ impl Declarative {
         once("sidecar", self.sidecars.iter().map(|s| s.name.as_str()))?;
         once("policy", self.policies.iter().map(|p| p.name.as_str()))?;
         once("identity", self.identities.iter().map(|i| i.name.as_str()))?;
+        let fingerprints: Vec<String> = self
+            .identities
+            .iter()
+            .filter_map(|i| i.fingerprint.as_deref())
+            .map(|f| f.to_ascii_lowercase().replace(':', ""))
+            .collect();
         once(
             "certificate fingerprint",
-            self.identities
+            fingerprints.iter().map(String::as_str),
+        )
+    }
+
+    /// No name of the import is another object's id (lookups try ids first).
+    fn check_not_ids(&self, st: &StoreState) -> Res<()> {
+        fn none<'a>(
+            kind: &str,
+            names: impl Iterator<Item = &'a str>,
+            ids: &[(&str, &str)],
+        ) -> Res<()> {
+            for n in names {
+                if ids.iter().any(|(id, name)| *id == n && *name != n) {
+                    return Err(ApiError::invalid(
+                        "bad_import",
+                        format!(
+                            "the import names a {kind} '{n}', which is the id of another {kind}"
+                        ),
+                        "choose another name",
+                    ));
+                }
+            }
+            Ok(())
+        }
+        none(
+            "bundle",
+            self.bundles.iter().map(|b| b.name.as_str()),
+            &st.bundles
                 .iter()
-                .filter_map(|i| i.fingerprint.as_deref()),
+                .map(|b| (b.id.as_str(), b.name.as_str()))
+                .collect::<Vec<_>>(),
+        )?;
+        none(
+            "domain",
+            self.domains.iter().map(|d| d.hostname.as_str()),
+            &st.domains
+                .iter()
+                .map(|d| (d.id.as_str(), d.hostname.as_str()))
+                .collect::<Vec<_>>(),
+        )?;
+        none(
+            "credential",
+            self.credentials.iter().map(|c| c.name.as_str()),
+            &st.credentials
+                .iter()
+                .map(|c| (c.id.as_str(), c.name.as_str()))
+                .collect::<Vec<_>>(),
+        )?;
+        none(
+            "route",
+            self.routes.iter().map(|r| r.name.as_str()),
+            &st.routes
+                .iter()
+                .map(|r| (r.id.as_str(), r.name.as_str()))
+                .collect::<Vec<_>>(),
+        )?;
+        none(
+            "policy",
+            self.policies.iter().map(|p| p.name.as_str()),
+            &st.policies
+                .iter()
+                .map(|p| (p.id.as_str(), p.name.as_str()))
+                .collect::<Vec<_>>(),
+        )?;
+        none(
+            "identity",
+            self.identities.iter().map(|i| i.name.as_str()),
+            &st.identities
+                .iter()
+                .map(|i| (i.id.as_str(), i.name.as_str()))
+                .collect::<Vec<_>>(),
         )
     }
 }
@@ -334,6 +408,7 @@ async fn import(
     bundles::prefetch_for_import(&app, &decl.bundles).await?;
     let mut ch = super::begin(&app).await?;
     let st = ch.current().await?;
+    decl.check_not_ids(&st)?;
     let mut imp = Import {
         app: &app,
         ch,

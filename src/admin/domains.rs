@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 
 use super::common::state;
 use super::common::{
-    JsonBody, Res, Resource, created, list, lookup, parse_cert_and_key, remove, show,
+    JsonBody, Res, Resource, created, list, lookup, parse_cert_and_key, remove, show, taken,
 };
 use super::declarative::{DeclDomain, Import};
 use super::view::{CertView, ErrorBody};
@@ -165,7 +165,7 @@ async fn create_domain(
     let mtls = req.mtls.as_deref().map(check_mode).transpose()?;
     let mut ch = super::begin(&app).await?;
     let st = ch.current().await?;
-    if st.domains.iter().any(|d| d.hostname == hostname) {
+    if taken(&st.domains, &hostname, None) {
         return Err(ApiError::duplicate("domain", &hostname));
     }
     let bundle_id = match &req.bundle {

@@ -446,8 +446,9 @@ pub(super) async fn import(
         };
         let fingerprint = i
             .fingerprint
-            .as_ref()
-            .map(|f| f.to_ascii_lowercase().replace(':', ""));
+            .as_deref()
+            .map(check_fingerprint)
+            .transpose()?;
         let existing = by_name.get(i.name.as_str()).copied();
         let row = IdentityRow {
             id: existing.map(|x| x.id.clone()).unwrap_or_else(store::new_id),

@@ -92,6 +92,10 @@ fn sidecar_error(e: SidecarError) -> ApiError {
             let (m, h) = split_fix(&e.to_string());
             ApiError::invalid("sidecar_credential", m, h)
         }
+        SidecarError::Taken(_) => {
+            let (m, h) = split_fix(&e.to_string());
+            ApiError::in_use(m, &h)
+        }
         SidecarError::Store(s) => s.into(),
         SidecarError::Snapshot(s) => ApiError::snapshot(s),
     }
@@ -167,23 +171,6 @@ async fn create_sidecar(
         .contains_key(&sc.name)
     {
         return Err(ApiError::duplicate("sidecar", &sc.name));
-    }
-    // The issued credential is stored as `sidecar-NAME`: an uploaded credential of that name
-    // (presented by a route, say) would be replaced by it.
-    let st = ch.current().await?;
-    if sc.issue.is_some()
-        && st
-            .credentials
-            .iter()
-            .any(|c| c.name == sc.credential_name())
-    {
-        return Err(ApiError::in_use(
-            format!(
-                "a credential named '{}' exists; the sidecar's issued credential would replace it",
-                sc.credential_name()
-            ),
-            "rename or delete that credential, or give the sidecar another name",
-        ));
     }
     let row = SidecarRow {
         id: store::new_id(),

@@ -31,6 +31,10 @@ pub enum SidecarError {
         "sidecar '{0}' asks for a credential issued by the built-in CA, but the gateway has no CA. Fix: add a [ca] section (symbolon ca init), or name a credential in upstream_tls"
     )]
     NoCa(String),
+    #[error(
+        "a credential named '{0}' exists that the built-in CA did not issue; the sidecar's issued credential would replace it. Fix: rename or delete that credential, or give the sidecar another name"
+    )]
+    Taken(String),
     #[error("sidecar '{name}': the CA cannot issue its credential: {detail}")]
     Issue { name: String, detail: String },
     #[error(transparent)]
@@ -142,9 +146,20 @@ pub(crate) async fn issue_credential(
         ..Default::default()
     };
     let t = crate::ca::Template::common_name(&spec.common_name, sans, profile, Some(lifetime));
-    let (issued, key) = ca.issue(&t).map_err(|e| issue_err(e.to_string()))?;
     let name = sc.credential_name();
-    let existing = store::credential_id(tx, &name).await?;
+    let existing = store::credential_by_name(tx, &name).await?;
+    // Only a credential this CA issued is replaced: an uploaded one of that name (presented by
+    // a route, say) would silently become another identity upstream.
+    if let Some((_, cert_pem)) = &existing
+        && !pki::parse_certs(cert_pem.as_bytes(), std::path::Path::new("credential"))
+            .ok()
+            .and_then(|certs| certs.into_iter().next())
+            .is_some_and(|der| ca.signed(&der))
+    {
+        return Err(SidecarError::Taken(name));
+    }
+    let (issued, key) = ca.issue(&t).map_err(|e| issue_err(e.to_string()))?;
+    let existing = existing.map(|(id, _)| id);
     let row = CredentialRow {
         id: existing.clone().unwrap_or_else(store::new_id),
         name,

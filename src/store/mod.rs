@@ -326,16 +326,15 @@ pub async fn load_all(conn: &mut SqliteConnection) -> Result<StoreState, StoreEr
     })
 }
 
-/// The id of the credential named `name`, if there is one.
-pub async fn credential_id(
+/// The id and certificate (PEM) of the credential named `name`, if there is one.
+pub async fn credential_by_name(
     tx: &mut SqliteConnection,
     name: &str,
-) -> Result<Option<String>, sqlx::Error> {
-    let row: Option<(String,)> = sqlx::query_as("SELECT id FROM credentials WHERE name = ?")
+) -> Result<Option<(String, String)>, sqlx::Error> {
+    sqlx::query_as("SELECT id, cert_pem FROM credentials WHERE name = ?")
         .bind(name)
         .fetch_optional(&mut *tx)
-        .await?;
-    Ok(row.map(|r| r.0))
+        .await
 }
 
 /// A new random id (16 hex characters).

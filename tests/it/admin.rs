@@ -969,6 +969,8 @@ async fn a_route_no_request_can_match_is_refused() {
         "/a%2Fb",
         "/a;b",
         "/a%00b",
+        "/a?b",
+        "/a#b",
     ] {
         let (status, v) = s
             .api
@@ -983,7 +985,14 @@ async fn a_route_no_request_can_match_is_refused() {
             "{prefix}: {v}"
         );
     }
-    for host in ["api.example.test:443", "x y", "a/b"] {
+    for host in [
+        "api.example.test:443",
+        "x y",
+        "a/b",
+        "a.example.",
+        ".",
+        "a..example",
+    ] {
         let (status, v) = s
             .api
             .post(
@@ -1081,4 +1090,69 @@ async fn a_name_that_is_another_objects_id_is_refused() {
         )
         .await;
     assert_eq!((status.as_u16(), code(&v)), (409, "duplicate_name"), "{v}");
+    // A domain's host name is its name.
+    let leaf = s.h.server_ca.leaf(LeafSpec::server("a.example"));
+    let first = s
+        .api
+        .ok(
+            Method::POST,
+            "/api/v1/domains",
+            Some(json!({"hostname": "a.example", "cert_pem": leaf.chain_pem, "key_pem": leaf.key_pem})),
+        )
+        .await;
+    let (status, v) = s
+        .api
+        .post(
+            "/api/v1/domains",
+            json!({"hostname": first["id"], "cert_pem": leaf.chain_pem, "key_pem": leaf.key_pem}),
+        )
+        .await;
+    assert_eq!(status.as_u16(), 409, "{v}");
+    // And through an import.
+    let text = format!("[[bundles]]\nname = \"{id}\"\nrequire = true\npem = \"\"\"\n{pem}\"\"\"\n");
+    let (status, body) = s
+        .api
+        .client
+        .call(
+            Method::POST,
+            "/api/v1/import",
+            Some(("application/toml", text.into_bytes())),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 422, "{}", String::from_utf8_lossy(&body));
+}
+
+/// Names that differ only in case are two names, in the API and in an import: the store's own
+/// export imports again.
+#[tokio::test]
+async fn names_that_differ_in_case_round_trip() {
+    let s = setup().await;
+    for name in ["Web", "web"] {
+        s.api
+            .ok(
+                Method::POST,
+                "/api/v1/policies",
+                Some(json!({"name": name, "rate_limit": {"requests": 5, "per": "1m"}})),
+            )
+            .await;
+    }
+    let (status, text) = s
+        .api
+        .client
+        .call(Method::GET, "/api/v1/export", None)
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let (status, body) = s
+        .api
+        .client
+        .call(
+            Method::POST,
+            "/api/v1/import",
+            Some(("application/toml", text.to_vec())),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
 }

@@ -574,6 +574,41 @@ async fn a_sidecar_does_not_replace_an_uploaded_credential_or_race_its_name() {
     };
     let (status, v) = s.api.post("/api/v1/sidecars", spec("zz")).await;
     assert_eq!(status, 409, "{v}");
+    // Nor by a replacement that asks for an issued credential, nor by an import.
+    let mut plain = spec("zz");
+    plain.as_object_mut().unwrap().remove("issue");
+    s.api
+        .ok(Method::POST, "/api/v1/sidecars", Some(plain))
+        .await;
+    let (status, v) = s
+        .api
+        .call(Method::PUT, "/api/v1/sidecars/zz", Some(spec("zz")))
+        .await;
+    assert_eq!(status, 409, "{v}");
+    s.api
+        .ok(
+            Method::POST,
+            "/api/v1/credentials",
+            Some(
+                json!({"name": "sidecar-imp", "cert_pem": leaf.chain_pem, "key_pem": leaf.key_pem}),
+            ),
+        )
+        .await;
+    let text = format!(
+        "[[sidecars]]\nname = \"imp\"\nlisten = \"127.0.0.1:0\"\nupstream = \"{}\"\n[sidecars.issue]\ncommon_name = \"imp\"\n",
+        s.origin.url()
+    );
+    let (status, body) = s
+        .api
+        .client
+        .call(
+            Method::POST,
+            "/api/v1/import",
+            Some(("application/toml", text.into_bytes())),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 409, "{}", String::from_utf8_lossy(&body));
     let creds = s.api.ok(Method::GET, "/api/v1/credentials", None).await;
     let fingerprint = symbolon::pki::fingerprint_sha256(&leaf.der);
     assert!(creds.to_string().contains(&fingerprint), "{creds}");
