@@ -30,6 +30,7 @@ pub struct PolicyArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyCmd {
+    /// Create a policy: access rights, rate limit, quota.
     Create {
         #[arg(long)]
         name: String,

@@ -14,6 +14,7 @@ use super::api::{Api, Resource, body, read_as};
 
 #[derive(Debug, Subcommand)]
 pub enum RouteCmd {
+    /// Route a host and path prefix to an upstream.
     Create {
         #[arg(long)]
         name: String,
@@ -38,6 +39,7 @@ pub enum RouteCmd {
     Show {
         id: String,
     },
+    /// Change a route: only the settings given (upstream TLS flags merge over the current ones).
     Update {
         id: String,
         #[arg(long)]
