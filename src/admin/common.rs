@@ -71,6 +71,12 @@ pub(super) fn taken<R: Resource>(rows: &[R], name: &str, except: Option<&str>) -
         .any(|r| r.key().1 == name || r.key().0 == name)
 }
 
+/// Whether `name` is the id of a row named otherwise (an import may name existing rows, to
+/// update them, but not reach one through its id).
+pub(super) fn another_id<R: Resource>(rows: &[R], name: &str) -> bool {
+    rows.iter().any(|r| r.key().0 == name && r.key().1 != name)
+}
+
 pub(super) fn lookup<'a, R: Resource>(rows: &'a [R], key: &str) -> Res<&'a R> {
     find(rows, key).ok_or_else(|| ApiError::not_found(R::KIND, key))
 }

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::bundles::CrlsBody;
-use super::common::{Res, state};
+use super::common::{Res, Resource, another_id, check_fingerprint, state};
 use super::view::ErrorBody;
 use super::{Actor, ApiError, App, Change};
 use super::{bundles, credentials, domains, identities, policies, routes, rules, sidecars};
@@ -306,12 +306,13 @@ impl Declarative {
         once("sidecar", self.sidecars.iter().map(|s| s.name.as_str()))?;
         once("policy", self.policies.iter().map(|p| p.name.as_str()))?;
         once("identity", self.identities.iter().map(|i| i.name.as_str()))?;
-        let fingerprints: Vec<String> = self
+        // Compared as stored: normalised (and checked) as the import of identities does.
+        let fingerprints = self
             .identities
             .iter()
             .filter_map(|i| i.fingerprint.as_deref())
-            .map(|f| f.to_ascii_lowercase().replace(':', ""))
-            .collect();
+            .map(check_fingerprint)
+            .collect::<Res<Vec<String>>>()?;
         once(
             "certificate fingerprint",
             fingerprints.iter().map(String::as_str),
@@ -320,71 +321,33 @@ impl Declarative {
 
     /// No name of the import is another object's id (lookups try ids first).
     fn check_not_ids(&self, st: &StoreState) -> Res<()> {
-        fn none<'a>(
-            kind: &str,
-            names: impl Iterator<Item = &'a str>,
-            ids: &[(&str, &str)],
-        ) -> Res<()> {
-            for n in names {
-                if ids.iter().any(|(id, name)| *id == n && *name != n) {
-                    return Err(ApiError::invalid(
-                        "bad_import",
-                        format!(
-                            "the import names a {kind} '{n}', which is the id of another {kind}"
-                        ),
-                        "choose another name",
-                    ));
-                }
+        fn none<'a, R: Resource>(rows: &[R], names: impl Iterator<Item = &'a str>) -> Res<()> {
+            match names.into_iter().find(|n| another_id(rows, n)) {
+                Some(n) => Err(ApiError::invalid(
+                    "bad_import",
+                    format!(
+                        "the import names a {kind} '{n}', which is the id of another {kind}",
+                        kind = R::KIND
+                    ),
+                    "choose another name",
+                )),
+                None => Ok(()),
             }
-            Ok(())
         }
+        none(&st.bundles, self.bundles.iter().map(|b| b.name.as_str()))?;
         none(
-            "bundle",
-            self.bundles.iter().map(|b| b.name.as_str()),
-            &st.bundles
-                .iter()
-                .map(|b| (b.id.as_str(), b.name.as_str()))
-                .collect::<Vec<_>>(),
-        )?;
-        none(
-            "domain",
+            &st.domains,
             self.domains.iter().map(|d| d.hostname.as_str()),
-            &st.domains
-                .iter()
-                .map(|d| (d.id.as_str(), d.hostname.as_str()))
-                .collect::<Vec<_>>(),
         )?;
         none(
-            "credential",
+            &st.credentials,
             self.credentials.iter().map(|c| c.name.as_str()),
-            &st.credentials
-                .iter()
-                .map(|c| (c.id.as_str(), c.name.as_str()))
-                .collect::<Vec<_>>(),
         )?;
+        none(&st.routes, self.routes.iter().map(|r| r.name.as_str()))?;
+        none(&st.policies, self.policies.iter().map(|p| p.name.as_str()))?;
         none(
-            "route",
-            self.routes.iter().map(|r| r.name.as_str()),
-            &st.routes
-                .iter()
-                .map(|r| (r.id.as_str(), r.name.as_str()))
-                .collect::<Vec<_>>(),
-        )?;
-        none(
-            "policy",
-            self.policies.iter().map(|p| p.name.as_str()),
-            &st.policies
-                .iter()
-                .map(|p| (p.id.as_str(), p.name.as_str()))
-                .collect::<Vec<_>>(),
-        )?;
-        none(
-            "identity",
+            &st.identities,
             self.identities.iter().map(|i| i.name.as_str()),
-            &st.identities
-                .iter()
-                .map(|i| (i.id.as_str(), i.name.as_str()))
-                .collect::<Vec<_>>(),
         )
     }
 }

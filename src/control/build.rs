@@ -24,10 +24,9 @@ use crate::tls::verify::{ClientVerifier, Mode};
 use crate::upstream::{Pools, Roots, TlsSpec, TlsUpstream};
 
 impl Control {
-    /// Builds (and so validates) a snapshot of `store` with the configuration as last applied,
+    /// Builds (and so validates) a snapshot of `opened` with the configuration as last applied,
     /// from the files as last applied (sealed private keys are opened here).
-    pub(super) fn build(&self, store: &StoreState) -> Result<Snapshot, SnapshotError> {
-        let mut opened = store.clone();
+    pub(super) fn build(&self, mut opened: StoreState) -> Result<Snapshot, SnapshotError> {
         crate::store::open_keys(&mut opened, self.store.sealer())
             .map_err(|e| SnapshotError::Keys(e.to_string()))?;
         let files = self.files();

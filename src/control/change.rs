@@ -113,7 +113,7 @@ impl<'a> Change<'a> {
     /// applied. Nothing is written or published.
     pub async fn build(&mut self) -> Result<Snapshot, ChangeError> {
         let state = store::load_all(&mut self.tx).await?;
-        Ok(self.control.build(&state)?)
+        Ok(self.control.build(state)?)
     }
 
     /// Validates the whole new snapshot, writes `audit`, commits and publishes. No network
